@@ -1,0 +1,1 @@
+"""Reading run dirs, best configs, export and reports (arrives with the analysis issue)."""

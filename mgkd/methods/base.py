@@ -1,0 +1,135 @@
+"""The contract every KD method implements, and the registry that finds them by name.
+
+A method is an ``nn.Module`` that owns its auxiliary modules (regressors, embeddings, memory banks)
+and turns teacher/student features into one unweighted scalar loss. The loss composition
+(``mgkd.loss``) multiplies it by ``feature_weight`` and adds CE, logit-KD and granularity terms.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from mgkd.errors import ConfigError
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method needs to know to build its auxiliary modules."""
+
+    student_shapes: list[Shape]  # per feature, without batch dim; the last is the embedding (D_s,)
+    teacher_shapes: list[Shape]  # same for the teacher; the last is (D_t,)
+    num_classes: int
+    num_train_samples: int  # size of the training split (CRD's memory bank)
+    epochs: int  # the run's epoch budget (warm-ups and init stages scale with it)
+    temperature: float  # the config's logit temperature T
+    teacher: str = ""  # architecture names, for pair-specific defaults
+    student: str = ""
+
+
+@dataclass
+class MethodInputs:
+    """One training batch as a method sees it. Teacher tensors carry no gradient."""
+
+    student_features: list[torch.Tensor]  # stem/stage maps ..., embedding (B, D_s)
+    teacher_features: list[torch.Tensor]
+    student_logits: torch.Tensor
+    teacher_logits: torch.Tensor
+    targets: torch.Tensor  # (B,) int64 class labels
+    indices: torch.Tensor  # (B,) int64 positions in the training split (CRD)
+    epoch: int  # 0-based epoch of the main stage
+
+
+class DistillMethod(nn.Module):
+    """Base class. Subclasses set the class attributes and implement ``forward``.
+
+    Class attributes:
+      name: registry key (lower case, as in ``METHOD_NAMES``).
+      default_feature_weight: beta from DESIGN.md (RepDistiller's CIFAR-100 scripts); 0.0 for
+        methods whose strength lives in their options (kd: unused, dkd: alpha/beta).
+      uses_feature_weight: False for kd (the logit term is the method).
+      default_ce_weight / default_logit_weight: the method's plain-mode CE and logit-KD weights.
+      option_defaults: every option the method accepts, with its default; unknown options are
+        rejected by ``resolve_options``.
+      has_init_stage: True for ab, ft, fsp (RepDistiller trains them first for a few epochs).
+      init_trains_student: whether the init stage also updates the student (ab, fsp) or only the
+        method's own modules (ft's paraphraser).
+    """
+
+    name: ClassVar[str] = ""
+    default_feature_weight: ClassVar[float] = 0.0
+    uses_feature_weight: ClassVar[bool] = True
+    default_ce_weight: ClassVar[float] = 1.0
+    default_logit_weight: ClassVar[float] = 0.0
+    option_defaults: ClassVar[dict[str, Any]] = {}
+    has_init_stage: ClassVar[bool] = False
+    init_trains_student: ClassVar[bool] = False
+
+    def __init__(self, context: MethodContext, options: dict[str, Any]):
+        super().__init__()
+        self.context = context
+        self.options = self.resolve_options(options, context.teacher, context.student)
+
+    @classmethod
+    def pair_defaults(cls, teacher: str, student: str) -> dict[str, Any]:
+        """Options whose default depends on the teacher/student pair; override where needed."""
+        return {}
+
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any] | None, teacher: str = "",
+                        student: str = "") -> dict[str, Any]:
+        """Defaults filled in, unknown option names rejected with the allowed ones named."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.option_defaults))
+        if unknown:
+            allowed = ", ".join(sorted(cls.option_defaults)) or "none"
+            raise ConfigError(
+                f"method_options: unknown option(s) {unknown} for method '{cls.name}'; "
+                f"allowed: {allowed}.")
+        resolved = {**cls.option_defaults, **cls.pair_defaults(teacher, student)}
+        resolved.update(options)
+        return resolved
+
+    def forward(self, inputs: MethodInputs) -> torch.Tensor:  # pragma: no cover - abstract
+        """The unweighted method loss, a scalar tensor."""
+        raise NotImplementedError
+
+    def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
+        """The init-stage objective (only for ``has_init_stage`` methods)."""
+        raise NotImplementedError(f"method '{self.name}' has no init stage")
+
+    def init_parameters(self) -> Iterable[nn.Parameter]:
+        """The method's own parameters trained in the init stage (default: all of them)."""
+        return self.parameters()
+
+    def init_epochs(self) -> int:
+        """Init-stage length: ``init_fraction`` of the epoch budget, at least one epoch."""
+        fraction = float(self.options.get("init_fraction", 0.0))
+        return max(1, round(fraction * self.context.epochs)) if self.has_init_stage else 0
+
+
+METHODS: dict[str, type[DistillMethod]] = {}
+
+
+def register(cls: type[DistillMethod]) -> type[DistillMethod]:
+    """Class decorator: adds a method to ``METHODS`` under ``cls.name``."""
+    if not cls.name or cls.name in METHODS:
+        raise RuntimeError(f"method name missing or registered twice: {cls.name!r}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[DistillMethod]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"method: unknown method '{name}'; allowed: "
+                          f"{', '.join(METHODS)}.") from None
+
+
+def build_method(name: str, context: MethodContext, options: dict[str, Any] | None) -> DistillMethod:
+    return get_method(name)(context, dict(options or {}))

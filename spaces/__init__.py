@@ -1,0 +1,1 @@
+"""Search spaces for Optuna (arrives with the sweep issue)."""

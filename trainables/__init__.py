@@ -1,0 +1,1 @@
+"""Ray Tune trainables wrapping mgkd runs (arrives with the sweep issue)."""
