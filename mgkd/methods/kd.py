@@ -1,0 +1,27 @@
+"""Vanilla knowledge distillation (Hinton et al., "Distilling the Knowledge in a Neural Network",
+2015).
+
+The method is the logit term itself, which ``mgkd.loss`` composes (``logit_weight · T² · KL``), so
+this module contributes no feature loss and owns no parameters.
+"""
+from __future__ import annotations
+
+import torch
+
+from mgkd.methods.base import DistillMethod, MethodInputs, register
+
+
+@register
+class KD(DistillMethod):
+    """Logits only: the feature term is always zero."""
+
+    name = "kd"
+    default_feature_weight = 0.0
+    uses_feature_weight = False
+    # The MGKD paper's scripts (RepDistiller itself uses 0.1 / 0.9).
+    default_ce_weight = 0.2
+    default_logit_weight = 0.8
+    option_defaults = {}
+
+    def forward(self, inputs: MethodInputs) -> torch.Tensor:
+        return inputs.student_logits.new_zeros(())
