@@ -1,0 +1,274 @@
+"""One training loop for teachers, granularity heads, distillation and final training.
+
+A *task* says what one step computes (its loss components) and how a batch is scored; the
+``Trainer`` owns everything else: batches, SGD with the milestone schedule, per-epoch metrics,
+callbacks and a checkpoint that continues a run bit-for-bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+from torch import nn
+
+from mgkd.data import Batch, DataSplits, DeviceBatches, ImageSplit
+from mgkd.errors import TrainingDiverged
+from mgkd.io import atomic_torch_save
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """SGD with step decay at fractions of the epoch budget (so short runs keep the shape)."""
+
+    epochs: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: tuple[float, ...] = (0.625, 0.75, 0.875)
+    decay: float = 0.1
+
+    def milestone_epochs(self) -> list[int]:
+        epochs = {round(f * self.epochs) for f in self.milestones}
+        return sorted(e for e in epochs if 0 < e < self.epochs)
+
+    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.SGD:
+        return torch.optim.SGD(list(params), lr=self.lr, momentum=self.momentum,
+                               weight_decay=self.weight_decay)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.MultiStepLR:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, self.milestone_epochs(), self.decay)
+
+
+@dataclass
+class InitStage:
+    """A warm-up stage some KD methods run before the main training (ab, ft, fsp)."""
+
+    epochs: int
+    parameters: list[nn.Parameter]
+    loss: Callable[[Batch], torch.Tensor]
+
+
+class TrainingTask(Protocol):
+    """What the Trainer needs from a teacher, head, distillation or final-training run."""
+
+    modules: nn.ModuleDict  # everything whose state is checkpointed (trained or not)
+
+    def trainable_parameters(self) -> list[nn.Parameter]: ...
+
+    def train(self) -> None: ...
+
+    def eval(self) -> None: ...
+
+    def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        """Named loss terms for one batch; ``"loss"`` is the total that is back-propagated."""
+        ...
+
+    def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, number correct) over one evaluation batch, both as device tensors."""
+        ...
+
+    def init_stage(self) -> InitStage | None: ...
+
+
+@dataclass
+class EpochReport:
+    """Handed to every callback after each epoch."""
+
+    epoch: int  # epochs finished so far (1-based)
+    metrics: dict[str, Any]
+    trainer: "Trainer"
+
+    def save_checkpoint(self, path: Path) -> None:
+        self.trainer.save_checkpoint(path)
+
+
+EpochCallback = Callable[[EpochReport], None]
+
+
+@dataclass
+class RunState:
+    epoch: int = 0
+    init_done: bool = False
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    test_acc_at_best_val: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks the GPU Ray (or the user) made visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from mgkd.errors import ConfigError
+        raise ConfigError(f"device: '{name}' was asked for but no CUDA GPU is visible; "
+                          "use device: auto or cpu.")
+    return torch.device(name)
+
+
+class Trainer:
+    """Runs a task for ``schedule.epochs`` epochs; checkpoints continue a run exactly."""
+
+    def __init__(self, task: TrainingTask, splits: DataSplits, schedule: Schedule, *,
+                 batch_size: int, seed: int, callbacks: list[EpochCallback] | None = None,
+                 amp: bool = False, checkpoint_path: Path | None = None):
+        self.task = task
+        self.splits = splits
+        self.schedule = schedule
+        self.batch_size = batch_size
+        self.callbacks = list(callbacks or [])
+        self.checkpoint_path = checkpoint_path
+        self.device = splits.train.images.device
+        self.amp = amp and self.device.type == "cuda"
+        self.optimizer = schedule.optimizer(task.trainable_parameters())
+        self.scheduler = schedule.scheduler(self.optimizer)
+        self.data_rng = torch.Generator(device=self.device)
+        self.data_rng.manual_seed(seed)
+        self.state = RunState()
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "modules": self.task.modules.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data_rng": self.data_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "run": dataclasses.asdict(self.state),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        self.task.modules.load_state_dict(state["modules"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.data_rng.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.state = RunState(**state["run"])
+
+    def save_checkpoint(self, path: Path) -> None:
+        atomic_torch_save(self.state_dict(), path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _batches(self, split: ImageSplit, *, train: bool) -> DeviceBatches:
+        return DeviceBatches(split, self.splits.spec, self.batch_size, train=train,
+                             generator=self.data_rng if train else None)
+
+    def _run_init_stage(self) -> None:
+        stage = self.task.init_stage()
+        if stage is None or self.state.init_done:
+            return
+        optimizer = self.schedule.optimizer(stage.parameters)
+        log.info("init stage: %d epoch(s)", stage.epochs)
+        for epoch in range(stage.epochs):
+            self.task.train()
+            total = torch.zeros((), device=self.device)
+            for batch in self._batches(self.splits.train, train=True):
+                with self._autocast():
+                    loss = stage.loss(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach()
+            value = total.item()
+            _check_finite({"init_loss": value}, epoch + 1)
+            log.info("init epoch %d/%d  loss %.4f", epoch + 1, stage.epochs, value)
+        self.state.init_done = True
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self.task.train()
+        sums: dict[str, torch.Tensor] = {}
+        batches = self._batches(self.splits.train, train=True)
+        for batch in batches:
+            with self._autocast():
+                components = self.task.loss_components(batch, epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            components["loss"].backward()
+            self.optimizer.step()
+            for name, value in components.items():
+                detached = value.detach().float()
+                sums[name] = sums[name] + detached if name in sums else detached
+        names = list(sums)
+        # One host sync per epoch for all components.
+        values = torch.stack([sums[n] for n in names]).div_(len(batches)).tolist()
+        return {("train_loss" if n == "loss" else n): v for n, v in zip(names, values)}
+
+    @torch.no_grad()
+    def evaluate(self, split: ImageSplit | None) -> tuple[float | None, float | None]:
+        """(accuracy in %, mean loss) on a split, or (None, None) when there is none."""
+        if split is None or len(split) == 0:
+            return None, None
+        self.task.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        for batch in self._batches(split, train=False):
+            with self._autocast():
+                batch_loss, batch_correct = self.task.score(batch)
+            loss_sum += batch_loss.float()
+            correct += batch_correct.float()
+        loss_value, correct_value = torch.stack([loss_sum, correct]).tolist()
+        return 100.0 * correct_value / len(split), loss_value / len(split)
+
+    def fit(self) -> RunState:
+        """Train from the current state to the end of the budget; returns the run state."""
+        self._run_init_stage()
+        while self.state.epoch < self.schedule.epochs:
+            epoch = self.state.epoch
+            lr = self.optimizer.param_groups[0]["lr"]
+            metrics: dict[str, Any] = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+            _check_finite(metrics, epoch + 1)
+            self.scheduler.step()
+            val_acc, val_loss = self.evaluate(self.splits.val)
+            test_acc, test_loss = self.evaluate(self.splits.test)
+            metrics.update(val_acc=val_acc, val_loss=val_loss, test_acc=test_acc,
+                           test_loss=test_loss, lr=lr)
+            self._update_best(metrics)
+            self.state.epoch = epoch + 1
+            self.state.history.append(metrics)
+            if self.checkpoint_path is not None:
+                self.save_checkpoint(self.checkpoint_path)
+            report = EpochReport(epoch=epoch + 1, metrics=metrics, trainer=self)
+            for callback in self.callbacks:
+                callback(report)
+        return self.state
+
+    def _update_best(self, metrics: dict[str, Any]) -> None:
+        val_acc = metrics["val_acc"]
+        if val_acc is not None and (self.state.best_val_acc is None
+                                    or val_acc > self.state.best_val_acc):
+            self.state.best_val_acc = val_acc
+            self.state.best_epoch = metrics["epoch"]
+            self.state.test_acc_at_best_val = metrics["test_acc"]
+        metrics["best_val_acc"] = self.state.best_val_acc
+
+
+def _check_finite(metrics: dict[str, Any], epoch: int) -> None:
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite in epoch {epoch} ({', '.join(bad)}); lower lr or the "
+            "loss weights (feature_weight, granularity weights), or raise the temperature.")

@@ -1,0 +1,263 @@
+"""Granularity heads on pooled embeddings, their training on a frozen teacher, and the head bank.
+
+A teacher head k squeezes the teacher embedding (width D) to ``dim_k`` (encoder) and maps that back
+to class logits (decoder); it is trained once per teacher on the frozen teacher with
+``T_k^2 * KL(softmax(t_logits/T_k) || softmax(dec_k/T_k)) + CE(dec_k, y)`` and stored in the bank.
+Student heads have encoders only; they learn through the granularity terms of the loss.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mgkd.data import Batch, DataSplits
+from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
+from mgkd.io import atomic_torch_save, file_lock
+from mgkd.methods.common import soft_kl
+
+log = logging.getLogger(__name__)
+HEAD_FORMAT = 1
+# The heads' own recipe, independent of any trial's optimiser settings so that every trial of a
+# sweep loads the same heads. Part of the bank key: changing it retrains.
+HEAD_RECIPE = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
+               "milestones": (0.625, 0.75, 0.875), "decay": 0.1}
+
+
+def make_encoder(width: int, dim: int) -> nn.Sequential:
+    """Linear(D, D) - ReLU - Linear(D, dim) on the pooled embedding."""
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, dim))
+
+
+class TeacherHead(nn.Module):
+    """Encoder to a ``dim``-wide code plus a decoder from the code to class logits."""
+
+    def __init__(self, width: int, dim: int, num_classes: int):
+        super().__init__()
+        self.encoder = make_encoder(width, dim)
+        self.decoder = nn.Sequential(nn.Linear(dim, width), nn.ReLU(inplace=True),
+                                     nn.Linear(width, num_classes))
+
+    def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.encoder(embedding)
+        return code, self.decoder(code)
+
+
+class StudentGranularity(nn.Module):
+    """The student's encoders, one per granularity level."""
+
+    def __init__(self, width: int, dims: list[int]):
+        super().__init__()
+        self.encoders = nn.ModuleList(make_encoder(width, d) for d in dims)
+
+    def forward(self, embedding: torch.Tensor) -> list[torch.Tensor]:
+        return [encoder(embedding) for encoder in self.encoders]
+
+
+@dataclass
+class TeacherOutput:
+    features: list[torch.Tensor]
+    logits: torch.Tensor
+    codes: list[torch.Tensor]  # per head: encoder output
+    decoder_logits: list[torch.Tensor]  # per head: decoder output
+
+
+class FrozenTeacher(nn.Module):
+    """The teacher network and its heads, permanently in eval mode and without gradients."""
+
+    def __init__(self, model: nn.Module, heads: list[TeacherHead]):
+        super().__init__()
+        self.model = model
+        self.heads = nn.ModuleList(heads)
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return self  # stays in eval mode: BatchNorm statistics of the teacher never move
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> TeacherOutput:
+        features, logits = self.model(images, features=True)
+        codes, decoded = [], []
+        for head in self.heads:
+            code, dec = head(features[-1])
+            codes.append(code)
+            decoded.append(dec)
+        return TeacherOutput(features, logits, codes, decoded)
+
+
+# ---- head training ---------------------------------------------------------------------------
+def head_loss(decoder_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    return soft_kl(decoder_logits, teacher_logits, temperature) + F.cross_entropy(decoder_logits,
+                                                                                  targets)
+
+
+class HeadTrainingTask:
+    """Trains several heads at once on one frozen teacher: one teacher forward per batch serves all.
+
+    Heads do not interact (each has its own parameters and loss), so a head trained here is the
+    same as one trained alone with the same seed."""
+
+    def __init__(self, teacher: nn.Module, heads: list[TeacherHead], temperatures: list[float]):
+        self.teacher = FrozenTeacher(teacher, [])
+        self.heads = heads
+        self.temperatures = temperatures
+        self.modules = nn.ModuleDict({"heads": nn.ModuleList(heads)})
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.modules.parameters())
+
+    def train(self) -> None:
+        self.modules.train()
+
+    def eval(self) -> None:
+        self.modules.eval()
+
+    def init_stage(self) -> InitStage | None:
+        return None
+
+    def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        out = self.teacher(batch.images)
+        embedding = out.features[-1]
+        total = torch.zeros((), device=embedding.device)
+        for head, temperature in zip(self.heads, self.temperatures):
+            _, dec = head(embedding)
+            total = total + head_loss(dec, out.logits, batch.labels, temperature)
+        return {"loss": total}
+
+    def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean over heads of the decoders' CE and correct count."""
+        embedding = self.teacher(batch.images).features[-1]
+        loss = torch.zeros((), device=embedding.device)
+        correct = torch.zeros((), device=embedding.device)
+        for head in self.heads:
+            _, dec = head(embedding)
+            loss = loss + F.cross_entropy(dec, batch.labels, reduction="sum")
+            correct = correct + (dec.argmax(1) == batch.labels).sum()
+        return loss / len(self.heads), correct / len(self.heads)
+
+
+def _derived_seed(*parts: Any) -> int:
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def train_heads(teacher: nn.Module, splits: DataSplits, levels: list[tuple[int, float]], *,
+                epochs: int, seed: int, callbacks: list[EpochCallback] | None = None
+                ) -> tuple[list[TeacherHead], dict[str, Any]]:
+    """Train one head per (dim, temperature) on the frozen teacher; returns heads and last metrics."""
+    device = splits.train.images.device
+    width = teacher.embedding_dim
+    heads = []
+    for dim, temperature in levels:
+        # Each head's initialisation depends on its own key only, not on which heads share the run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_derived_seed(seed, dim, temperature))
+            heads.append(TeacherHead(width, dim, splits.spec.num_classes).to(device))
+    task = HeadTrainingTask(teacher, heads, [t for _, t in levels])
+    schedule = Schedule(epochs=epochs, lr=HEAD_RECIPE["lr"], momentum=HEAD_RECIPE["momentum"],
+                        weight_decay=HEAD_RECIPE["weight_decay"],
+                        milestones=HEAD_RECIPE["milestones"], decay=HEAD_RECIPE["decay"])
+    trainer = Trainer(task, splits, schedule, batch_size=HEAD_RECIPE["batch_size"], seed=seed,
+                      callbacks=callbacks)
+    state = trainer.fit()
+    for head in heads:
+        head.eval()
+    return heads, (state.history[-1] if state.history else {})
+
+
+# ---- the head bank ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeadKey:
+    """Everything a trained head depends on. Equal keys mean interchangeable heads."""
+
+    teacher_hash: str  # sha256 of the teacher checkpoint's bytes
+    dim: int
+    temperature: float
+    epochs: int
+    seed: int
+    data: str  # the training split's identity (dataset, options, subset, val fraction, split seed)
+
+    def digest(self) -> str:
+        payload = {**asdict(self), "recipe": HEAD_RECIPE, "format": HEAD_FORMAT}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def filename(self) -> str:
+        return (f"t{self.teacher_hash[:12]}_d{self.dim}_T{self.temperature:g}_e{self.epochs}"
+                f"_s{self.seed}_{self.digest()[:12]}.pt")
+
+
+class HeadBank:
+    """Teacher heads stored under ``root``; a head is trained once and loaded ever after."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+
+    def path(self, key: HeadKey) -> Path:
+        return self.root / key.filename()
+
+    def has(self, key: HeadKey) -> bool:
+        return self._read(key) is not None
+
+    def _read(self, key: HeadKey) -> dict[str, Any] | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # a damaged file is treated as missing and rebuilt
+            log.warning("head bank entry %s is unreadable (%s); it will be retrained", path, err)
+            return None
+        if entry.get("format") != HEAD_FORMAT or entry.get("key") != asdict(key):
+            log.warning("head bank entry %s does not match its key; it will be retrained", path)
+            return None
+        return entry
+
+    def load(self, key: HeadKey, width: int, num_classes: int,
+             device: torch.device | str = "cpu") -> TeacherHead:
+        entry = self._read(key)
+        if entry is None:
+            raise FileNotFoundError(f"no head in the bank for {key}")
+        head = TeacherHead(width, key.dim, num_classes)
+        head.load_state_dict(entry["state_dict"])
+        return head.to(device).eval()
+
+    def ensure(self, teacher: nn.Module, keys: list[HeadKey], splits: DataSplits,
+               callbacks_for: Callable[[list[HeadKey]], list[EpochCallback]] | None = None
+               ) -> list[HeadKey]:
+        """Train and store every head in ``keys`` that the bank lacks; returns the ones trained.
+
+        Processes that ask for heads of the same teacher at once take turns through a lock file:
+        the first trains, the others find the heads stored and load them."""
+        keys = list(dict.fromkeys(keys))
+        if not keys or all(self.has(k) for k in keys):
+            return []
+        trained: list[HeadKey] = []
+        groups: dict[tuple, list[HeadKey]] = {}
+        for key in keys:
+            groups.setdefault((key.teacher_hash, key.epochs, key.seed, key.data), []).append(key)
+        for (teacher_hash, epochs, seed, _), group in groups.items():
+            with file_lock(self.root / f".lock-{teacher_hash[:16]}"):
+                missing = [k for k in group if not self.has(k)]
+                if not missing:
+                    continue
+                log.info("training %d granularity head(s) for %d epochs: %s", len(missing), epochs,
+                         ", ".join(f"dim {k.dim} T {k.temperature:g}" for k in missing))
+                callbacks = callbacks_for(missing) if callbacks_for else None
+                heads, metrics = train_heads(teacher, splits,
+                                             [(k.dim, k.temperature) for k in missing],
+                                             epochs=epochs, seed=seed, callbacks=callbacks)
+                for key, head in zip(missing, heads):
+                    atomic_torch_save({"format": HEAD_FORMAT, "key": asdict(key),
+                                       "state_dict": head.state_dict(), "metrics": metrics},
+                                      self.path(key))
+                trained.extend(missing)
+        return trained

@@ -1,0 +1,73 @@
+"""The distillation loss of DESIGN.md §4, composed from its terms.
+
+    L = ce · CE(s, y) + logit · T² · KL(softmax(target/T) ‖ softmax(s/T)) + feature · L_method
+        + Σ_k w_k · T_k² · KL(softmax(t_enc_k/T_k) ‖ softmax(s_enc_k/T_k))
+
+``target`` is the teacher's logits, or in mode ``mas`` the mean of the teacher's logits and its
+heads' decoder logits (the stable excitation). Every term is returned (already weighted) so each
+can be logged under the same name in every trial.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mgkd.config import ExperimentConfig
+from mgkd.methods.common import soft_kl
+
+COMPONENTS = ("loss_ce", "loss_logit", "loss_feature", "loss_granularity")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    mode: str
+    ce: float
+    logit: float
+    feature: float
+    temperature: float
+    level_temperatures: tuple[float, ...]
+    level_weights: tuple[float, ...]
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig, uses_feature_weight: bool = True) -> "LossWeights":
+        """From a resolved config (no ``None`` weights left)."""
+        levels = config.granularities if config.mode != "plain" else []
+        return cls(mode=config.mode, ce=float(config.ce_weight), logit=float(config.logit_weight),
+                   feature=float(config.feature_weight) if uses_feature_weight else 0.0,
+                   temperature=config.temperature,
+                   level_temperatures=tuple(g.temperature for g in levels),
+                   level_weights=tuple(g.weight for g in levels))
+
+
+def logit_target(mode: str, teacher_logits: torch.Tensor,
+                 decoder_logits: list[torch.Tensor]) -> torch.Tensor:
+    """The logit-KD target: teacher logits, or in mas their mean with the heads' decoder logits."""
+    if mode == "mas" and decoder_logits:
+        return torch.stack([teacher_logits, *decoder_logits]).mean(dim=0)
+    return teacher_logits
+
+
+def compose_loss(weights: LossWeights, *, student_logits: torch.Tensor,
+                 teacher_logits: torch.Tensor, targets: torch.Tensor, method_loss: torch.Tensor,
+                 student_codes: list[torch.Tensor], teacher_codes: list[torch.Tensor],
+                 decoder_logits: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """All weighted terms and their sum under ``"loss"``."""
+    zero = student_logits.new_zeros(())
+    terms = {name: zero for name in COMPONENTS}
+    if weights.ce:
+        terms["loss_ce"] = weights.ce * F.cross_entropy(student_logits, targets)
+    if weights.logit:
+        target = logit_target(weights.mode, teacher_logits, decoder_logits)
+        terms["loss_logit"] = weights.logit * soft_kl(student_logits, target, weights.temperature)
+    if weights.feature:
+        terms["loss_feature"] = weights.feature * method_loss
+    if weights.mode != "plain" and student_codes:
+        granularity = zero
+        for s_code, t_code, temp, weight in zip(student_codes, teacher_codes,
+                                                weights.level_temperatures, weights.level_weights):
+            granularity = granularity + weight * soft_kl(s_code, t_code, temp)
+        terms["loss_granularity"] = granularity
+    terms["loss"] = sum(terms[name] for name in COMPONENTS)
+    return terms

@@ -1,0 +1,172 @@
+"""Teachers: training one (cached by everything it depends on), loading a checkpoint, hashing it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mgkd.config import ExperimentConfig, default_lr
+from mgkd.data import Batch, DataSplits
+from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
+from mgkd.errors import ConfigError
+from mgkd.io import atomic_torch_save, file_lock
+from mgkd.models import create_model
+
+log = logging.getLogger(__name__)
+TEACHER_FORMAT = 1
+
+
+def data_identity(config: ExperimentConfig) -> str:
+    """A string naming the training split exactly: two configs with the same identity train on
+    the same images (and keep the same validation images out)."""
+    payload = {"dataset": config.dataset, "options": config.data_options,
+               "train_subset": config.train_subset, "val_fraction": config.val_fraction,
+               "split_seed": config.split_seed}
+    return json.dumps(payload, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How a cached teacher is trained; its hash names the cache file."""
+
+    arch: str
+    data: str
+    epochs: int
+    seed: int
+    lr: float
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: tuple[float, ...] = (0.625, 0.75, 0.875)
+    decay: float = 0.1
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig) -> "TeacherRecipe":
+        return cls(arch=config.teacher, data=data_identity(config), epochs=config.teacher_epochs,
+                   seed=config.teacher_seed, lr=default_lr(config.teacher))
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    def schedule(self) -> Schedule:
+        return Schedule(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
+                        weight_decay=self.weight_decay, milestones=self.milestones,
+                        decay=self.decay)
+
+
+def cached_teacher_path(config: ExperimentConfig) -> Path:
+    recipe = TeacherRecipe.from_config(config)
+    root = Path(config.cache_dir).expanduser() / "teachers"
+    return root / f"{config.teacher}_{config.dataset}_e{config.teacher_epochs}_{recipe.digest()[:12]}.pt"
+
+
+def teacher_path(config: ExperimentConfig) -> Path:
+    """The checkpoint a config distils from: its own, or the cached one it would train."""
+    if config.teacher_checkpoint:
+        return Path(config.teacher_checkpoint).expanduser()
+    return cached_teacher_path(config)
+
+
+class ClassifierTask:
+    """Plain cross-entropy training of one network (teachers, and students without a teacher)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.modules = nn.ModuleDict({"model": model})
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.parameters())
+
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def init_stage(self) -> InitStage | None:
+        return None
+
+    def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        return {"loss": F.cross_entropy(self.model(batch.images), batch.labels)}
+
+    def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(batch.images)
+        return (F.cross_entropy(logits, batch.labels, reduction="sum"),
+                (logits.argmax(1) == batch.labels).sum())
+
+
+def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
+                  callbacks: list[EpochCallback] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    torch.manual_seed(recipe.seed)
+    model = create_model(recipe.arch, splits.spec.num_classes, key="teacher").to(
+        splits.train.images.device)
+    trainer = Trainer(ClassifierTask(model), splits, recipe.schedule(),
+                      batch_size=recipe.batch_size, seed=recipe.seed, callbacks=callbacks)
+    state = trainer.fit()
+    model.eval()
+    return model, {"history": state.history, "best_val_acc": state.best_val_acc}
+
+
+def save_teacher(model: nn.Module, arch: str, num_classes: int, path: Path,
+                 extra: dict[str, Any] | None = None) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"format": TEACHER_FORMAT, "arch": arch, "num_classes": num_classes,
+                       "state_dict": state, **(extra or {})}, path)
+
+
+def ensure_teacher(config: ExperimentConfig, splits: DataSplits, *,
+                   callbacks: list[EpochCallback] | None = None) -> Path:
+    """The teacher checkpoint for ``config``; trains and caches one if none is given or cached."""
+    if config.teacher_checkpoint:
+        path = teacher_path(config)
+        if not path.is_file():
+            raise ConfigError(f"teacher_checkpoint: {path} does not exist; give an existing file or "
+                              "set teacher_checkpoint: null to train and cache a teacher.")
+        return path
+    path = cached_teacher_path(config)
+    with file_lock(path.with_name(f".lock-{path.name}")):
+        if path.is_file():
+            return path
+        recipe = TeacherRecipe.from_config(config)
+        log.info("training teacher %s on %s for %d epochs (cached at %s)", recipe.arch,
+                 config.dataset, recipe.epochs, path)
+        model, metrics = train_teacher(recipe, splits, callbacks=callbacks)
+        save_teacher(model, recipe.arch, splits.spec.num_classes, path,
+                     {"recipe": asdict(recipe), "metrics": metrics})
+    return path
+
+
+def load_teacher(path: str | Path, arch: str, num_classes: int,
+                 device: torch.device | str = "cpu") -> nn.Module:
+    """Load a teacher checkpoint: ours, RepDistiller's (``{"model": state_dict}``) or a bare
+    state dict. The architecture must match ``arch``."""
+    path = Path(path)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"teacher_checkpoint: {path} could not be read ({err}); is it a torch "
+                          "checkpoint?") from None
+    if isinstance(raw, dict) and raw.get("format") == TEACHER_FORMAT:
+        if raw["arch"] != arch:
+            raise ConfigError(f"teacher_checkpoint: {path} holds a {raw['arch']}, but teacher is "
+                              f"'{arch}'; set teacher: {raw['arch']} or give a {arch} checkpoint.")
+        state = raw["state_dict"]
+    elif isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        state = raw["model"]
+    else:
+        state = raw
+    model = create_model(arch, num_classes, key="teacher")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"teacher_checkpoint: {path} does not fit a {arch} with {num_classes} "
+                          f"classes ({first_line}).") from None
+    return model.to(device).eval()

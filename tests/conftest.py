@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny synthetic experiments that run in a second on two CPU cores."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mgkd.config import ExperimentConfig
+
+TINY_DATA = {"num_train": 80, "num_test": 24, "num_classes": 4, "image_size": 16, "seed": 0}
+
+
+def tiny_config_dict(cache_dir: Path, **overrides: Any) -> dict[str, Any]:
+    base = {
+        "teacher": "resnet8x4", "student": "resnet8", "dataset": "synthetic",
+        "data_options": dict(TINY_DATA), "val_fraction": 0.25, "teacher_epochs": 1,
+        "head_epochs": 1, "epochs": 2, "batch_size": 16, "device": "cpu",
+        "cache_dir": str(cache_dir), "method": "kd", "mode": "mas",
+        "granularities": [{"dim": 8, "temperature": 2.0, "weight": 1.0},
+                          {"dim": 16, "temperature": 8.0, "weight": 0.5}],
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path):
+    """A factory: ``tiny_config(method="at", mode="mag")`` -> ExperimentConfig."""
+    def make(**overrides: Any) -> ExperimentConfig:
+        return ExperimentConfig.from_dict(tiny_config_dict(tmp_path / "cache", **overrides))
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    torch.set_num_threads(2)
