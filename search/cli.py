@@ -9,12 +9,39 @@ from mgkd.cli import add_core_commands
 from mgkd.errors import MgkdError
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    # Ray, Optuna and the sweep machinery load only for this command.
+    from search.sweep import default_sweep, load_sweep
+    from search.tune import format_summary, resume_sweep, run_sweep
+
+    if args.resume and args.sweep:
+        raise MgkdError("tune: give a sweep file or --resume RUN_DIR, not both.")
+    if args.resume:
+        result = resume_sweep(args.resume)
+    else:
+        spec = load_sweep(args.sweep) if args.sweep else default_sweep()
+        if args.address:
+            spec = type(spec).from_dict({**spec.to_dict(), "ray_address": args.address})
+        result = run_sweep(spec)
+    print(format_summary(result))
+    return 0
+
+
+def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("tune", help="run a sweep (no arguments: the built-in digits demo)")
+    p.add_argument("sweep", nargs="?", help="sweep YAML file (see sweeps/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted sweep")
+    p.add_argument("--address", help="Ray cluster address (overrides the file's ray_address)")
+    p.set_defaults(handler=cmd_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mgkd", description="Multi-granularity knowledge distillation and its tuning.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_core_commands(subparsers)
+    add_sweep_commands(subparsers)
     return parser
 
 

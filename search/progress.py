@@ -1,0 +1,83 @@
+"""Sweep progress without a wall of logs: per study, trials running / done / pruned / errored and
+the best validation accuracy so far, printed every few seconds and when the sweep ends."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+
+log = logging.getLogger("mgkd.sweep")
+
+
+@dataclass
+class StudyCounts:
+    pending: int = 0
+    running: int = 0
+    done: int = 0
+    pruned: int = 0
+    errored: int = 0
+    best_val_acc: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def classify(status: str, last_result: dict[str, Any], epochs: int) -> str:
+    """Ray's trial status → pending / running / done / pruned / errored."""
+    if status == "ERROR":
+        return "errored"
+    if status == "TERMINATED":
+        return "done" if int(last_result.get("epoch", 0) or 0) >= epochs else "pruned"
+    if status == "RUNNING":
+        return "running"
+    return "pending"  # PENDING, PAUSED
+
+
+def count_trials(trials: list, epochs: dict[str, int]) -> dict[str, StudyCounts]:
+    counts = {key: StudyCounts() for key in epochs}
+    for trial in trials:
+        key = trial.config.get("study")
+        if key not in counts:
+            continue
+        study = counts[key]
+        kind = classify(trial.status, trial.last_result or {}, epochs[key])
+        setattr(study, kind, getattr(study, kind) + 1)
+        if kind == "errored" and trial.error_file:
+            study.errors.append(trial.error_file)
+        best = (trial.last_result or {}).get("val_acc")  # the studies' objective
+        if best is not None and math.isfinite(best):
+            study.best_val_acc = best if study.best_val_acc is None else max(study.best_val_acc, best)
+    return counts
+
+
+def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int]) -> str:
+    width = max([len("study")] + [len(k) for k in counts])
+    lines = [f"{'study':<{width}}  total  run  done  pruned  err  best val_acc"]
+    for key, c in counts.items():
+        best = "-" if c.best_val_acc is None else f"{c.best_val_acc:.2f}"
+        lines.append(f"{key:<{width}}  {samples[key]:>5}  {c.running:>3}  {c.done:>4}  "
+                     f"{c.pruned:>6}  {c.errored:>3}  {best:>12}")
+    return "\n".join(lines)
+
+
+class ProgressTable(Callback):
+    """A Tune callback printing the per-study table every ``interval`` seconds."""
+
+    def __init__(self, epochs: dict[str, int], samples: dict[str, int], interval: float = 15.0):
+        self.epochs = epochs
+        self.samples = samples
+        self.interval = interval
+        self._last = 0.0
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            log.info("sweep progress\n%s", format_counts(count_trials(trials, self.epochs),
+                                                         self.samples))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        log.info("sweep finished\n%s", format_counts(count_trials(trials, self.epochs),
+                                                     self.samples))

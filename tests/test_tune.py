@@ -1,0 +1,174 @@
+"""`mgkd tune` on real Ray (2 local CPUs), real Optuna and real TensorBoard files: one sweep of two
+studies, a worker killed mid-trial, a diverging trial, a driver killed and resumed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from optuna.trial import TrialState
+from ray import tune
+
+from mgkd.errors import ConfigError
+from search.multistudy import PAPER_DEFAULT_ATTR
+from search.tune import run_sweep, resume_sweep
+
+from sweep_helpers import epochs_reported, study_trials, tiny_sweep, trial_dirs
+
+MGKD = Path(sys.executable).parent / "mgkd"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """One real sweep shared by the assertions below: kd in mas and plain, 3 trials each."""
+    storage = tmp_path_factory.mktemp("sweeps")
+    spec = tiny_sweep(storage)
+    return spec, run_sweep(spec)
+
+
+def test_each_study_has_exactly_its_trials_paper_default_first(sweep):
+    spec, result = sweep
+    assert [s.key for s in result.studies] == ["resnet8__resnet8__kd__mas",
+                                                "resnet8__resnet8__kd__plain"]
+    for summary in result.studies:
+        trials = study_trials(result.run_dir, summary.key)
+        assert len(trials) == spec.num_samples
+        assert all(t.state.is_finished() for t in trials)
+        assert trials[0].user_attrs[PAPER_DEFAULT_ATTR] is True
+        assert summary.best_val_acc == max(t.value for t in trials if t.value is not None)
+        assert (result.run_dir / "optuna.db").is_file()
+
+
+def test_stopped_trials_are_pruned_in_optuna_exactly_when_ray_stopped_them_early(sweep):
+    spec, result = sweep
+    by_ray_id = {}
+    for summary in result.studies:
+        for trial in study_trials(result.run_dir, summary.key):
+            by_ray_id[trial.user_attrs["ray_trial_id"]] = trial
+    assert len(trial_dirs(result.run_dir)) == 2 * spec.num_samples
+    for trial_dir in trial_dirs(result.run_dir):
+        epochs = epochs_reported(trial_dir)
+        optuna_trial = by_ray_id[trial_dir.name.rsplit("_", 1)[1]]
+        if epochs[-1] < spec.base["epochs"]:
+            assert optuna_trial.state == TrialState.PRUNED
+            assert sorted(optuna_trial.intermediate_values) == epochs  # its curve, for analysis
+        else:
+            assert optuna_trial.state == TrialState.COMPLETE
+
+
+def test_trials_write_the_same_tensorboard_tags(sweep):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _, result = sweep
+    tag_sets = []
+    for trial_dir in trial_dirs(result.run_dir):
+        events = EventAccumulator(str(trial_dir))
+        events.Reload()
+        tag_sets.append({t.rsplit("/", 1)[-1] for t in events.Tags()["scalars"]})
+    for name in ("val_acc", "test_acc", "train_loss", "loss_granularity", "lr", "best_val_acc"):
+        assert all(name in tags for tags in tag_sets), name
+
+
+def test_heads_were_banked_before_the_trials(sweep):
+    _, result = sweep
+    heads = list((result.run_dir / "cache" / "heads").glob("*.pt"))
+    assert len(heads) == 3 * 2  # every width x temperature of the space, once, for the one teacher
+    assert len(list((result.run_dir / "cache" / "teachers").glob("*.pt"))) == 1
+
+
+def test_a_finished_sweep_is_not_overwritten(sweep):
+    spec, _ = sweep
+    with pytest.raises(ConfigError, match="already holds a sweep"):
+        run_sweep(spec)
+
+
+class KillWorkerOnce(tune.Callback):
+    """SIGKILLs the trial's worker process after it reports ``epoch``."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        self.killed = False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not self.killed and result.get("epoch") == self.epoch:
+            self.killed = True
+            os.kill(result["pid"], signal.SIGKILL)
+
+
+def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
+    spec = tiny_sweep(tmp_path, name="killed", modes=["plain"], num_samples=1,
+                      scheduler={"grace_period": 6, "reduction_factor": 2},
+                      base={"epochs": 6})
+    killer = KillWorkerOnce(epoch=3)
+    result = run_sweep(spec, callbacks=[killer])
+    assert killer.killed
+    (trial_dir,) = trial_dirs(result.run_dir)
+    epochs = epochs_reported(trial_dir)
+    assert epochs[-1] == 6 and set(epochs) == set(range(1, 7))
+    assert epochs.count(1) == 1  # restarted from the epoch-2 checkpoint, not from scratch
+    assert result.studies[0].complete == 1
+
+
+def test_a_diverging_trial_errors_and_the_sweep_goes_on(tmp_path):
+    # A CE weight of 1e7 blows the weights up within an epoch: those trials diverge (NaN); the
+    # others must still finish.
+    space = {"preset": "weights",
+             "ce_weight": {"type": "categorical", "choices": [0.2, 1.0e7]}}
+    spec = tiny_sweep(tmp_path, name="nan", modes=["plain"], space=space, num_samples=4,
+                      scheduler={"grace_period": 4, "reduction_factor": 2},
+                      searcher={"seed": 3, "multivariate": True})
+    result = run_sweep(spec)
+    trials = study_trials(result.run_dir, result.studies[0].key)
+    assert len(trials) == 4
+    states = {t.params["ce_weight"]: set() for t in trials}
+    for t in trials:
+        states[t.params["ce_weight"]].add(t.state)
+    assert states[1.0e7] == {TrialState.FAIL}
+    assert states[0.2] == {TrialState.COMPLETE}
+    errors = [p for d in trial_dirs(result.run_dir) for p in d.glob("error*.txt")]
+    assert errors and "NaN or infinite" in errors[0].read_text()
+
+
+def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    spec = tiny_sweep(tmp_path, name="resume", modes=["plain"], num_samples=4,
+                      max_concurrent_trials=1, scheduler={"grace_period": 4, "reduction_factor": 2})
+    sweep_file = tmp_path / "resume.yaml"
+    sweep_file.write_text(yaml.safe_dump(spec.to_dict()))
+    driver = subprocess.Popen([str(MGKD), "tune", str(sweep_file)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    run_dir = spec.run_dir
+    deadline = time.monotonic() + 240
+    finished = []
+    while time.monotonic() < deadline and len(finished) < 2:
+        time.sleep(1)
+        if (run_dir / "optuna.db").exists():
+            try:
+                finished = [t for t in study_trials(run_dir, "resnet8__resnet8__kd__plain")
+                            if t.state.is_finished()]
+            except Exception:  # the study is being created
+                finished = []
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-sweep
+    driver.wait()
+    assert len(finished) >= 2, "the sweep did not get going"
+    time.sleep(2)  # let the experiment state written before the kill settle
+    before = {d.name: epochs_reported(d) for d in trial_dirs(run_dir) if (d / "result.json").exists()}
+    done_before = {t.user_attrs["ray_trial_id"] for t in finished}
+
+    result = resume_sweep(run_dir)
+    trials = study_trials(run_dir, result.studies[0].key)
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    for name, epochs in before.items():
+        if name.rsplit("_", 1)[1] in done_before:
+            assert epochs_reported(run_dir / name) == epochs  # not re-run

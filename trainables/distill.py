@@ -1,0 +1,86 @@
+"""The Ray Tune function trainable: one mgkd distillation run per trial.
+
+Data and the teachers' knowledge arrive through Ray's object store (``tune.with_parameters``), so a
+trial re-reads nothing from disk and never trains a teacher or a head. Every epoch is reported under
+the same metric names; every ``checkpoint_every`` epochs (and at the end) the report carries a
+checkpoint from which a killed worker or a resumed sweep continues exactly.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from mgkd.config import ExperimentConfig
+from mgkd.data import DataSplits
+from mgkd.distill import Knowledge, make_trainer
+from mgkd.engine import EpochReport
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "checkpoint.pt"
+# Keys every trial reports each epoch, in every trial alike (TensorBoard curves line up).
+REPORTED = ("epoch", "train_loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity",
+            "val_acc", "val_loss", "test_acc", "best_val_acc", "lr")
+
+
+def teacher_key(teacher: str, checkpoint: str | None) -> str:
+    """How a trial finds its teacher's knowledge in the mapping handed to the trainable."""
+    return f"{teacher}@{checkpoint or 'cached'}"
+
+
+def _report_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key in REPORTED:
+        value = metrics.get(key)
+        out[key] = float("nan") if value is None else value
+    return out
+
+
+class TuneReporter:
+    """Engine callback: ``tune.report`` every epoch, with a checkpoint every few epochs."""
+
+    def __init__(self, epochs: int, checkpoint_every: int):
+        self.epochs = epochs
+        self.every = max(1, checkpoint_every)
+
+    def __call__(self, report: EpochReport) -> None:
+        metrics = _report_metrics(report.metrics)
+        if report.epoch % self.every and report.epoch != self.epochs:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="mgkd-ckpt-") as folder:
+            report.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _use_assigned_cpus() -> None:
+    """One torch thread per CPU Ray gave this trial: more threads than cores stall each other."""
+    try:
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    except Exception:  # outside a Tune session (direct calls in benchmarks)
+        return
+    torch.set_num_threads(max(1, int(math.floor(cpus))))
+
+
+def distill_trainable(config: dict[str, Any], *, data: DataSplits,
+                      knowledge: dict[str, Knowledge], checkpoint_every: int = 2) -> None:
+    """Tune function trainable. ``config["experiment"]`` is an ExperimentConfig as a dict."""
+    experiment = ExperimentConfig.from_dict(config["experiment"])
+    _use_assigned_cpus()
+    # Ray picks the GPU (CUDA_VISIBLE_DEVICES); device "auto" then means that GPU.
+    teacher = knowledge[teacher_key(experiment.teacher, experiment.teacher_checkpoint)]
+    trainer = make_trainer(experiment, data, teacher,
+                           callbacks=[TuneReporter(experiment.epochs, checkpoint_every)])
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        log.info("trial %s resumes after epoch %d (pid %d)", tune.get_context().get_trial_id(),
+                 trainer.state.epoch, os.getpid())
+    trainer.fit()

@@ -1,0 +1,35 @@
+"""Ray tasks that prepare each teacher's knowledge once per sweep, before any trial starts:
+train (or load) the teacher and fill the head bank with every head the search space can ask for."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import ray
+
+from mgkd.config import ExperimentConfig
+from mgkd.data import DataSplits
+from mgkd.distill import Knowledge, prepare_knowledge
+
+log = logging.getLogger(__name__)
+
+
+def _prepare(config: dict[str, Any], levels: list[tuple[int, float]], data: DataSplits,
+             cpus: float) -> Knowledge:
+    import torch
+    torch.set_num_threads(max(1, int(math.floor(cpus))))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    return prepare_knowledge(ExperimentConfig.from_dict(config), data, extra_levels=levels)
+
+
+def prepare_teachers(jobs: dict[str, tuple[ExperimentConfig, list[tuple[int, float]]]],
+                     data: DataSplits, *, cpus: float = 1.0, gpus: float = 0.0
+                     ) -> dict[str, Knowledge]:
+    """Run one Ray task per teacher (in parallel); returns knowledge by teacher key."""
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_prepare)
+    data_ref = ray.put(data)
+    refs = {key: task.remote(config.to_dict(), levels, data_ref, cpus)
+            for key, (config, levels) in jobs.items()}
+    log.info("preparing %d teacher(s) and their head banks as Ray tasks", len(refs))
+    return dict(zip(refs, ray.get(list(refs.values()))))
