@@ -131,7 +131,7 @@ def ensure_teacher(config: ExperimentConfig, splits: DataSplits, *,
                               "set teacher_checkpoint: null to train and cache a teacher.")
         return path
     path = cached_teacher_path(config)
-    with file_lock(path.with_name(f".lock-{path.name}")):
+    with file_lock(path.with_name(f".{path.name}.lock")):
         if path.is_file():
             return path
         recipe = TeacherRecipe.from_config(config)
