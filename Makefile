@@ -16,14 +16,15 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Until `mgkd tune` lands: one MAS+KD distillation on the embedded digits data (teacher trained
-# and cached on first use). Re-running starts the demo afresh.
+# The built-in sweep (sweeps/demo.yaml) on the embedded digits data: two pairs, mode mas, teachers
+# and head banks prepared automatically. Re-running starts the demo afresh.
 demo: $(STAMP)
 	rm -rf runs/demo
-	$(BIN)/mgkd train --config examples/digits-mas-kd.yaml --out runs/demo
+	$(BIN)/mgkd tune
 
 bench: $(STAMP)
 	$(BIN)/python bench/step.py
+	$(BIN)/python bench/tune_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -447,8 +447,9 @@ def _study_config(spec: SweepSpec, pair: Pair, method: str, mode: str) -> Experi
     data.update(teacher=pair.teacher, student=pair.student, method=method, mode=mode,
                 teacher_checkpoint=(None if pair.teacher_checkpoint is None
                                     else _absolute(pair.teacher_checkpoint)))
-    if isinstance(data.get("data_dir"), str):
-        data["data_dir"] = _absolute(data["data_dir"])
+    data_dir = data.get("data_dir", ExperimentConfig().data_dir)
+    if isinstance(data_dir, str):  # trials run in their own directories: no relative paths
+        data["data_dir"] = _absolute(data_dir)
     if "cache_dir" not in data:
         data["cache_dir"] = str(spec.run_dir / "cache")
     elif isinstance(data["cache_dir"], str):

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -34,11 +35,12 @@ def teacher_key(teacher: str, checkpoint: str | None) -> str:
     return f"{teacher}@{checkpoint or 'cached'}"
 
 
-def _report_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+def _report_metrics(metrics: dict[str, Any], node: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key in REPORTED:
         value = metrics.get(key)
         out[key] = float("nan") if value is None else value
+    out["node"] = node  # which Ray node ran the epoch (several share one IP in tests)
     return out
 
 
@@ -48,9 +50,10 @@ class TuneReporter:
     def __init__(self, epochs: int, checkpoint_every: int):
         self.epochs = epochs
         self.every = max(1, checkpoint_every)
+        self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def __call__(self, report: EpochReport) -> None:
-        metrics = _report_metrics(report.metrics)
+        metrics = _report_metrics(report.metrics, self.node)
         if report.epoch % self.every and report.epoch != self.epochs:
             tune.report(metrics)
             return
