@@ -69,12 +69,12 @@ def connect(address: str | None) -> None:
              logging_level=logging.WARNING)
 
 
-def _entries(spec: SweepSpec, studies: list[Study]) -> list[StudyEntry]:
+def study_entries(spec: SweepSpec, studies: list[Study]) -> list[StudyEntry]:
     return [StudyEntry(key=s.key, space=build_space(spec.space, s.base),
                        num_samples=spec.num_samples, epochs=s.base.epochs) for s in studies]
 
 
-def _teacher_jobs(studies: list[Study], entries: list[StudyEntry]):
+def teacher_jobs(studies: list[Study], entries: list[StudyEntry]):
     """One preparation job per teacher, with every head level any of its studies can ask for."""
     jobs: dict[str, tuple[Any, list[tuple[int, float]]]] = {}
     for study, entry in zip(studies, entries):
@@ -84,15 +84,19 @@ def _teacher_jobs(studies: list[Study], entries: list[StudyEntry]):
     return jobs
 
 
-def _trainable(spec: SweepSpec, studies: list[Study], entries: list[StudyEntry]):
+def build_trainable(spec: SweepSpec, studies: list[Study], entries: list[StudyEntry], *,
+                    checkpoint_every: int | None = None):
+    """The trial function with the sweep's data and every teacher's knowledge bound to it (put in
+    Ray's object store once), and the per-trial resources. Prepares the teachers first."""
     from mgkd.distill import load_config_splits
 
     data = load_config_splits(studies[0].base)  # the data set is sweep-wide (base)
-    knowledge = prepare_teachers(_teacher_jobs(studies, entries), data,
+    knowledge = prepare_teachers(teacher_jobs(studies, entries), data,
                                  cpus=spec.resources_per_trial.cpu,
                                  gpus=spec.resources_per_trial.gpu)
+    every = spec.checkpoint_every if checkpoint_every is None else checkpoint_every
     trainable = tune.with_parameters(distill_trainable, data=data, knowledge=knowledge,
-                                     checkpoint_every=spec.checkpoint_every)
+                                     checkpoint_every=every)
     return tune.with_resources(trainable, {"cpu": spec.resources_per_trial.cpu,
                                            "gpu": spec.resources_per_trial.gpu})
 
@@ -102,7 +106,7 @@ def _trial_dirname(trial) -> str:
     return f"{trial.config.get('study', 'trial')}_{trial.config.get('trial_number', 0):03d}_{trial.trial_id}"
 
 
-def _quiet_ray() -> None:
+def quiet_ray() -> None:
     """The sweep prints its own progress table: keep Ray's and Optuna's chatter out of the way."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -147,8 +151,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
     if not resume and (run_dir / SWEEP_FILE).exists():
         raise ConfigError(f"{run_dir} already holds a sweep; continue it with `mgkd tune --resume "
                           f"{run_dir}` or give the sweep another name.")
-    entries = _entries(spec, studies)
-    _quiet_ray()
+    entries = study_entries(spec, studies)
+    quiet_ray()
     connect(spec.ray_address)
     validate_sweep(spec, cluster_resources=ray.cluster_resources(), check_data=False)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
         atomic_write_text(run_dir / SWEEP_FILE, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     log.info("sweep %s: %d studies x %d samples -> %s", spec.name, len(studies),
              spec.num_samples, run_dir)
-    trainable = _trainable(spec, studies, entries)
+    trainable = build_trainable(spec, studies, entries)
     if resume:
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False)
@@ -167,17 +171,22 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
     return SweepResult(run_dir, summarize(run_dir, [e.key for e in entries]))
 
 
-def resume_sweep(run_dir: str | Path) -> SweepResult:
+def load_run_spec(run_dir: str | Path, action: str) -> SweepSpec:
+    """The sweep a run dir holds, pointed at where the run dir is now (it may have been moved)."""
     run_dir = Path(run_dir).expanduser().resolve()
     sweep_file = run_dir / SWEEP_FILE
     if not sweep_file.is_file():
-        raise ConfigError(f"--resume: {run_dir} is not a sweep run dir (no {SWEEP_FILE}); give the "
+        raise ConfigError(f"{action}: {run_dir} is not a sweep run dir (no {SWEEP_FILE}); give the "
                           "directory `mgkd tune` printed when it started.")
     spec = load_sweep(sweep_file)
-    if spec.run_dir != run_dir:  # the run dir was moved: follow it
+    if spec.run_dir != run_dir:
         spec = SweepSpec.from_dict({**spec.to_dict(), "storage_path": str(run_dir.parent),
                                     "name": run_dir.name})
-    return run_sweep(spec, resume=True)
+    return spec
+
+
+def resume_sweep(run_dir: str | Path) -> SweepResult:
+    return run_sweep(load_run_spec(run_dir, "--resume"), resume=True)
 
 
 # ---- summary ------------------------------------------------------------------------------------

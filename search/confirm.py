@@ -1,0 +1,130 @@
+"""`mgkd best --confirm K --seeds S`: re-run each study's top K configs with S further seeds through
+Ray (the same trainable), so the exported winner is not a lucky seed.
+
+Results go to ``<run dir>/confirm/<study key>.json``, ranked by mean validation accuracy:
+``{"study", "seeds", "entries": [{"trial_number", "params", "val_accs", "test_accs",
+"mean_val_acc", "std_val_acc"}, ...]}``. The trial's own run counts as its first seed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray import tune
+
+from mgkd.errors import ConfigError
+from mgkd.io import atomic_write_text
+from search.sweep import SweepSpec, plan
+from search.tune import (build_trainable, connect, load_run_spec, quiet_ray,
+                          storage_url, study_entries)
+from spaces import build_space
+
+log = logging.getLogger(__name__)
+CONFIRM_DIR = "confirm"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One re-run: a study's trial config under another seed."""
+
+    study: str
+    trial_number: int
+    seed: int
+    experiment: dict[str, Any]
+
+
+def top_trials(run_dir: Path, key: str, k: int) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=key, storage=storage_url(run_dir))
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    return sorted(complete, key=lambda t: (-t.value, t.number))[:k]
+
+
+def plan_jobs(spec: SweepSpec, top_k: int, seeds: int) -> tuple[list[Job], dict[str, list]]:
+    """Every (study, top trial, further seed) to run, and each study's top trials."""
+    jobs, tops = [], {}
+    for study in plan(spec):
+        space = build_space(spec.space, study.base)
+        tops[study.key] = top_trials(spec.run_dir, study.key, top_k)
+        for trial in tops[study.key]:
+            config = space.to_config(trial.params)
+            for offset in range(1, seeds + 1):
+                jobs.append(Job(study.key, trial.number, config.seed + offset,
+                                config.replace(seed=config.seed + offset).to_dict()))
+    return jobs, tops
+
+
+def trial_final(run_dir: Path, key: str, number: int) -> dict[str, Any]:
+    """The last line of a sweep trial's result.json (its final metrics), or {}."""
+    for folder in run_dir.glob(f"{key}_{number:03d}_*"):
+        lines = [line for line in (folder / "result.json").read_text().splitlines() if line.strip()]
+        if lines:
+            return json.loads(lines[-1])
+    return {}
+
+
+def _rank(run_dir: Path, key: str, trials: list, jobs: list[Job],
+          runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[str, Any]:
+    entries = []
+    for trial in trials:
+        own = trial_final(run_dir, key, trial.number)
+        own_seed = int(own.get("config", {}).get("experiment", {}).get("seed", 0))
+        seeds = [own_seed] + [j.seed for j in jobs if j.study == key and j.trial_number == trial.number]
+        results = [{"val_acc": trial.value, "test_acc": own.get("test_acc")}]
+        results += [runs.get((key, trial.number, seed), {}) for seed in seeds[1:]]
+        val_accs = [r.get("val_acc") for r in results]
+        finite = [v for v in val_accs if v is not None]
+        entries.append({
+            "trial_number": trial.number, "params": dict(trial.params), "seeds": seeds,
+            "val_accs": val_accs, "test_accs": [r.get("test_acc") for r in results],
+            "mean_val_acc": statistics.fmean(finite) if finite else None,
+            "std_val_acc": statistics.pstdev(finite) if len(finite) > 1 else 0.0})
+    entries.sort(key=lambda e: (-(e["mean_val_acc"] or float("-inf")), e["trial_number"]))
+    return {"study": key, "seeds": entries[0]["seeds"] if entries else [], "entries": entries}
+
+
+def confirm(run_dir: str | Path, top_k: int, seeds: int) -> dict[str, dict[str, Any]]:
+    """Run the confirmation and store it; returns the ranking per study."""
+    if top_k < 1 or seeds < 1:
+        raise ConfigError(f"--confirm {top_k} --seeds {seeds}: both must be at least 1.")
+    spec = load_run_spec(run_dir, "--confirm")
+    run_dir = spec.run_dir
+    jobs, tops = plan_jobs(spec, top_k, seeds)
+    if not jobs:
+        raise ConfigError(f"{run_dir}: no study has a completed trial to confirm yet.")
+    studies = plan(spec)
+    quiet_ray()
+    connect(spec.ray_address)
+    # Re-runs are short and never resumed: checkpoint only at the end.
+    trainable = build_trainable(spec, studies, study_entries(spec, studies),
+                                checkpoint_every=10**9)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"experiment": tune.grid_search([job.experiment for job in jobs])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=f"{CONFIRM_DIR}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(run_dir / CONFIRM_DIR), verbose=0))
+    grid = tuner.fit()
+    by_config = {json.dumps(job.experiment, sort_keys=True): job for job in jobs}
+    runs: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for result in grid:
+        job = by_config[json.dumps(result.config["experiment"], sort_keys=True)]
+        metrics = result.metrics or {}
+        if result.error is None:
+            runs[(job.study, job.trial_number, job.seed)] = {"val_acc": metrics.get("val_acc"),
+                                                             "test_acc": metrics.get("test_acc")}
+    out = {}
+    for key, trials in tops.items():
+        if not trials:
+            continue
+        ranking = _rank(run_dir, key, trials, jobs, runs)
+        atomic_write_text(run_dir / CONFIRM_DIR / f"{key}.json", json.dumps(ranking, indent=1))
+        out[key] = ranking
+    return out

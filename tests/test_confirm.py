@@ -1,0 +1,40 @@
+"""`mgkd best --confirm K --seeds S`: the top configs re-run under further seeds through Ray."""
+import json
+
+import pytest
+import ray
+
+from mgkd.errors import ConfigError
+from search.confirm import confirm
+from search.tune import run_sweep
+
+from sweep_helpers import study_trials, tiny_sweep
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_top_configs_are_rerun_with_more_seeds_and_ranked_by_mean(tmp_path):
+    spec = tiny_sweep(tmp_path, modes=["plain"], num_samples=3,
+                      scheduler={"grace_period": 4, "reduction_factor": 2})
+    result = run_sweep(spec)
+    key = result.studies[0].key
+    ranking = confirm(result.run_dir, 2, 2)[key]
+    stored = json.loads((result.run_dir / "confirm" / f"{key}.json").read_text())
+    assert stored == ranking
+    trials = {t.number: t for t in study_trials(result.run_dir, key)}
+    top_two = sorted(trials.values(), key=lambda t: (-t.value, t.number))[:2]
+    assert {e["trial_number"] for e in ranking["entries"]} == {t.number for t in top_two}
+    for entry in ranking["entries"]:
+        assert entry["seeds"] == [0, 1, 2]
+        assert entry["val_accs"][0] == trials[entry["trial_number"]].value  # the sweep's own run
+        assert len(entry["val_accs"]) == 3 and None not in entry["val_accs"]
+        assert entry["mean_val_acc"] == pytest.approx(sum(entry["val_accs"]) / 3)
+    means = [e["mean_val_acc"] for e in ranking["entries"]]
+    assert means == sorted(means, reverse=True)
+    with pytest.raises(ConfigError, match="at least 1"):
+        confirm(result.run_dir, 0, 2)
