@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from mgkd.errors import ConfigError
-from mgkd.io import atomic_write_text
+from mgkd.io import atomic_write_text, read_yaml_file
 
 MODES = ("plain", "mag", "mas")
 DEVICES = ("auto", "cpu", "cuda")
@@ -309,13 +309,8 @@ def default_config(teacher: str, student: str, dataset: str, **overrides: Any) -
 # ---- files and overrides -----------------------------------------------------------------------
 def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; write one with "
+    data = read_yaml_file(path, "config", "write one with "
                           "`mgkd config --teacher A --student B --dataset D > FILE`.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     try:
         return ExperimentConfig.from_dict(data or {})
     except ConfigError as err:

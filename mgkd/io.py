@@ -41,6 +41,21 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def read_yaml_file(path: Path, kind: str, hint: str) -> Any:
+    """Parse a YAML file the user named; a missing or malformed file is a ConfigError that says
+    which file, what is wrong and (``hint``) how to get a good one."""
+    import yaml
+
+    from mgkd.errors import ConfigError
+
+    if not path.is_file():
+        raise ConfigError(f"{kind} file {path} does not exist; {hint}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{kind} file {path} is not valid YAML: {err}") from None
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

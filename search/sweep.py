@@ -26,6 +26,7 @@ import yaml
 
 from mgkd.config import MODES, ExperimentConfig
 from mgkd.errors import ConfigError, DataError
+from mgkd.io import read_yaml_file
 
 PAIR_KEYS: tuple[str, ...] = ("teacher", "student", "teacher_checkpoint")
 # Set per study by pairs / methods / modes, so never in ``base``.
@@ -354,13 +355,8 @@ def _parse_sweep(data: Any) -> SweepSpec:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and parse a sweep YAML file; errors name the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} does not exist; start from sweeps/demo.yaml or "
-                          "sweeps/paper-cifar100.yaml, or run `mgkd tune` with no file for the demo.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {err}") from None
+    data = read_yaml_file(path, "sweep", "start from sweeps/demo.yaml or sweeps/paper-cifar100.yaml, "
+                          "or run `mgkd tune` with no file for the demo.")
     try:
         return SweepSpec.from_dict(data if data is not None else {})
     except ConfigError as err:

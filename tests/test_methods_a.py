@@ -83,7 +83,7 @@ def pool_to(f: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def test_class_attributes_match_design_table():
-    betas = {"fitnet": 100, "at": 1000, "sp": 3000, "cc": 0.02, "vid": 1, "rkd": 1, "pkt": 30000}
+    betas = {"fitnet": 100, "at": 1000, "sp": 3000, "cc": 2000.0, "vid": 1, "rkd": 1, "pkt": 30000}
     for name, beta in betas.items():
         cls = get_method(name)
         assert cls.name == name

@@ -27,10 +27,15 @@ class CC(DistillMethod):
     approximates exp(−γ‖x−y‖²) by its Taylor series of order ``order`` in x·y, which is exact for
     unit vectors up to the truncation:  k(x, y) ≈ Σ_{p=0..P} e^{−2γ} (2γ)^p / p! · (x·y)^p.
     ``kernel: bilinear`` uses k(x, y) = x·y.
+
+    β: RepDistiller's 0.02 belongs to its own, much larger CC variant (products of embedding
+    differences between neighbouring samples); on this formula it leaves the term near 1e-5 at
+    initialisation (resnet32x4 -> resnet8x4), so the default here is 2000, which puts the term at
+    the size RepDistiller's β·L_cc has.
     """
 
     name = "cc"
-    default_feature_weight = 0.02
+    default_feature_weight = 2000.0
     option_defaults = {"embed_dim": 128, "kernel": "gaussian", "gamma": 0.4, "order": 2}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
