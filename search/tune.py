@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import ray
+import torch
 from optuna.trial import TrialState
 from ray import tune
 
@@ -143,7 +144,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
               callbacks: list[tune.Callback] | None = None) -> SweepResult:
     """Run (or with ``resume`` continue) a sweep; returns the per-study summary. ``callbacks``
     are extra Tune callbacks for a new sweep (a resumed one keeps those it started with)."""
-    studies = validate_sweep(spec, check_data=True)  # every file-level error before Ray starts
+    # Every error before Ray starts; for a local Ray, this machine's CPUs and GPUs are the cluster.
+    local = None if spec.ray_address else {"CPU": float(os.cpu_count() or 1),
+                                            "GPU": float(torch.cuda.device_count())}
+    studies = validate_sweep(spec, cluster_resources=local, check_data=True)
     run_dir = spec.run_dir
     if resume and not tune.Tuner.can_restore(str(run_dir)):
         raise ConfigError(f"--resume: {run_dir} holds no sweep state to resume; run the sweep "

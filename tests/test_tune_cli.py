@@ -68,3 +68,14 @@ def test_progress_counts_per_study():
     assert (b.pending, b.done, b.best_val_acc) == (1, 1, 70.0)
     table = format_counts(counts, {"a": 5, "b": 2})
     assert table.splitlines()[1].split() == ["a", "5", "1", "1", "1", "1", "90.00"]
+
+
+def test_a_gpu_request_without_gpus_fails_before_ray_starts(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        return  # this machine can serve the request; nothing to refuse
+    path = write_sweep(tmp_path, resources_per_trial={"cpu": 1, "gpu": 0.5})
+    result = run_mgkd("tune", path, cwd=tmp_path)
+    assert result.returncode == 2 and "no GPU" in result.stderr and "gpu: 0" in result.stderr
+    assert "Ray" not in result.stderr.replace("Ray cluster", "")  # no Ray banner or logs
+    assert not (tmp_path / "tiny").exists()
