@@ -72,6 +72,11 @@ def cmd_heads(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from mgkd.runner import run_training
     config = apply_overrides(load_config(args.config), args.overrides)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads {args.threads}: give 1 or more CPU threads.")
+        import torch
+        torch.set_num_threads(args.threads)
     result = run_training(config, args.out, resume=args.resume)
     final = result.final
     val = "n/a (no validation split)" if final["val_acc"] is None else f"{final['val_acc']:.2f}"
@@ -124,5 +129,7 @@ def add_core_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--threads", type=int, help="torch CPU threads (a sweep trial uses one per CPU "
+                   "it was given: match it to reproduce a trial bit for bit)")
     _add_set(p)
     p.set_defaults(handler=cmd_train)

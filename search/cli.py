@@ -35,6 +35,25 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_tune)
 
 
+def add_confirm_to_best(subparsers: argparse._SubParsersAction) -> None:
+    """`mgkd best --confirm K --seeds S`: re-run the top K configs of every study under S more
+    seeds (through Ray, so it lives here, not in analysis), then show the table as usual."""
+    best = subparsers.choices["best"]
+    best.add_argument("--confirm", type=int, metavar="K",
+                      help="re-run the top K configs of every study with more seeds first")
+    best.add_argument("--seeds", type=int, default=3, metavar="S",
+                      help="further seeds per confirmed config (default 3)")
+    show = best.get_default("handler")
+
+    def confirm_then_show(args: argparse.Namespace) -> int:
+        if args.confirm is not None:
+            from search.confirm import confirm
+            confirm(args.run_dir, args.confirm, args.seeds)
+        return show(args)
+
+    best.set_defaults(handler=confirm_then_show)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mgkd", description="Multi-granularity knowledge distillation and its tuning.")
@@ -42,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_core_commands(subparsers)
     add_sweep_commands(subparsers)
+    # The analysis commands are assembled here, the program's one entry point; analysis itself
+    # never imports search or Ray.
+    from analysis.cli import add_analysis_commands
+    add_analysis_commands(subparsers)
+    add_confirm_to_best(subparsers)
     return parser
 
 

@@ -38,3 +38,20 @@ def test_top_configs_are_rerun_with_more_seeds_and_ranked_by_mean(tmp_path):
     assert means == sorted(means, reverse=True)
     with pytest.raises(ConfigError, match="at least 1"):
         confirm(result.run_dir, 0, 2)
+
+
+def test_best_confirm_from_the_command_line_shows_the_confirmed_winner(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    spec = tiny_sweep(tmp_path, modes=["plain"], num_samples=2,
+                      scheduler={"grace_period": 4, "reduction_factor": 2})
+    result = run_sweep(spec)
+    mgkd = Path(sys.executable).parent / "mgkd"
+    out = subprocess.run([str(mgkd), "best", str(result.run_dir), "--confirm", "1", "--seeds", "1",
+                          "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (study,) = json.loads(out.stdout)["studies"]
+    stored = json.loads((result.run_dir / "confirm" / f"{study['study']}.json").read_text())
+    assert study["selected_by"] == "mean of 2 seeds"
+    assert study["val_acc"] == pytest.approx(stored["entries"][0]["mean_val_acc"])

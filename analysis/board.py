@@ -1,0 +1,104 @@
+"""``mgkd board``: TensorBoard on the top trials of every study, each run named readably.
+
+TensorBoard names a run by its directory under the logdir, so ``RUN_DIR/board/`` is rebuilt with
+one directory per shown trial, ``<teacher>__<student>/<method>-<mode>/#<rank> val <acc> trial <n>``,
+holding symbolic links to that trial's event files (a copy where links are not possible).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from analysis.best import ranked
+from analysis.formats import fmt_number
+from analysis.records import COMPLETE, FAIL, Run, TrialRecord
+from analysis.rundir import BOARD_DIR
+
+log = logging.getLogger(__name__)
+EVENTS_GLOB = "events.out.tfevents.*"
+DEFAULT_TOP = 3
+DEFAULT_PORT = 6006
+
+
+@dataclass
+class BoardRun:
+    """One trial shown in TensorBoard."""
+
+    name: str  # the run name TensorBoard shows (its dir under the logdir)
+    study: str
+    rank: int
+    trial: TrialRecord
+    path: Path
+    events: list[Path]
+
+
+@dataclass
+class Board:
+    logdir: Path
+    runs: list[BoardRun]
+    command: list[str]
+
+
+def board_order(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """Complete trials by validation accuracy (ties: earlier), then unfinished ones (running,
+    pruned, unknown) by their latest val_acc, so a running sweep shows its leaders too."""
+    complete = ranked(trials)
+    rest = [t for t in trials if t.state not in (COMPLETE, FAIL) and t.val_acc is not None]
+    rest.sort(key=lambda t: (-t.val_acc, t.trial_number or 0))
+    return complete + rest
+
+
+def run_name(run: Run, trial: TrialRecord, rank: int, width: int) -> str:
+    study = run.studies[trial.study]
+    marker = "" if trial.state == COMPLETE else f" {trial.state.lower()}"
+    return (f"{study.pair}/{study.method}-{study.mode}/#{rank:0{width}d} val "
+            f"{fmt_number(trial.val_acc)} trial {trial.trial_number}{marker}")
+
+
+def _link(target: Path, link: Path) -> None:
+    try:
+        link.symlink_to(target)
+    except OSError:  # a file system without symbolic links
+        shutil.copy2(target, link)
+
+
+def tensorboard_command(logdir: Path, port: int) -> list[str]:
+    """The TensorBoard of this Python environment (its console script, else its module)."""
+    script = Path(sys.executable).parent / "tensorboard"
+    program = [str(script)] if script.is_file() else [sys.executable, "-m", "tensorboard.main"]
+    return [*program, "--logdir", str(logdir), "--port", str(port)]
+
+
+def build_board(run: Run, top: int = DEFAULT_TOP, port: int = DEFAULT_PORT) -> Board:
+    """(Re)build ``RUN_DIR/board`` for the top ``top`` trials of every study."""
+    logdir = run.path / BOARD_DIR
+    if logdir.exists():
+        shutil.rmtree(logdir)  # ours alone: rebuilt on every call
+    runs = []
+    width = len(str(top))
+    for key in run.studies:
+        shown = [t for t in board_order(run.trials_of(key))
+                 if t.trial_dir is not None and any(t.trial_dir.glob(EVENTS_GLOB))][:top]
+        if not shown:
+            run.notes.append(f"study {key}: no trial with TensorBoard event files to show yet.")
+        for rank, trial in enumerate(shown, 1):
+            name = run_name(run, trial, rank, width)
+            folder = logdir / name
+            folder.mkdir(parents=True)
+            events = sorted(trial.trial_dir.glob(EVENTS_GLOB))
+            for event in events:
+                _link(event.absolute(), folder / event.name)
+            runs.append(BoardRun(name, key, rank, trial, folder, events))
+    log.debug("board %s: %d runs", logdir, len(runs))
+    return Board(logdir, runs, tensorboard_command(logdir, port))
+
+
+def start(board: Board) -> NoReturn:
+    """Replace this process with TensorBoard (so Ctrl-C and signals reach it directly)."""
+    sys.stdout.flush()
+    os.execv(board.command[0], board.command)

@@ -1,0 +1,138 @@
+"""The analysis subcommands of ``mgkd``: best, export, board, report.
+
+Each is a parser set-up plus a handler; ``search.cli`` adds them to the ``mgkd`` program with
+``add_analysis_commands``. Handlers print their output, warnings about damaged or partial input go
+to stderr, and bad input raises ``MgkdError``. Heavy imports (pandas, optuna, matplotlib) wait until
+a handler runs.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from mgkd.errors import MgkdError
+
+WARNING_PREFIX = "warning: "
+
+
+def _warn(notes: list[str]) -> None:
+    for note in notes:
+        print(f"{WARNING_PREFIX}{note}", file=sys.stderr)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
+
+
+def _out_dir(path: str, run_dir: Path, command: str) -> Path:
+    out = Path(path).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise MgkdError(f"{command} --out: {out} exists and is not a directory; give a directory "
+                        "path (it is created if missing).")
+    if out == run_dir:
+        raise MgkdError(f"{command} --out: {out} is the run dir itself; give a directory of its own, "
+                        f"e.g. {run_dir.name}-{command}.")
+    return out
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from analysis.best import best_of_run
+    from analysis.formats import FORMATS
+    from analysis.run import read_run
+
+    run = read_run(args.run_dir)
+    bests = best_of_run(run)
+    _warn(run.notes)
+    sys.stdout.write(FORMATS[args.format](run, bests))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from analysis.export import export_run
+    from analysis.formats import fmt_number
+    from analysis.run import read_run
+
+    run = read_run(args.run_dir)
+    out = _out_dir(args.out, run.path, "export")
+    try:
+        written = export_run(run, out)
+    finally:
+        _warn(run.notes)
+    for item in written:
+        print(f"{item.path}  (trial {item.trial_number}, val_acc {fmt_number(item.val_acc)}, "
+              f"epochs {item.config.epochs}, val_fraction 0)")
+    print(f"final training: mgkd train --config {written[0].path} --out DIR")
+    return 0
+
+
+def cmd_board(args: argparse.Namespace) -> int:
+    from analysis.board import build_board, start
+    from analysis.run import read_run
+
+    run = read_run(args.run_dir)
+    board = build_board(run, top=args.top, port=args.port)
+    _warn(run.notes)
+    for item in board.runs:
+        print(f"{item.name}  <- {item.trial.trial_dir}")
+    command = shlex.join(board.command)
+    if args.print or not board.runs:
+        print(command)
+        return 0
+    print(f"starting: {command}", flush=True)
+    start(board)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+    from analysis.run import read_run
+
+    run = read_run(args.run_dir)
+    out = _out_dir(args.out, run.path, "report")
+    report = write_report(run, out, top=args.top)
+    _warn(run.notes)
+    print(f"report: {report.index} ({len(report.images)} pictures beside it)")
+    return 0
+
+
+def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``best``, ``export``, ``board`` and ``report`` to the ``mgkd`` program."""
+    from analysis.formats import FORMATS  # light: no pandas, optuna or matplotlib
+
+    p = subparsers.add_parser("best", help="the best config of every study of a sweep")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's run dir (<storage_path>/<name>)")
+    p.add_argument("--format", choices=list(FORMATS), default="table")
+    p.set_defaults(handler=cmd_best)
+
+    p = subparsers.add_parser("export", help="write each study's best config for `mgkd train`")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="directory for <teacher>__<student>__<method>__"
+                                                "<mode>.yaml files")
+    p.set_defaults(handler=cmd_export)
+
+    p = subparsers.add_parser("board", help="TensorBoard on the top trials of every study")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--top", type=_positive, default=3, help="trials per study (default 3)")
+    p.add_argument("--port", type=_port, default=6006)
+    p.add_argument("--print", action="store_true", help="print the command instead of starting it")
+    p.set_defaults(handler=cmd_board)
+
+    p = subparsers.add_parser("report", help="an HTML report with plots of a sweep")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="directory for index.html and its pictures")
+    p.add_argument("--top", type=_positive, default=5, help="trials per study in the curves")
+    p.set_defaults(handler=cmd_report)

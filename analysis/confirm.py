@@ -1,0 +1,82 @@
+"""Reading confirmation results (``mgkd best --confirm``): ``confirm/<study key>.json`` holds the top
+configs of a study re-run with further seeds, ranked by mean validation accuracy."""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.records import finite
+from analysis.rundir import CONFIRM_DIR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Confirmation:
+    """One re-run config: its validation (and test) accuracy over several seeds."""
+
+    trial_number: int
+    params: dict[str, Any]
+    val_accs: list[float]
+    test_accs: list[float]
+    mean_val_acc: float
+    std_val_acc: float
+    seeds: list[Any] = field(default_factory=list)
+
+    @property
+    def mean_test_acc(self) -> float | None:
+        return statistics.fmean(self.test_accs) if self.test_accs else None
+
+
+def _numbers(values: Any) -> list[float]:
+    return [v for v in (finite(x) for x in values or []) if v is not None]
+
+
+def _entry(data: Any, seeds: list[Any]) -> Confirmation | None:
+    if not isinstance(data, dict) or not isinstance(data.get("trial_number"), int):
+        return None
+    val_accs = _numbers(data.get("val_accs"))
+    mean = finite(data.get("mean_val_acc"))
+    if mean is None and val_accs:
+        mean = statistics.fmean(val_accs)
+    if mean is None:
+        return None
+    std = finite(data.get("std_val_acc"))
+    if std is None:
+        std = statistics.pstdev(val_accs) if len(val_accs) > 1 else 0.0
+    return Confirmation(trial_number=data["trial_number"], params=dict(data.get("params") or {}),
+                        val_accs=val_accs, test_accs=_numbers(data.get("test_accs")),
+                        mean_val_acc=mean, std_val_acc=std, seeds=list(seeds))
+
+
+def read_confirmations(run_dir: str | Path, notes: list[str] | None = None
+                       ) -> dict[str, dict[str, Any]]:
+    """The confirmation files of a run dir as ``{study key: the file's JSON}``, unreadable files
+    left out (and described in ``notes`` when given)."""
+    notes = [] if notes is None else notes
+    folder = Path(run_dir) / CONFIRM_DIR
+    found: dict[str, dict[str, Any]] = {}
+    for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            data = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            notes.append(f"{CONFIRM_DIR}/{file.name} is not valid JSON ({err}); its confirmation "
+                         "is ignored.")
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+            notes.append(f"{CONFIRM_DIR}/{file.name} has no list of entries; ignored.")
+            continue
+        found[str(data.get("study") or file.stem)] = data
+    return found
+
+
+def confirmed_ranking(data: dict[str, Any]) -> list[Confirmation]:
+    """A confirmation file's valid entries, best mean validation accuracy first (ties: the
+    earlier trial)."""
+    seeds = data.get("seeds") if isinstance(data.get("seeds"), list) else []
+    entries = [e for e in (_entry(item, seeds) for item in data.get("entries", [])) if e]
+    return sorted(entries, key=lambda e: (-e.mean_val_acc, e.trial_number))

@@ -1,0 +1,115 @@
+"""``mgkd export``: each study's selected config as an ExperimentConfig YAML for ``mgkd train``,
+with the sweep's full epoch budget and the full training set (``val_fraction: 0``)."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.best import StudyBest, best_of_run
+from analysis.formats import fmt_number, fmt_params
+from analysis.records import Run
+from analysis.run import read_run
+from mgkd.config import ExperimentConfig
+from mgkd.errors import ConfigError, MgkdError
+from mgkd.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Exported:
+    """One written config file and the trial it came from."""
+
+    study: str
+    path: Path
+    trial_number: int | None
+    val_acc: float | None
+    config: ExperimentConfig
+
+
+def threads_of(run: Run) -> int:
+    """The torch threads each trial ran with (one per CPU Ray gave it, at least one)."""
+    return max(1, int(math.floor(run.cpus_per_trial or 1)))
+
+
+def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig, final: ExperimentConfig,
+            moved_cache: bool) -> list[str]:
+    trial = best.selected
+    assert trial is not None
+    spread = (f" ± {best.confirmed.std_val_acc:.2f} over {len(best.confirmed.val_accs)} seeds"
+              if best.confirmed else "")
+    epochs = trial.epochs or trial_config.epochs
+    lines = [
+        f"Best config of study {best.study.key} in sweep {run.name} ({run.path}), written by "
+        "`mgkd export`.",
+        f"Selected by validation accuracy ({best.selected_by}): trial {trial.trial_number} (Ray "
+        f"trial {trial.ray_trial_id or '?'}), val_acc {fmt_number(best.val_acc)}{spread} after "
+        f"{epochs} epochs; its test_acc {fmt_number(best.test_acc)} is reported, never used to "
+        "select.",
+        f"Hyperparameters: {fmt_params(best.params)}.",
+        f"Changed from the trial: epochs {trial_config.epochs} -> {final.epochs} (the sweep's "
+        f"budget), val_fraction {trial_config.val_fraction:g} -> 0 (the full training set; the "
+        "teacher and heads are cached per training split, so this trains them afresh on it).",
+    ]
+    if moved_cache:
+        lines.append(f"cache_dir {trial_config.cache_dir} no longer exists (the run dir moved); it "
+                     f"points at {final.cache_dir}.")
+    lines += ["Reproduce the trial (the same val_acc, exactly on CPU with the trial's thread count):",
+              f"  mgkd train --config THIS_FILE --out DIR --threads {threads_of(run)} --set "
+              f"epochs={epochs} val_fraction={trial_config.val_fraction:g}"]
+    return [f"# {line}" for line in lines]
+
+
+def study_export(run: Run, best: StudyBest) -> tuple[ExperimentConfig, str]:
+    """The final-training config of one study and its YAML text (header comment included).
+    Raises ConfigError when the study has no usable winner."""
+    trial = best.selected
+    if trial is None:
+        raise ConfigError(f"study {best.study.key} has no finished trial to export yet.")
+    if trial.experiment is None:
+        raise ConfigError(f"study {best.study.key}: the config of trial {trial.trial_number} is "
+                          "unknown (no experiment in its params.json and no base config to rebuild "
+                          "it from).")
+    try:
+        trial_config = ExperimentConfig.from_dict(trial.experiment)
+    except ConfigError as err:
+        raise ConfigError(f"study {best.study.key}: trial {trial.trial_number}'s config does not "
+                          f"load with this version ({err}).") from None
+    changes: dict = {"epochs": best.study.budget or trial_config.epochs, "val_fraction": 0.0}
+    cache = run.path / "cache"
+    moved_cache = not Path(trial_config.cache_dir).expanduser().exists() and cache.is_dir()
+    if moved_cache:
+        changes["cache_dir"] = str(cache)
+    final = trial_config.replace(**changes)
+    header = _header(run, best, trial_config, final, moved_cache)
+    return final, "\n".join(header) + "\n" + final.to_yaml()
+
+
+def export_run(run: Run, out_dir: str | Path) -> list[Exported]:
+    """Write ``<out_dir>/<study key>.yaml`` (atomically) for every study with a winner; studies
+    without one are described in ``run.notes``. MgkdError when no study has one."""
+    out = Path(out_dir).expanduser()
+    written = []
+    for best in best_of_run(run):
+        try:
+            config, text = study_export(run, best)
+        except ConfigError as err:
+            run.notes.append(f"not exported: {err}")
+            continue
+        path = out / f"{best.study.key}.yaml"
+        atomic_write_text(path, text)
+        log.debug("exported %s", path)
+        written.append(Exported(best.study.key, path, best.trial_number, best.val_acc, config))
+    if not written:
+        raise MgkdError(f"nothing to export from {run.path}: no study has a trial that finished its "
+                        "epoch budget yet; wait for the sweep (or resume it with `mgkd tune "
+                        f"--resume {run.path}`) and export again.")
+    return written
+
+
+def export_configs(run_dir: str | Path | Run, out_dir: str | Path) -> list[Exported]:
+    """``mgkd export`` as a function: one YAML per study with a winner, in ``out_dir``."""
+    run = run_dir if isinstance(run_dir, Run) else read_run(run_dir)
+    return export_run(run, out_dir)

@@ -1,0 +1,128 @@
+"""``mgkd best`` output formats: table, csv, json, markdown (a registry, one function each)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # kept light: the command line lists the formats without loading the analysis
+    from analysis.best import StudyBest
+    from analysis.records import Run
+
+Formatter = Callable[["Run", "list[StudyBest]"], str]
+HEADERS: tuple[str, ...] = ("study", "done", "pruned", "err", "running", "val_acc (selects)",
+                            "test_acc (reported)",
+                            "epochs", "trial", "selected by", "paper val_acc", "gain",
+                            "vs plain kd", "hyperparameters")
+RIGHT_ALIGNED = frozenset({"done", "pruned", "err", "running", "val_acc (selects)",
+                           "test_acc (reported)", "epochs",
+                           "paper val_acc", "gain", "vs plain kd"})
+TEST_NOTE = "test_acc is reported beside the winner and never used to select it."
+
+
+def fmt_number(value: float | None, sign: bool = False) -> str:
+    """Two decimals (the precision every output and the report share); '-' for none."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:+.2f}" if sign else f"{value:.2f}"
+
+
+def fmt_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items()) or "-"
+
+
+def _val(best: StudyBest) -> str:
+    text = fmt_number(best.val_acc)
+    if best.val_acc_std is not None:
+        text += f" ± {best.val_acc_std:.2f}"
+    return text
+
+
+def display_rows(bests: list[StudyBest]) -> list[dict[str, str]]:
+    """The human-readable columns of the table and markdown formats."""
+    rows = []
+    for b in bests:
+        c = b.counts
+        rows.append({"study": b.study.key, "done": str(c["COMPLETE"]), "pruned": str(c["PRUNED"]),
+                     "err": str(c["FAIL"]), "running": str(c["RUNNING"] + c["UNKNOWN"]),
+                     "val_acc (selects)": _val(b), "test_acc (reported)": fmt_number(b.test_acc),
+                     "epochs": "-" if b.epochs is None else str(b.epochs),
+                     "trial": "-" if b.trial_number is None else f"#{b.trial_number}",
+                     "selected by": b.selected_by, "paper val_acc": fmt_number(b.paper_val_acc),
+                     "gain": fmt_number(b.gain, sign=True),
+                     "vs plain kd": fmt_number(b.gain_over_plain_kd, sign=True),
+                     "hyperparameters": fmt_params(b.params)})
+    return rows
+
+
+def _notes(run: Run, bests: list[StudyBest]) -> list[str]:
+    lines = [f"{b.study.key}: {note}" for b in bests for note in b.notes]
+    return ["", "notes:", *(f"  {line}" for line in lines)] if lines else []
+
+
+def _footer(run: Run, bests: list[StudyBest]) -> list[str]:
+    lines = ["", TEST_NOTE,
+             "val_acc: the winner's last-epoch validation accuracy (mean ± std over seeds when "
+             "confirmed); gain: over the paper default; vs plain kd: over the same pair's kd/plain "
+             "study."]
+    return lines + _notes(run, bests) + ["", f"run dir: {run.path}"]
+
+
+def format_table(run: Run, bests: list[StudyBest]) -> str:
+    rows = display_rows(bests)
+    headers = list(HEADERS)
+    widths = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
+
+    def line(values: dict[str, str]) -> str:
+        cells = [values[h].rjust(widths[h]) if h in RIGHT_ALIGNED else values[h].ljust(widths[h])
+                 for h in headers[:-1]]
+        return "  ".join(cells + [values[headers[-1]]])
+    body = [line({h: h for h in headers}), *(line(r) for r in rows)]
+    return "\n".join(body + _footer(run, bests)) + "\n"
+
+
+def format_markdown(run: Run, bests: list[StudyBest]) -> str:
+    rows = display_rows(bests)
+    headers = list(HEADERS)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r[h].replace("|", "\\|") for h in headers) + " |" for r in rows]
+    return "\n".join(lines + _footer(run, bests)) + "\n"
+
+
+def best_document(run: Run, bests: list[StudyBest]) -> dict[str, Any]:
+    """What ``--format json`` prints (the report's numbers come from the same rows)."""
+    return {"run_dir": str(run.path), "sweep": run.name,
+            "studies": [b.to_dict() for b in bests], "warnings": list(run.notes)}
+
+
+def format_json(run: Run, bests: list[StudyBest]) -> str:
+    return json.dumps(best_document(run, bests), indent=2) + "\n"
+
+
+def format_csv(run: Run, bests: list[StudyBest]) -> str:
+    dicts = [b.to_dict() for b in bests]
+    param_names = sorted({name for d in dicts for name in d["params"]})
+    scalar = [k for k in (dicts[0] if dicts else {}) if k not in ("params", "notes", "confirmation",
+                                                                  "single_run")]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(scalar + [f"param.{n}" for n in param_names] + ["notes"])
+    for d in dicts:
+        writer.writerow([_csv_cell(d[k]) for k in scalar]
+                        + [_csv_cell(d["params"].get(n)) for n in param_names]
+                        + [" | ".join(d["notes"])])
+    return out.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+FORMATS: dict[str, Formatter] = {"table": format_table, "csv": format_csv, "json": format_json,
+                                 "markdown": format_markdown}

@@ -1,0 +1,54 @@
+"""Reading a run dir's ``optuna.db`` (every study's trials) without changing it."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from analysis.records import COMPLETE, FAIL, PRUNED, RUNNING
+
+log = logging.getLogger(__name__)
+# The user attributes search.multistudy sets on every trial (equal to its PAPER_DEFAULT_ATTR and
+# RAY_TRIAL_ATTR; a test checks they agree; analysis must not import search.multistudy: it needs Ray).
+PAPER_DEFAULT_ATTR = "paper_default"
+RAY_TRIAL_ATTR = "ray_trial_id"
+STATE_NAMES: dict[TrialState, str] = {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED,
+                                      TrialState.FAIL: FAIL, TrialState.RUNNING: RUNNING}
+
+
+def read_studies(db: Path, notes: list[str]) -> dict[str, list[FrozenTrial]]:
+    """Every study's trials (in number order) from the sqlite file ``db``; a note when unreadable."""
+    if not db.is_file():
+        notes.append(f"no {db.name} in {db.parent}: trial states are inferred from the trial dirs "
+                     "(errored: an error file; complete: every epoch of the budget reported).")
+        return {}
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
+    except Exception as err:  # an optuna.db of another schema version, or not sqlite at all
+        notes.append(f"{db} could not be opened by Optuna {optuna.__version__} ({err}); trial "
+                     "states are inferred from the trial dirs.")
+        return {}
+    studies: dict[str, list[FrozenTrial]] = {}
+    try:
+        for name in optuna.get_all_study_names(storage):
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+            studies[name] = sorted(trials, key=lambda t: t.number)
+    except Exception as err:  # a locked or damaged database: keep what was read
+        notes.append(f"{db} could only be read in part ({err}); trials it did not yield are "
+                     "inferred from the trial dirs.")
+    finally:
+        storage.engine.dispose()
+    return studies
+
+
+def state_name(trial: FrozenTrial) -> str | None:
+    """The analysis state of an Optuna trial; None for WAITING (queued, never started)."""
+    return STATE_NAMES.get(trial.state)
+
+
+def load_stored_study(db: Path, key: str) -> optuna.Study:
+    """Study ``key`` as stored in ``db`` (KeyError when it holds no such study)."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
+    return optuna.load_study(study_name=key, storage=storage)

@@ -1,0 +1,206 @@
+"""``mgkd report``: a self-contained HTML page (``index.html`` with its PNGs beside it).
+
+Across studies: the best-per-study table (the numbers of ``mgkd best``) and a table in the layout of
+the paper's CIFAR-100 table (rows: method x mode, columns: teacher -> student pairs). Per study: the
+validation curves of the top trials, the selected config beside the paper default, fANOVA
+hyperparameter importances and a parallel-coordinates view. Every number cell carries
+``data-study`` / ``data-field`` attributes naming the ``mgkd best --format json`` value it shows.
+"""
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.best import StudyBest, best_of_run
+from analysis.board import board_order
+from analysis.formats import TEST_NOTE, fmt_number, fmt_value
+from analysis.importance import study_importances
+from analysis.plots import curves_png, importance_png, param_order, parallel_png
+from analysis.records import COMPLETE, Run, StudyInfo
+from analysis.run import read_run
+from analysis.rundir import OPTUNA_DB
+from mgkd.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+DEFAULT_TOP = 5
+MODE_ORDER = ("plain", "mag", "mas")
+MODE_LABELS = {"plain": "{method}", "mag": "{method} + MAG", "mas": "{method} + MAS"}
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.note { color: #8a4b00; } .muted { color: #777; } img { max-width: 100%; }
+section { border-top: 2px solid #ddd; margin-top: 2em; }
+"""
+
+
+@dataclass
+class Report:
+    """The written page and its pictures."""
+
+    index: Path
+    images: list[Path] = field(default_factory=list)
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _num(study: str, name: str, text: str) -> str:
+    return f'<td data-study="{_e(study)}" data-field="{_e(name)}">{_e(text)}</td>'
+
+
+def _int_text(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+# ---- across studies ----------------------------------------------------------------------------
+def summary_table(bests: list[StudyBest]) -> str:
+    head = ("<tr><th>study</th><th>complete</th><th>pruned</th><th>errored</th><th>running</th>"
+            "<th>best val_acc</th><th>its test_acc</th><th>epochs</th><th>trial</th>"
+            "<th>selected by</th><th>paper default val_acc</th><th>gain</th>"
+            "<th>vs plain kd</th></tr>")
+    rows = []
+    for b in bests:
+        d, key = b.to_dict(), b.study.key
+        rows.append(
+            f'<tr><td><a href="#{_e(key)}">{_e(key)}</a></td>'
+            + _num(key, "complete", str(d["complete"])) + _num(key, "pruned", str(d["pruned"]))
+            + _num(key, "errored", str(d["errored"]))
+            + _num(key, "running", str(d["running"] + d["unknown"]))
+            + _num(key, "val_acc", fmt_number(d["val_acc"]))
+            + _num(key, "test_acc", fmt_number(d["test_acc"]))
+            + _num(key, "epochs", _int_text(d["epochs"]))
+            + _num(key, "trial_number", _int_text(d["trial_number"]))
+            + f"<td>{_e(d['selected_by'])}</td>"
+            + _num(key, "paper_default_val_acc", fmt_number(d["paper_default_val_acc"]))
+            + _num(key, "gain_over_paper_default", fmt_number(d["gain_over_paper_default"], True))
+            + _num(key, "gain_over_plain_kd", fmt_number(d["gain_over_plain_kd"], True)) + "</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _row_keys(studies: list[StudyInfo]) -> list[tuple[str, str]]:
+    methods = list(dict.fromkeys(s.method for s in studies))
+    modes = sorted({s.mode for s in studies},
+                   key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER), m))
+    present = {(s.method, s.mode) for s in studies}
+    return [(method, mode) for method in methods for mode in modes if (method, mode) in present]
+
+
+def paper_table(bests: list[StudyBest]) -> str:
+    """Rows method x mode, columns pairs; each cell the best val_acc and its test_acc."""
+    by_cell = {(b.study.method, b.study.mode, b.study.pair): b for b in bests}
+    pairs = list(dict.fromkeys(b.study.pair for b in bests))
+    head = "<tr><th>method</th>" + "".join(
+        f"<th>{_e(p.replace('__', ' → '))}</th>" for p in pairs) + "</tr>"
+    rows = []
+    for method, mode in _row_keys([b.study for b in bests]):
+        label = MODE_LABELS.get(mode, "{method} (" + mode + ")").format(method=method)
+        cells = []
+        for pair in pairs:
+            b = by_cell.get((method, mode, pair))
+            if b is None:
+                cells.append('<td class="muted">—</td>')
+                continue
+            key = b.study.key
+            cells.append(f'<td><span data-study="{_e(key)}" data-field="val_acc">'
+                         f'{_e(fmt_number(b.val_acc))}</span> / <span data-study="{_e(key)}" '
+                         f'data-field="test_acc">{_e(fmt_number(b.test_acc))}</span></td>')
+        rows.append(f"<tr><td>{_e(label)}</td>{''.join(cells)}</tr>")
+    return (f"<table>{head}{''.join(rows)}</table><p class=\"muted\">Each cell: best validation "
+            "accuracy / the test accuracy of that config (%). Rows: method and mode (plain: the "
+            "method alone; MAG: granularity-wise; MAS: stable excitation).</p>")
+
+
+# ---- per study ---------------------------------------------------------------------------------
+def config_table(best: StudyBest) -> str:
+    key = best.study.key
+    paper = best.paper.params if best.paper else {}
+    names = param_order([*best.params, *paper])
+    rows = [f"<tr><td>{_e(n)}</td>"
+            + (_num(key, f"params.{n}", fmt_value(best.params[n])) if n in best.params
+               else "<td>-</td>")
+            + f"<td>{_e(fmt_value(paper[n])) if n in paper else '-'}</td></tr>" for n in names]
+    return ("<table><tr><th>hyperparameter</th><th>selected config</th><th>paper default</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _img(out: Path, path: Path, alt: str, images: list[Path]) -> str:
+    images.append(path)
+    return f'<p><img src="{_e(path.relative_to(out).as_posix())}" alt="{_e(alt)}"></p>'
+
+
+def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[Path]) -> str:
+    key = best.study.key
+    trials = run.trials_of(key)
+    parts = [f'<section id="{_e(key)}"><h2>{_e(key)}</h2>',
+             f"<p>{best.counts[COMPLETE]} complete, {best.counts['PRUNED']} pruned, "
+             f"{best.counts['FAIL']} errored, {best.counts['RUNNING'] + best.counts['UNKNOWN']} "
+             f"running or unknown; epoch budget {_e(best.study.budget or '?')}.</p>"]
+    parts += [f'<p class="note">{_e(note)}</p>' for note in best.notes]
+
+    shown = [t for t in board_order(trials) if t.history][:top]
+    parts.append(f"<h3>Validation curves of the top {top} trials</h3>")
+    if shown:
+        path = curves_png(shown, best.paper, key, out / f"{key}-curves.png")
+        parts.append(_img(out, path, f"validation curves of {key}", images))
+    else:
+        parts.append('<p class="muted">No trial has reported an epoch yet.</p>')
+
+    parts += ["<h3>Selected config</h3>", config_table(best) if best.selected else
+              '<p class="muted">No trial finished yet: nothing selected.</p>']
+
+    parts.append("<h3>Hyperparameter importances</h3>")
+    importances = study_importances(run.path / OPTUNA_DB, key)
+    if importances.values:
+        path = importance_png(importances.values, key, out / f"{key}-importance.png")
+        parts.append(_img(out, path, f"hyperparameter importances of {key}", images))
+        parts.append("<table><tr><th>hyperparameter</th><th>importance</th></tr>" + "".join(
+            f"<tr><td>{_e(n)}</td><td>{v:.3f}</td></tr>" for n, v in importances.values.items())
+            + "</table>")
+        parts.append(f'<p class="muted">fANOVA over {importances.trials} complete trials (Optuna, '
+                     "seeded); with few trials the ranking is rough.</p>")
+    else:
+        parts.append(f'<p class="muted">{_e(importances.reason)}</p>')
+
+    parts.append("<h3>Parallel coordinates</h3>")
+    names = param_order([n for t in trials for n in t.params])
+    drawable = [t for t in trials if t.params and t.val_acc is not None]
+    if len(drawable) >= 2 and names:
+        path = parallel_png(drawable, names, key, out / f"{key}-parallel.png")
+        parts.append(_img(out, path, f"parallel coordinates of {key}", images))
+    else:
+        parts.append('<p class="muted">Fewer than two trials with a validation accuracy: nothing '
+                     "to compare.</p>")
+    return "\n".join(parts) + "</section>"
+
+
+# ---- the page ----------------------------------------------------------------------------------
+def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[Path]) -> str:
+    sections = [study_section(run, b, out, top, images) for b in bests]
+    warnings = "".join(f"<li>{_e(n)}</li>" for n in run.notes)
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>MGKD-Tune report: {_e(run.name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Sweep {_e(run.name)}</h1>", f'<p class="muted">run dir: {_e(run.path)}</p>',
+        f'<h2>Warnings</h2><ul class="note">{warnings}</ul>' if warnings else "",
+        "<h2>Best config per study</h2>", summary_table(bests), f"<p>{_e(TEST_NOTE)}</p>",
+        "<h2>All pairs (layout of the paper's CIFAR-100 table)</h2>", paper_table(bests),
+        *sections, "</body></html>"])
+
+
+def write_report(run_dir: str | Path | Run, out_dir: str | Path, top: int = DEFAULT_TOP) -> Report:
+    """Write ``out_dir/index.html`` and its PNGs; returns their paths."""
+    run = run_dir if isinstance(run_dir, Run) else read_run(run_dir)
+    out = Path(out_dir).expanduser().absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    bests = best_of_run(run)
+    images: list[Path] = []
+    page = render(run, bests, out, top, images)
+    atomic_write_text(out / "index.html", page)
+    log.debug("report %s: %d pictures", out / "index.html", len(images))
+    return Report(out / "index.html", images)
