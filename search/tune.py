@@ -66,7 +66,8 @@ def connect(address: str | None) -> None:
     """Join the Ray cluster at ``address`` or start a local one (unless already connected)."""
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+    # "local": a fresh Ray of our own, never a cluster some other process left running here.
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING)
 
 
