@@ -72,14 +72,15 @@ def prepare_knowledge(config: ExperimentConfig, splits: DataSplits, *,
     """Ensure the teacher and every head ``config`` (plus ``extra_levels``) needs exist — training
     the missing ones once — and load them."""
     device = resolve_device(config.device)
-    path = ensure_teacher(config, splits.to(device), callbacks=teacher_callbacks)
+    splits = splits.to(device)  # once: teacher and head training both read it there
+    path = ensure_teacher(config, splits, callbacks=teacher_callbacks)
     teacher = load_teacher(path, config.teacher, splits.spec.num_classes, device)
     teacher_hash = file_sha256(path)
     levels = list(dict.fromkeys(head_levels(config) + list(extra_levels or [])))
     keys = head_keys(config, teacher_hash, levels)
     bank = head_bank(config)
     if keys:
-        bank.ensure(teacher, keys, splits.to(device))
+        bank.ensure(teacher, keys, splits)
     width = teacher.embedding_dim
     heads = {(k.dim, k.temperature): bank.load(k, width, splits.spec.num_classes).state_dict()
              for k in keys}
