@@ -77,7 +77,7 @@ class ABMethod(DistillMethod):
         n = len(self.pairs)
         self.stage_weights = [2.0 ** (i - n + 1) for i in range(n)]
 
-    def transfer_loss(self, inputs: MethodInputs) -> torch.Tensor:
+    def forward(self, inputs: MethodInputs) -> torch.Tensor:
         """Weighted sum over paired stages of the AB loss."""
         batch = inputs.student_features[0].shape[0]
         total = inputs.student_features[0].new_zeros((), dtype=torch.float32)
@@ -87,12 +87,6 @@ class ABMethod(DistillMethod):
             stage = ab_stage_loss(connector(student), teacher, self.margin)
             total = total + stage * (weight * 3.0 / 1000.0 / batch)
         return total
-
-    def forward(self, inputs: MethodInputs) -> torch.Tensor:
-        return self.transfer_loss(inputs)
-
-    def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
-        return self.transfer_loss(inputs)
 
     def init_parameters(self) -> Iterable[nn.Parameter]:
         return self.connectors.parameters()

@@ -99,8 +99,11 @@ class DistillMethod(nn.Module):
         raise NotImplementedError
 
     def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
-        """The init-stage objective (only for ``has_init_stage`` methods)."""
-        raise NotImplementedError(f"method '{self.name}' has no init stage")
+        """The init-stage objective (only for ``has_init_stage`` methods). By default the method's
+        own transfer loss (ab, fsp); a method whose init stage differs overrides it (ft)."""
+        if not self.has_init_stage:
+            raise NotImplementedError(f"method '{self.name}' has no init stage")
+        return self(inputs)
 
     def init_parameters(self) -> Iterable[nn.Parameter]:
         """The method's own parameters trained in the init stage (default: all of them)."""

@@ -68,7 +68,7 @@ class FSPMethod(DistillMethod):
             gram = torch.matmul(gram, self.adapters[str(bottom)].weight.float().t())
         return gram
 
-    def transfer_loss(self, inputs: MethodInputs) -> torch.Tensor:
+    def forward(self, inputs: MethodInputs) -> torch.Tensor:
         """Sum over consecutive paired maps of the FSP-matrix MSE."""
         s_feats, t_feats = inputs.student_features, inputs.teacher_features
         total = s_feats[0].new_zeros((), dtype=torch.float32)
@@ -80,12 +80,6 @@ class FSPMethod(DistillMethod):
                 teacher = fsp_matrix(t_feats[t_bot], t_feats[t_top])
                 total = total + (student - teacher).pow(2).mean()
         return total
-
-    def forward(self, inputs: MethodInputs) -> torch.Tensor:
-        return self.transfer_loss(inputs)
-
-    def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
-        return self.transfer_loss(inputs)
 
     def init_parameters(self) -> Iterable[nn.Parameter]:
         return self.adapters.parameters()
