@@ -104,12 +104,12 @@ def test_probe_matches_forward_and_restores_mode(name: str) -> None:
 def test_probe_keeps_mixed_modes_and_state() -> None:
     model = _model("resnet8", 10)
     model.train()
-    frozen = model.stages[0]
+    frozen = model.layer1
     frozen.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     shapes = probe_feature_shapes(model, 32)
     assert shapes == [(16, 32, 32), (16, 32, 32), (32, 16, 16), (64, 8, 8), (64,)]
-    assert model.training and model.stem.training
+    assert model.training and model.conv1.training
     assert not any(m.training for m in frozen.modules())
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key

@@ -31,7 +31,7 @@ __all__ = [
     "probe_feature_shapes",
 ]
 
-_X4 = {"stem_width": 32, "widths": (64, 128, 256)}
+_X4 = {"widths": (32, 64, 128, 256)}
 
 # name -> factory(num_classes); the order of this table is the order of MODEL_NAMES.
 MODELS: dict[str, Callable[[int], nn.Module]] = {
