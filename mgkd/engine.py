@@ -19,7 +19,8 @@ from torch import nn
 
 from mgkd.data import Batch, DataSplits, DeviceBatches, ImageSplit
 from mgkd.errors import TrainingDiverged
-from mgkd.io import atomic_torch_save
+from mgkd.io import atomic_torch_save, safe_torch_load
+from mgkd.models.legacy import upgrade_state
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -153,7 +154,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
-        self.task.modules.load_state_dict(state["modules"])
+        self.task.modules.load_state_dict(self._upgrade_modules(state["modules"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.data_rng.set_state(state["data_rng"])
@@ -162,11 +163,25 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.state = RunState(**state["run"])
 
+    def _upgrade_modules(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Checkpoints of earlier versions name zoo models' tensors ``stem.*``/``stages.*``:
+        convert each checkpointed module's part positionally to today's names (a log line)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, module in self.task.modules.items():
+            prefix = f"{name}."
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            part = upgrade_state(part, module, source=f"checkpoint module '{name}'")
+            out.update({prefix + k: v for k, v in part.items()})
+        out.update({k: v for k, v in state.items()
+                    if not any(k.startswith(f"{n}.") for n in self.task.modules)})
+        return out
+
     def save_checkpoint(self, path: Path) -> None:
         atomic_torch_save(self.state_dict(), path)
 
     def load_checkpoint(self, path: Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        """Continue from a checkpoint file, read through torch's restricted unpickler."""
+        self.load_state_dict(safe_torch_load(path, "checkpoint", map_location=self.device))
 
     # ---- the loop ----------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:

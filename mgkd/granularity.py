@@ -20,7 +20,7 @@ from torch import nn
 
 from mgkd.data import Batch, DataSplits
 from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
-from mgkd.io import atomic_torch_save, file_lock
+from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
 from mgkd.methods.common import soft_kl
 
 log = logging.getLogger(__name__)
@@ -212,11 +212,11 @@ class HeadBank:
         if not path.is_file():
             return None
         try:
-            entry = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # a damaged file is treated as missing and rebuilt
+            entry = safe_torch_load(path, "head bank entry")
+        except Exception as err:  # a damaged or refused file is treated as missing and rebuilt
             log.warning("head bank entry %s is unreadable (%s); it will be retrained", path, err)
             return None
-        if entry.get("format") != HEAD_FORMAT or entry.get("key") != asdict(key):
+        if not isinstance(entry, dict) or entry.get("format") != HEAD_FORMAT or entry.get("key") != asdict(key):
             log.warning("head bank entry %s does not match its key; it will be retrained", path)
             return None
         return entry

@@ -1,16 +1,26 @@
-"""File helpers: atomic writes, content hashes and an advisory inter-process lock."""
+"""File helpers: atomic writes, safe checkpoint reads, content hashes and an advisory
+inter-process lock."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import hashlib
 import io
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+from mgkd.errors import ConfigError
+
+# Classes a checkpoint may hold beyond tensors and plain values: RepDistiller's ``*_last.pth``
+# files store their argparse options; a Namespace only holds attributes and runs no code.
+SAFE_CHECKPOINT_CLASSES = (argparse.Namespace,)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -39,6 +49,37 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     _atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def safe_torch_load(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
+    """Read a torch checkpoint with torch's restricted unpickler (``weights_only=True``).
+
+    Only tensors, plain Python values (dicts, lists, tuples, numbers, strings, None) and
+    :data:`SAFE_CHECKPOINT_CLASSES` are rebuilt; a pickle that would import or call anything else
+    is refused before it runs. ``what`` names the setting the file came from (e.g.
+    ``"teacher_checkpoint"``) and starts every error message. Raises ConfigError for a missing,
+    unreadable or refused file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what}: {path} does not exist; give an existing checkpoint file.")
+    try:
+        with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_CLASSES)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        needs = f"the Python object {found.group(1)}" if found else "Python objects beyond tensors"
+        raise ConfigError(
+            f"{what}: {path} was refused: unpickling it would need {needs}, and MGKD-Tune only "
+            "reads checkpoints with torch's restricted unpickler (weights_only=True) because "
+            "loading a pickle can run arbitrary code. Give a file that holds only tensors and "
+            "plain values (a state dict, or {'model': state_dict, ...} as RepDistiller's "
+            "ckpt_epoch_*.pth); if you trust this file, re-save just its weights, e.g. "
+            "torch.save({'model': torch.load(OLD, weights_only=False)['model']}, NEW), and "
+            "point at NEW.") from None
+    except Exception as err:
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{what}: {path} could not be read as a torch checkpoint "
+                          f"({first_line}); give a file written by torch.save.") from None
 
 
 def read_yaml_file(path: Path, kind: str, hint: str) -> Any:

@@ -16,11 +16,12 @@ from mgkd.distill import (final_metrics, head_bank, head_keys, load_config_split
                           prepare_knowledge)
 from mgkd.engine import EpochCallback, RunState, resolve_device
 from mgkd.errors import ConfigError
-from mgkd.io import atomic_torch_save, file_sha256
+from mgkd.io import atomic_torch_save, file_sha256, safe_torch_load
 from mgkd.teacher import TeacherRecipe, load_teacher, save_teacher, train_teacher
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+STUDENT = "student.pt"
 
 
 @dataclass
@@ -84,10 +85,18 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
     final = final_metrics(state)
     write_metrics(out / "metrics.json", state.history, final)
     student = trainer.task.modules["student"]
-    atomic_torch_save({"arch": config.student, "num_classes": splits.spec.num_classes,
-                       "state_dict": {k: v.cpu() for k, v in student.state_dict().items()}},
-                      out / "student.pt")
+    save_student(student, config.student, splits.spec.num_classes, out / STUDENT,
+                 {"epoch": state.epoch, "best_val_acc": state.best_val_acc,
+                  "test_acc": final["test_acc"]})
     return RunResult(out, state, final)
+
+
+def save_student(model: torch.nn.Module, arch: str, num_classes: int, path: Path,
+                 extra: dict[str, Any] | None = None) -> None:
+    """``{"model": state_dict, "arch", "num_classes", ...extra}``: RepDistiller's and mdistiller's
+    checkpoint form, so their evaluation scripts load a student trained here."""
+    atomic_torch_save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       "arch": arch, "num_classes": num_classes, **(extra or {})}, path)
 
 
 def run_teacher(config: ExperimentConfig, out_dir: str | Path) -> RunResult:
@@ -131,9 +140,8 @@ def fill_head_bank(config: ExperimentConfig, levels: list[tuple[int, float]]) ->
 
 
 def teacher_arch_of(path: str | Path) -> str | None:
-    """The architecture stored in one of our teacher checkpoints, if it says."""
-    try:
-        raw = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=False)
-    except Exception:
-        return None
-    return raw.get("arch") if isinstance(raw, dict) else None
+    """The architecture stored in one of our teacher checkpoints, if it says. Read through the
+    restricted unpickler: a missing, unreadable or refused file is a ConfigError."""
+    raw = safe_torch_load(path, "--teacher")
+    arch = raw.get("arch") if isinstance(raw, dict) else None
+    return arch if isinstance(arch, str) else None

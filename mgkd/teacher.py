@@ -16,11 +16,15 @@ from mgkd.config import ExperimentConfig, default_lr
 from mgkd.data import Batch, DataSplits
 from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
 from mgkd.errors import ConfigError
-from mgkd.io import atomic_torch_save, file_lock
+from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
 from mgkd.models import create_model
+from mgkd.models.loading import load_zoo_model, state_dict_of
 
 log = logging.getLogger(__name__)
-TEACHER_FORMAT = 1
+# 2: weights under "model" in RepDistiller's naming (RepDistiller and mdistiller load these files).
+# 1: weights under "state_dict" in the old stem/stages naming; still read (converted on load).
+TEACHER_FORMAT = 2
+TEACHER_FORMATS = (1, 2)
 
 
 def data_identity(config: ExperimentConfig) -> str:
@@ -116,9 +120,11 @@ def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
 
 def save_teacher(model: nn.Module, arch: str, num_classes: int, path: Path,
                  extra: dict[str, Any] | None = None) -> None:
+    """``{"model": state_dict, "format", "arch", "num_classes", ...extra}``: the form RepDistiller
+    and mdistiller save and load, so their scripts read it too."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_torch_save({"format": TEACHER_FORMAT, "arch": arch, "num_classes": num_classes,
-                       "state_dict": state, **(extra or {})}, path)
+    atomic_torch_save({"model": state, "format": TEACHER_FORMAT, "arch": arch,
+                       "num_classes": num_classes, **(extra or {})}, path)
 
 
 def ensure_teacher(config: ExperimentConfig, splits: DataSplits, *,
@@ -145,28 +151,16 @@ def ensure_teacher(config: ExperimentConfig, splits: DataSplits, *,
 
 def load_teacher(path: str | Path, arch: str, num_classes: int,
                  device: torch.device | str = "cpu") -> nn.Module:
-    """Load a teacher checkpoint: ours, RepDistiller's (``{"model": state_dict}``) or a bare
-    state dict. The architecture must match ``arch``."""
-    path = Path(path)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"teacher_checkpoint: {path} could not be read ({err}); is it a torch "
-                          "checkpoint?") from None
-    if isinstance(raw, dict) and raw.get("format") == TEACHER_FORMAT:
+    """Load a teacher checkpoint: ours, RepDistiller's or mdistiller's (``{"model": state_dict,
+    ...}``) or a bare state dict, strictly, through torch's restricted unpickler. A file in this
+    project's old naming is converted on load (one log line)."""
+    path = Path(path).expanduser()
+    source = f"teacher_checkpoint: {path}"
+    raw = safe_torch_load(path, "teacher_checkpoint")
+    if isinstance(raw, dict) and raw.get("format") in TEACHER_FORMATS and "arch" in raw:
         if raw["arch"] != arch:
-            raise ConfigError(f"teacher_checkpoint: {path} holds a {raw['arch']}, but teacher is "
-                              f"'{arch}'; set teacher: {raw['arch']} or give a {arch} checkpoint.")
-        state = raw["state_dict"]
-    elif isinstance(raw, dict) and isinstance(raw.get("model"), dict):
-        state = raw["model"]
-    else:
-        state = raw
-    model = create_model(arch, num_classes, key="teacher")
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"teacher_checkpoint: {path} does not fit a {arch} with {num_classes} "
-                          f"classes ({first_line}).") from None
+            raise ConfigError(f"{source} holds a {raw['arch']}, but teacher is '{arch}'; set "
+                              f"teacher: {raw['arch']} or give a {arch} checkpoint.")
+    state = state_dict_of(raw, source)
+    model = load_zoo_model(arch, num_classes, state, source=source, key="teacher")
     return model.to(device).eval()

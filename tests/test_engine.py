@@ -43,8 +43,8 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_config, 
     resumed = run_training(config, tmp_path / "cut", resume=True)
     assert resumed.state.history == whole.state.history  # every metric, to the last digit
     assert resumed.final == whole.final
-    for a, b in zip(torch.load(tmp_path / "whole" / "student.pt")["state_dict"].values(),
-                    torch.load(tmp_path / "cut" / "student.pt")["state_dict"].values()):
+    for a, b in zip(torch.load(tmp_path / "whole" / "student.pt")["model"].values(),
+                    torch.load(tmp_path / "cut" / "student.pt")["model"].values()):
         assert torch.equal(a, b)
 
 
