@@ -67,7 +67,13 @@ def safe_torch_load(path: str | Path, what: str, map_location: Any = "cpu") -> A
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        needs = f"the Python object {found.group(1)}" if found else "Python objects beyond tensors"
+        if found is None:
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+            reason = detail.group(1).strip() if detail else str(err).splitlines()[0]
+            raise ConfigError(f"{what}: {path} could not be read as a torch checkpoint of tensors "
+                              f"and plain values ({reason}); give a file written by "
+                              "torch.save.") from None
+        needs = f"the Python object {found.group(1)}"
         raise ConfigError(
             f"{what}: {path} was refused: unpickling it would need {needs}, and MGKD-Tune only "
             "reads checkpoints with torch's restricted unpickler (weights_only=True) because "

@@ -1,0 +1,210 @@
+"""Reading checkpoints: files of earlier versions still load (converted once on load, with a log
+line), a file of another architecture is named in one paragraph, and a file whose pickle would
+run code is refused before anything runs.
+
+The fixture ``tests/data/legacy_resnet8_c4.pt`` was written by the OLD zoo code (commit e116f4f,
+``mgkd/models`` copied out of the repository with ``git show e116f4f:mgkd/models/<file>.py``):
+``torch.manual_seed(11)``, ``create_model("resnet8", 4)``, every BatchNorm's weight/bias and
+running statistics set to random values (``num_batches_tracked`` 7), saved exactly as the old
+``save_teacher`` did: ``{"format": 1, "arch": "resnet8", "num_classes": 4, "state_dict": ...}``
+with the old ``stem.* / stages.*`` names. ``legacy_resnet8_c4_expected.pt`` holds an input batch
+(2x3x8x8, seeded) and what the OLD model computed on it in eval mode: its logits and features.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mgkd.data import load_splits
+from mgkd.engine import Schedule, Trainer
+from mgkd.errors import ConfigError
+from mgkd.granularity import HeadBank, HeadKey
+from mgkd.models import create_model
+from mgkd.runner import teacher_arch_of
+from mgkd.teacher import ClassifierTask, load_teacher
+
+from conftest import TINY_DATA
+
+DATA = Path(__file__).parent / "data"
+LEGACY = DATA / "legacy_resnet8_c4.pt"
+EXPECTED = DATA / "legacy_resnet8_c4_expected.pt"
+MGKD = Path(sys.executable).parent / "mgkd"
+
+
+def _legacy_state() -> dict[str, torch.Tensor]:
+    return torch.load(LEGACY, weights_only=True)["state_dict"]
+
+
+def _assert_same_function(model: torch.nn.Module) -> None:
+    expected = torch.load(EXPECTED, weights_only=True)
+    with torch.no_grad():
+        feats, logits = model.eval()(expected["input"], features=True)
+    torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=1e-6)
+    assert len(feats) == len(expected["features"])
+    for ours, old in zip(feats, expected["features"]):
+        torch.testing.assert_close(ours, old, rtol=0, atol=1e-6)
+
+
+# ---- files of earlier versions ---------------------------------------------------------------
+def test_old_teacher_file_loads_converted_and_computes_the_same(caplog):
+    assert next(iter(_legacy_state())).startswith("stem.")  # really the old naming
+    with caplog.at_level(logging.INFO, logger="mgkd.models.legacy"):
+        model = load_teacher(LEGACY, "resnet8", 4)
+    lines = [r.getMessage() for r in caplog.records if "converted" in r.getMessage()]
+    assert len(lines) == 1 and "56 tensors" in lines[0] and str(LEGACY) in lines[0]
+    _assert_same_function(model)
+
+
+def test_old_student_pt_loads_converted(tmp_path):
+    path = tmp_path / "student.pt"  # the old student.pt form: weights under "state_dict"
+    torch.save({"arch": "resnet8", "num_classes": 4, "state_dict": _legacy_state()}, path)
+    _assert_same_function(load_teacher(path, "resnet8", 4))
+
+
+def test_old_trial_checkpoint_resumes_converted(tmp_path, caplog):
+    splits = load_splits("synthetic", ".", val_fraction=0.25, options=TINY_DATA)
+    torch.manual_seed(0)
+    trainer = Trainer(ClassifierTask(create_model("resnet8", 4)), splits,
+                      Schedule(epochs=2, lr=0.1), batch_size=16, seed=0)
+    trainer.fit()
+    state = trainer.state_dict()
+    # The same checkpoint as an earlier version wrote it: module tensors in the old naming.
+    state["modules"] = {f"model.{k}": v for k, v in _legacy_state().items()}
+    torch.save(state, tmp_path / "checkpoint.pt")
+
+    fresh = Trainer(ClassifierTask(create_model("resnet8", 4)), splits,
+                    Schedule(epochs=2, lr=0.1), batch_size=16, seed=0)
+    with caplog.at_level(logging.INFO, logger="mgkd.models.legacy"):
+        fresh.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert any("converted 56 tensors" in r.getMessage() for r in caplog.records)
+    assert fresh.state.epoch == 2
+    _assert_same_function(fresh.task.model)
+
+
+# ---- a file of another architecture or class count -------------------------------------------
+def _saved(tmp_path: Path, arch: str, classes: int, wrap: bool = True) -> Path:
+    torch.manual_seed(0)
+    state = create_model(arch, classes).state_dict()
+    path = tmp_path / f"{arch}_{classes}.pth"
+    torch.save({"model": state, "epoch": 240} if wrap else state, path)
+    return path
+
+
+@pytest.mark.parametrize("arch, classes, load_as, words", [
+    ("resnet56", 100, ("resnet20", 10), ["holds a resnet56 with 100 classes", "set teacher: resnet56",
+                                         "data set with 100 classes"]),
+    ("resnet20", 100, ("resnet20", 10), ["holds a resnet20 with 100 classes",
+                                         "use a data set with 100 classes"]),
+    ("resnet32x4", 100, ("resnet8x4", 100), ["holds a resnet32x4 with 100 classes",
+                                             "set teacher: resnet32x4,"]),
+    ("ResNet50", 10, ("resnet110", 10), ["holds a ResNet50 with 10 classes"]),
+])
+def test_wrong_architecture_names_what_the_file_holds(tmp_path, arch, classes, load_as, words):
+    path = _saved(tmp_path, arch, classes)
+    with pytest.raises(ConfigError) as info:
+        load_teacher(path, *load_as)
+    message = str(info.value)
+    assert message.startswith(f"teacher_checkpoint: {path} does not fit a {load_as[0]} with "
+                              f"{load_as[1]} classes")
+    for word in words:
+        assert word in message
+    assert "\n" not in message and "Error(s)" not in message and "Missing key" not in message
+
+
+def test_wrong_architecture_in_the_old_naming_is_named_too(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save(_legacy_state(), path)  # a bare old-naming resnet8 state dict
+    with pytest.raises(ConfigError, match="holds a resnet8 with 4 classes; set teacher: resnet8"):
+        load_teacher(path, "resnet20", 4)
+
+
+def test_a_file_without_a_state_dict_is_a_clear_error(tmp_path):
+    path = tmp_path / "metrics.pt"
+    torch.save({"epoch": 3, "accuracy": 71.0}, path)
+    with pytest.raises(ConfigError, match="holds no model state dict .*epoch, accuracy"):
+        load_teacher(path, "resnet8", 4)
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="could not be read as a torch checkpoint"):
+        load_teacher(tmp_path / "text.pt", "resnet8", 4)
+
+
+# ---- loading never runs code -----------------------------------------------------------------
+class RunsCode:
+    """Unpickling this calls ``Path.touch(marker)``: a stand-in for any code a pickle can run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _booby_trapped(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    marker = tmp_path / f"{name}.ran"
+    torch.manual_seed(0)
+    state = create_model("resnet8", 4).state_dict()
+    path = tmp_path / f"{name}.pth"
+    torch.save({"model": state, "arch": "resnet8", "format": 2, "payload": RunsCode(marker)}, path)
+    return path, marker
+
+
+def test_the_booby_trap_is_real(tmp_path):
+    # Control: the unrestricted unpickler runs the file's code. The tests below must not.
+    path, marker = _booby_trapped(tmp_path, "control")
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    path, marker = _booby_trapped(tmp_path, "teacher")
+    with pytest.raises(ConfigError) as info:
+        load_teacher(path, "resnet8", 4)
+    message = str(info.value)
+    assert str(path) in message and "refused" in message and "weights_only=True" in message
+    assert "would need the Python object" in message and "\n" not in message
+    with pytest.raises(ConfigError, match="refused"):
+        teacher_arch_of(path)
+
+    splits = load_splits("synthetic", ".", val_fraction=0.25, options=TINY_DATA)
+    trainer = Trainer(ClassifierTask(create_model("resnet8", 4)), splits,
+                      Schedule(epochs=1, lr=0.1), batch_size=16, seed=0)
+    with pytest.raises(ConfigError, match="checkpoint: .* was refused"):
+        trainer.load_checkpoint(path)
+
+    bank = HeadBank(tmp_path / "heads")
+    key = HeadKey(teacher_hash="ab" * 32, dim=8, temperature=2.0, epochs=1, seed=0, data="tiny")
+    bank.path(key).parent.mkdir(parents=True)
+    bank.path(key).write_bytes(path.read_bytes())
+    assert not bank.has(key)  # treated as damaged (it would be retrained), never unpickled
+    assert not marker.exists()
+
+
+def test_a_booby_trapped_teacher_exits_2_through_the_cli(tmp_path):
+    path, marker = _booby_trapped(tmp_path, "cli")
+    result = subprocess.run([str(MGKD), "heads", "--teacher", str(path), "--dims", "8",
+                             "--temperatures", "2", "--epochs", "1", "--dataset", "synthetic",
+                             "--device", "cpu", "--cache-dir", str(tmp_path / "cache")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "refused" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert not marker.exists()
+
+
+def test_repdistiller_last_file_with_its_argparse_options_loads(tmp_path):
+    # RepDistiller's <arch>_last.pth stores {"opt": argparse.Namespace, "model": ...}: a Namespace
+    # holds attributes only, so the restricted unpickler may rebuild it.
+    torch.manual_seed(0)
+    model = create_model("resnet8", 4)
+    path = tmp_path / "resnet8_last.pth"
+    torch.save({"opt": argparse.Namespace(model="resnet8", learning_rate=0.05, lr_decay_epochs=[150]),
+                "model": model.state_dict()}, path)
+    loaded = load_teacher(path, "resnet8", 4)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
