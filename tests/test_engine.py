@@ -8,6 +8,7 @@ from torch import nn
 from mgkd.data import load_splits
 from mgkd.engine import InitStage, Schedule, Trainer
 from mgkd.errors import TrainingDiverged
+from mgkd.models import create_model
 from mgkd.runner import run_training
 
 from conftest import TINY_DATA
@@ -62,6 +63,13 @@ def test_standalone_run_writes_config_metrics_events_checkpoint(tmp_path, tiny_c
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert (out / "config.yaml").read_text().count("feature_weight: 1000") == 1  # resolved
     assert (out / "checkpoint.pt").is_file() and result.state.epoch == 2
+    # student.pt in RepDistiller's / mdistiller's form: their scripts do
+    # model.load_state_dict(torch.load(f)["model"]) on the architecture they name.
+    saved = torch.load(out / "student.pt", weights_only=True)
+    assert saved["arch"] == "resnet8" and saved["num_classes"] == 4 and saved["epoch"] == 2
+    student = create_model(saved["arch"], saved["num_classes"])
+    student.load_state_dict(saved["model"], strict=True)
+    assert "layer1.0.conv1.weight" in saved["model"] and "fc.weight" in saved["model"]
 
 
 def test_tensorboard_events_hold_every_metric(tmp_path, tiny_config):
