@@ -153,6 +153,28 @@ def test_paper_file_validates_without_data():
     assert len(studies) == 168
 
 
+def test_paper_file_shows_the_published_teacher_pattern(tmp_path: Path, monkeypatch):
+    # Swap every pair for its commented twin that points at a published teacher file.
+    lines = PAPER.read_text().splitlines()
+    twins = [i for i, line in enumerate(lines) if line.startswith("  # - {teacher:")]
+    assert len(twins) == 7
+    for i in twins:
+        assert lines[i - 1].startswith("  - {teacher:")
+        lines[i - 1], lines[i] = "", lines[i].replace("  # - ", "  - ", 1)
+    data = yaml.safe_load("\n".join(lines))
+    monkeypatch.chdir(tmp_path)  # teacher_checkpoint paths are relative to where mgkd tune runs
+    for pair in data["pairs"]:
+        path = tmp_path / pair["teacher_checkpoint"]
+        assert path.parent.name == f"{pair['teacher']}_vanilla" and path.name == "ckpt_epoch_240.pth"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    studies = check(data, cluster_resources={"CPU": 16.0, "GPU": 1.0, "memory": 1e11})
+    assert len(studies) == 168
+    for study in studies:
+        assert Path(study.base.teacher_checkpoint) == (
+            tmp_path / "teachers" / f"{study.base.teacher}_vanilla" / "ckpt_epoch_240.pth")
+
+
 def test_missing_cifar_is_reported(tmp_path: Path):
     data = load_sweep(PAPER).to_dict()
     data["base"]["data_dir"] = str(tmp_path / "nodata")
