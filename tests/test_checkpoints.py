@@ -117,6 +117,17 @@ def test_wrong_architecture_names_what_the_file_holds(tmp_path, arch, classes, l
     assert "\n" not in message and "Error(s)" not in message and "Missing key" not in message
 
 
+def test_a_damaged_file_is_named_by_its_closest_architecture(tmp_path):
+    torch.manual_seed(0)
+    state = {k: v for k, v in create_model("resnet56", 100).state_dict().items()
+             if not k.startswith("layer3.8.")}  # the last unit lost
+    torch.save({"model": state}, tmp_path / "cut.pth")
+    with pytest.raises(ConfigError) as info:
+        load_teacher(tmp_path / "cut.pth", "resnet56", 100)
+    assert ("its tensors are closest to a resnet56 with 100 classes (332 of its 332 tensors have "
+            "a shape the resnet56 has; the resnet56 has 344)") in str(info.value)
+
+
 def test_wrong_architecture_in_the_old_naming_is_named_too(tmp_path):
     path = tmp_path / "old.pt"
     torch.save(_legacy_state(), path)  # a bare old-naming resnet8 state dict
@@ -208,3 +219,19 @@ def test_repdistiller_last_file_with_its_argparse_options_loads(tmp_path):
     loaded = load_teacher(path, "resnet8", 4)
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value)
+
+
+def test_every_zoo_architecture_is_recognised_from_its_shapes():
+    # Through the registry, so the guess covers whatever the zoo holds; 7 classes: the class count
+    # comes from the file, not from a default.
+    from mgkd.models import MODEL_NAMES, MODELS
+    from mgkd.models.identify import best_match, classes_of, tensor_shapes, zoo_shapes
+
+    table = zoo_shapes(MODELS, 7)
+    assert list(table) == list(MODEL_NAMES)  # every factory builds on the meta device
+    for name in MODEL_NAMES:
+        with torch.device("meta"):
+            state = create_model(name, 7).state_dict()
+        assert classes_of(state) == 7
+        guess = best_match(tensor_shapes(state), 7, table)
+        assert (guess.arch, guess.num_classes, guess.exact) == (name, 7, True), name

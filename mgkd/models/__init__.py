@@ -1,9 +1,12 @@
 """CIFAR model zoo (RepDistiller's architectures) behind a name -> factory registry.
 
-Every model is a :class:`FeatureNet`: ``model(x)`` returns logits and ``model(x, features=True)``
+Every model keeps one contract: ``model(x)`` returns logits and ``model(x, features=True)``
 returns ``(features, logits)``: the stem output, each stage's output map (B, C, H, W) and last
-the pooled embedding (B, ``model.embedding_dim``) that feeds the linear classifier. Global
-pooling is adaptive, so all models run on 32x32 and on smaller inputs such as 16x16.
+the pooled embedding (B, ``model.embedding_dim``) that feeds the linear classifier; it also has
+``model.num_classes``. Global pooling is adaptive, so all models run on 32x32 and on smaller
+inputs such as 16x16. Parameter and buffer names follow RepDistiller's model files, so its and
+mdistiller's checkpoints load strictly (``mgkd.models.loading``); this project's older
+``stem.*``/``stages.*`` checkpoints convert on load (``mgkd.models.legacy``).
 """
 
 from __future__ import annotations

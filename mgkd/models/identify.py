@@ -25,14 +25,16 @@ class Guess:
     arch: str
     num_classes: int
     exact: bool  # same number of tensors, same shapes in the same order
-    matched: int  # tensors whose shapes agree (as a multiset)
+    matched: int  # the file's tensors whose shapes the model also has (as a multiset)
     total: int  # tensors in the file
+    model_total: int  # tensors in the model
 
     def describe(self) -> str:
         if self.exact:
             return f"it holds a {self.arch} with {self.num_classes} classes"
         return (f"its tensors are closest to a {self.arch} with {self.num_classes} classes "
-                f"({self.matched} of {self.total} shapes agree)")
+                f"({self.matched} of its {self.total} tensors have a shape the {self.arch} has; "
+                f"the {self.arch} has {self.model_total})")
 
 
 def tensor_shapes(state: Mapping[str, object]) -> list[Shape]:
@@ -55,6 +57,29 @@ def _shapes_of(factory: Callable[[int], nn.Module], num_classes: int) -> list[Sh
     return tensor_shapes(model.state_dict())
 
 
+def zoo_shapes(models: Mapping[str, Callable[[int], nn.Module]],
+               num_classes: int) -> dict[str, list[Shape]]:
+    """Each model's state-dict shapes at ``num_classes``, in order (built on ``meta``)."""
+    table = {name: _shapes_of(factory, num_classes) for name, factory in models.items()}
+    return {name: shapes for name, shapes in table.items() if shapes is not None}
+
+
+def best_match(have: list[Shape], num_classes: int,
+               shapes_by_name: Mapping[str, list[Shape]]) -> Guess | None:
+    """The entry of ``shapes_by_name`` that agrees best with the shapes ``have``."""
+    have_counts = Counter(have)
+    best: tuple[int, Guess] | None = None
+    for name, want in shapes_by_name.items():
+        if want == have:
+            return Guess(name, num_classes, True, len(have), len(have), len(want))
+        matched = sum((have_counts & Counter(want)).values())
+        # Penalise a size difference, so a small model does not win by being a subset.
+        score = matched - abs(len(want) - len(have))
+        if best is None or score > best[0]:
+            best = (score, Guess(name, num_classes, False, matched, len(have), len(want)))
+    return best[1] if best else None
+
+
 def guess_architecture(state: Mapping[str, object],
                        models: Mapping[str, Callable[[int], nn.Module]]) -> Guess | None:
     """The entry of ``models`` (name -> factory(num_classes)) whose state-dict shapes agree best
@@ -62,18 +87,4 @@ def guess_architecture(state: Mapping[str, object],
     num_classes = classes_of(state)
     if num_classes is None:
         return None
-    have = tensor_shapes(state)
-    have_counts = Counter(have)
-    best: tuple[int, Guess] | None = None
-    for name, factory in models.items():
-        want = _shapes_of(factory, num_classes)
-        if want is None:
-            continue
-        if want == have:
-            return Guess(name, num_classes, True, len(have), len(have))
-        matched = sum((have_counts & Counter(want)).values())
-        # Penalise a size difference, so a small model does not win by being a subset.
-        score = matched - abs(len(want) - len(have))
-        if best is None or score > best[0]:
-            best = (score, Guess(name, num_classes, False, matched, len(have)))
-    return best[1] if best else None
+    return best_match(tensor_shapes(state), num_classes, zoo_shapes(models, num_classes))
