@@ -235,3 +235,13 @@ def test_every_zoo_architecture_is_recognised_from_its_shapes():
         assert classes_of(state) == 7
         guess = best_match(tensor_shapes(state), 7, table)
         assert (guess.arch, guess.num_classes, guess.exact) == (name, 7, True), name
+
+
+def test_every_checkpoint_read_goes_through_the_restricted_unpickler():
+    root = Path(__file__).resolve().parents[1]
+    loads = {str(p.relative_to(root)): p.read_text().count("torch.load(")
+             for package in ("mgkd", "trainables", "search", "analysis", "spaces")
+             for p in (root / package).rglob("*.py") if "torch.load(" in p.read_text()}
+    assert loads == {"mgkd/io.py": 2}  # safe_torch_load's call and its error message's example
+    source = (root / "mgkd" / "io.py").read_text()
+    assert "weights_only=True)" in source and source.count("weights_only=False") == 1
