@@ -17,14 +17,13 @@ from mgkd.data import Batch, DataSplits
 from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
-from mgkd.models import create_model
+from mgkd.models import MODELS, create_model
 from mgkd.models.loading import load_zoo_model, state_dict_of
 
 log = logging.getLogger(__name__)
 # 2: weights under "model" in RepDistiller's naming (RepDistiller and mdistiller load these files).
 # 1: weights under "state_dict" in the old stem/stages naming; still read (converted on load).
 TEACHER_FORMAT = 2
-TEACHER_FORMATS = (1, 2)
 
 
 def data_identity(config: ExperimentConfig) -> str:
@@ -157,7 +156,8 @@ def load_teacher(path: str | Path, arch: str, num_classes: int,
     path = Path(path).expanduser()
     source = f"teacher_checkpoint: {path}"
     raw = safe_torch_load(path, "teacher_checkpoint")
-    if isinstance(raw, dict) and raw.get("format") in TEACHER_FORMATS and "arch" in raw:
+    # Our teacher.pt and student.pt say what they hold; RepDistiller's files do not.
+    if isinstance(raw, dict) and raw.get("arch") in MODELS:
         if raw["arch"] != arch:
             raise ConfigError(f"{source} holds a {raw['arch']}, but teacher is '{arch}'; set "
                               f"teacher: {raw['arch']} or give a {arch} checkpoint.")

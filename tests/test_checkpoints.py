@@ -245,3 +245,12 @@ def test_every_checkpoint_read_goes_through_the_restricted_unpickler():
     assert loads == {"mgkd/io.py": 2}  # safe_torch_load's call and its error message's example
     source = (root / "mgkd" / "io.py").read_text()
     assert "weights_only=True)" in source and source.count("weights_only=False") == 1
+
+
+def test_our_student_pt_says_its_architecture(tmp_path):
+    from mgkd.runner import save_student
+    save_student(create_model("resnet14", 4), "resnet14", 4, tmp_path / "student.pt")
+    with pytest.raises(ConfigError, match="holds a resnet14, but teacher is 'resnet8'; set teacher: "
+                                          "resnet14"):
+        load_teacher(tmp_path / "student.pt", "resnet8", 4)
+    assert load_teacher(tmp_path / "student.pt", "resnet14", 4).num_classes == 4
