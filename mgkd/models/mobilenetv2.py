@@ -29,7 +29,9 @@ STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Sequential:
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int
+) -> nn.Sequential:
     """Conv (same padding, no bias) -> BN -> ReLU; named ``0``, ``1``, ``2``."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),

@@ -91,7 +91,7 @@ class ShuffleNetV2(nn.Module):
         head_width: int = 1024,
     ) -> None:
         if len(widths) != 3 or len(depths) != 3 or any(w % 2 for w in widths):
-            raise ValueError("ShuffleNetV2 has three stages: give three even widths and three depths")
+            raise ValueError("ShuffleNetV2 has three stages: give three even widths, three depths")
         super().__init__()
         self.conv1 = nn.Conv2d(3, STEM_CHANNELS, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)

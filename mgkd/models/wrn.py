@@ -51,10 +51,8 @@ class UnitStack(nn.Module):
 
     def __init__(self, depth: int, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
-        units = [
-            PreActUnit(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1)
-            for i in range(depth)
-        ]
+        units = [PreActUnit(in_channels, out_channels, stride)]
+        units += [PreActUnit(out_channels, out_channels, 1) for _ in range(depth - 1)]
         self.layer = nn.Sequential(*units)
 
     def forward(self, x: Tensor) -> Tensor:
