@@ -3,7 +3,7 @@
 Every model keeps one contract: ``model(x)`` returns logits and ``model(x, features=True)``
 returns ``(features, logits)``: the stem output, each stage's output map (B, C, H, W) and last
 the pooled embedding (B, ``model.embedding_dim``) that feeds the linear classifier; it also has
-``model.num_classes``. Global pooling is adaptive, so all models run on 32x32 and on smaller
+``model.num_classes``. Global pooling covers the whole last map, so all models run on 32x32 and on smaller
 inputs such as 16x16. Parameter and buffer names follow RepDistiller's model files, so its and
 mdistiller's checkpoints load strictly (``mgkd.models.loading``); this project's older
 ``stem.*``/``stages.*`` checkpoints convert on load (``mgkd.models.legacy``).
@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from mgkd.errors import ConfigError
-from mgkd.models.common import FeatureNet
 from mgkd.models.mobilenetv2 import MobileNetV2
 from mgkd.models.resnet import cifar_resnet, resnet50
 from mgkd.models.shufflenetv1 import ShuffleNetV1
@@ -29,7 +28,6 @@ from mgkd.models.wrn import WideResNet
 __all__ = [
     "MODELS",
     "MODEL_NAMES",
-    "FeatureNet",
     "create_model",
     "probe_feature_shapes",
 ]
