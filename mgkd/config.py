@@ -312,6 +312,14 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
     return config.replace(**changes)
 
 
+def validation_size(config: ExperimentConfig) -> int:
+    """Validation images a run of ``config`` selects on (0 with ``val_fraction: 0``); loads nothing."""
+    from mgkd.data import validation_size as split_validation_size
+
+    return split_validation_size(config.dataset, config.data_options, config.val_fraction,
+                                 config.train_subset)
+
+
 def default_config(teacher: str, student: str, dataset: str, **overrides: Any) -> ExperimentConfig:
     """A complete, resolved config for a pair with every default filled in."""
     base = {"teacher": teacher, "student": student, "dataset": dataset, **overrides}
