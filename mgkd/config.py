@@ -298,15 +298,15 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
     from mgkd.methods import get_method
 
     method = get_method(config.method)
+    options = method.resolve_options(config.method_options, config.teacher, config.student)
     changes = {
         "ce_weight": method.default_ce_weight if config.ce_weight is None else config.ce_weight,
         "logit_weight": (paper_logit_weight(config.method, config.mode) if config.logit_weight is None
                          else config.logit_weight),
-        "feature_weight": (method.default_feature_weight if config.feature_weight is None
+        "feature_weight": (method.feature_weight_default(options) if config.feature_weight is None
                            else config.feature_weight),
         "lr": default_lr(config.student) if config.lr is None else config.lr,
-        "method_options": method.resolve_options(config.method_options, config.teacher,
-                                                 config.student),
+        "method_options": options,
         "granularities": [] if config.mode == "plain" else config.granularities,
     }
     return config.replace(**changes)

@@ -101,7 +101,7 @@ def test_option_defaults():
     assert get_method("at").option_defaults == {"p": 2}
     assert get_method("rkd").option_defaults == {"distance_weight": 25.0, "angle_weight": 50.0}
     assert get_method("cc").option_defaults == {"embed_dim": 128, "kernel": "gaussian",
-                                                "gamma": 0.4, "order": 2}
+                                                "gamma": 0.4, "order": 2, "form": "paper"}
     assert get_method("vid").option_defaults == {"init_variance": 5.0, "eps": 1e-5}
     assert get_method("pkt").option_defaults == {"eps": 1e-7}
     assert get_method("sp").option_defaults == {}
@@ -408,6 +408,7 @@ def test_unknown_option_rejected(name):
     ("cc", {"kernel": "polynomial"}),
     ("cc", {"embed_dim": 0}),
     ("cc", {"order": -1}),
+    ("cc", {"form": "RepDistiller"}),
     ("vid", {"init_variance": 0.0}),
     ("vid", {"eps": -1.0}),
     ("rkd", {"angle_weight": -1}),

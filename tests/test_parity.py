@@ -166,3 +166,94 @@ def test_fitnet_romero():
     expected = ((1 / root - 1) ** 2 + (3 / root - 1) ** 2) / 4
     assert expected == pytest.approx(0.1055727, abs=1e-6)
     assert loss.item() == pytest.approx(expected, abs=1e-12)
+
+
+# ---- RepDistiller forms (method_options.form: repdistiller; ft: factor: channel_mean) -------------
+def test_cc_repdistiller_form():
+    # Linear embeddings (identity here), Δ = |e_s − e_t|, L = mean_i Σ_d Δ_i,d Δ_i+1,d.
+    # Student rows [1,2], [3,0], [2,5]; teacher [1,0], [1,1], [0,2] -> Δ = [0,2], [2,1], [2,3].
+    # Neighbours: 0·2 + 2·1 = 2 and 2·2 + 1·3 = 7; mean 4.5.
+    from mgkd.config import default_config
+
+    method = build_method("cc", context([(2,)], [(2,)]), {"form": "repdistiller", "embed_dim": 2})
+    method = method.double()
+    with torch.no_grad():
+        for embed in (method.embed_student, method.embed_teacher):
+            embed.weight.copy_(torch.eye(2))
+            embed.bias.zero_()
+    loss = method(inputs([[[1.0, 2.0], [3.0, 0.0], [2.0, 5.0]]],
+                         [[[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]]))
+    assert loss.item() == pytest.approx(4.5, abs=1e-12)
+    # RepDistiller's β for its CC is 0.02; the paper form keeps 2000.
+    assert default_config("resnet20", "resnet8", "digits", method="cc",
+                          method_options={"form": "repdistiller"}).feature_weight == 0.02
+    assert default_config("resnet20", "resnet8", "digits", method="cc").feature_weight == 2000.0
+
+
+def _kdsvd_expected(same_sign: bool) -> float:
+    # Teacher stage vectors (over channels) a·e0 and b·e0; the student's, aligned to them, a·q1 and
+    # b·q2 with q1 = [0.8, 0.6], q2 = [0.96, 0.28]. With ab = ±1:
+    # L = Σ_mn (exp(−(b q2_m − a q1_n)²/8) − exp(−(b e0_m − a e0_n)²/8))² (batch 1).
+    ab = 1.0 if same_sign else -1.0
+    q1, q2, e0 = (0.8, 0.6), (0.96, 0.28), (1.0, 0.0)
+    return sum((math.exp(-(q2[m] - ab * q1[n]) ** 2 / 8) - math.exp(-(e0[m] - ab * e0[n]) ** 2 / 8))
+               ** 2 for m in range(2) for n in range(2))
+
+
+def test_kdsvd_repdistiller_form():
+    # Each stage map read as an (H·W, C) matrix; its top right singular vector lives over channels.
+    # Teacher stages: channels over positions [2,0] / [0,1] and [3,0] / [0,1]: top vector ±e0.
+    # Student stages are rank one, p·qᵀ with p = [1, 0]: top vectors ±q1, ±q2 (the other singular
+    # vector, orthogonal, has a smaller |cos| with e0, so alignment picks q and the teacher's sign).
+    shapes = [(2, 1, 2), (2, 1, 2), (2, 1, 2), (2,)]
+    method = build_method("kdsvd", context(shapes, shapes), {"form": "repdistiller"}).double()
+    t1 = t([[2.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)
+    t2 = t([[3.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)
+    s1 = t([[0.8, 0.0], [0.6, 0.0]]).view(1, 2, 1, 2)
+    s2 = t([[0.96, 0.0], [0.28, 0.0]]).view(1, 2, 1, 2)
+    loss = method(inputs([s1, s1, s2, [[1.0, 1.0]]], [t1, t1, t2, [[1.0, 1.0]]]))
+    # The sign of a singular vector is the SVD routine's choice: read it off the teacher's matrices.
+    signs = [torch.linalg.svd(m.flatten(2).transpose(1, 2))[2][0, 0, 0].sign().item() for m in (t1, t2)]
+    expected = _kdsvd_expected(signs[0] == signs[1])
+    assert expected > 1e-4
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # Vectors over channels need equal channel counts at every paired stage.
+    with pytest.raises(Exception, match="form: paper"):
+        build_method("kdsvd", context(shapes, [(4, 1, 2), (4, 1, 2), (4, 1, 2), (4,)]),
+                     {"form": "repdistiller"})
+
+
+@pytest.mark.parametrize("name", ["ab", "fsp"])
+def test_ab_and_fsp_repdistiller_form_drops_the_term_after_init(name):
+    shapes = [(1, 1, 2), (1, 1, 2), (1,)]
+    features = [t([1.0, 2.0]).view(1, 1, 1, 2), t([3.0, 4.0]).view(1, 1, 1, 2), [[1.0]]]
+    teacher = [t([1.0, 1.0]).view(1, 1, 1, 2), t([2.0, 2.0]).view(1, 1, 1, 2), [[1.0]]]
+    torch.manual_seed(0)
+    paper = build_method(name, context(shapes, shapes), None).double()
+    torch.manual_seed(0)
+    repdistiller = build_method(name, context(shapes, shapes), {"form": "repdistiller"}).double()
+    batch = inputs(features, teacher)
+    assert repdistiller(batch).item() == 0.0  # the main stage: no transfer term
+    assert repdistiller.init_loss(batch).item() == pytest.approx(paper(batch).item(), abs=1e-12)
+    assert paper.init_loss(batch).item() == pytest.approx(paper(batch).item(), abs=1e-12)
+    if name == "fsp":
+        # G = mean over positions of top·bottom: student (1·3 + 2·4)/2 = 5.5, teacher (2 + 2)/2 = 2;
+        # L = (5.5 − 2)² = 12.25.
+        assert paper(batch).item() == pytest.approx(12.25, abs=1e-12)
+
+
+@pytest.mark.parametrize("factor, expected", [
+    # RepDistiller's factor: normalise(mean_c f²) per sample, L = mean |F_s − F_t|.
+    # Student channels [1,0], [1,0] -> [1, 0]; teacher [1,1], [1,1] -> [1,1]/√2.
+    # |diff| = [1 − 1/√2, 1/√2]: mean 1/2.
+    ("channel_mean", 0.5),
+    # Kim et al.'s: normalise the whole flattened factor. Student [1,0,1,0]/√2, teacher [1,1,1,1]/2:
+    # |diff| = [0.2071, 0.5, 0.2071, 0.5]: mean √2/4.
+    ("flat", math.sqrt(2) / 4),
+])
+def test_ft_factor_forms(factor, expected):
+    from mgkd.methods.ft import factor_loss
+
+    student = t([[1.0, 0.0], [1.0, 0.0]]).view(1, 2, 1, 2)
+    teacher = t([[1.0, 1.0], [1.0, 1.0]]).view(1, 2, 1, 2)
+    assert factor_loss(student, teacher, factor).item() == pytest.approx(expected, abs=1e-7)
