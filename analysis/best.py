@@ -12,6 +12,7 @@ from typing import Any
 from analysis.confirm import Confirmation, confirmed_ranking, read_confirmations
 from analysis.records import COMPLETE, STATES, Run, StudyInfo, TrialRecord, study_key
 from analysis.run import read_run
+from analysis.verdict import Verdict, binomial_se, experiment_val_size, verdict
 
 log = logging.getLogger(__name__)
 PLAIN_KD = ("kd", "plain")  # the baseline every MGKD study is also compared with
@@ -41,6 +42,7 @@ class StudyBest:
     confirmed_trial: TrialRecord | None = None
     paper_confirmed: Confirmation | None = None
     plain_kd_val_acc: float | None = None  # the same pair's kd / plain study's selected val_acc
+    val_size: int | None = None  # validation images: the n of the accuracies' standard errors
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -99,6 +101,24 @@ class StudyBest:
         return _difference(self.val_acc, self.paper_val_acc)
 
     @property
+    def val_se(self) -> float | None:
+        """Binomial standard error of the selected val_acc, from the validation set's size."""
+        return binomial_se(self.val_acc, self.val_size)
+
+    @property
+    def default_selected(self) -> bool:
+        return (self.paper is not None and self.trial_number is not None
+                and self.trial_number == self.paper.trial_number)
+
+    @property
+    def verdict(self) -> Verdict:
+        """Whether the selected config beats the paper default beyond noise (analysis.verdict)."""
+        return verdict(self.val_acc, self.paper_val_acc, val_size=self.val_size,
+                       default_selected=self.default_selected,
+                       best_seeds=self.confirmed.val_accs if self.confirmed else None,
+                       paper_seeds=self.paper_confirmed.val_accs if self.paper_confirmed else None)
+
+    @property
     def gain_over_plain_kd(self) -> float | None:
         return _difference(self.val_acc, self.plain_kd_val_acc)
 
@@ -113,8 +133,10 @@ class StudyBest:
                "trial_number": self.trial_number,
                "ray_trial_id": self.selected.ray_trial_id if self.selected else None,
                "val_acc": self.val_acc, "val_acc_std": self.val_acc_std,
+               "val_size": self.val_size, "val_se": self.val_se,
                "test_acc": self.test_acc, "epochs": self.epochs,
                "paper_default_val_acc": self.paper_val_acc, "gain_over_paper_default": self.gain,
+               **self.verdict.to_dict(),
                "plain_kd_val_acc": self.plain_kd_val_acc,
                "gain_over_plain_kd": self.gain_over_plain_kd, "params": self.params,
                "notes": list(self.notes)}
@@ -187,7 +209,10 @@ def study_best(run: Run, key: str, confirmation: dict[str, Any] | None = None) -
     counts.update(t.state for t in trials)
     order = ranked(trials)
     paper = next((t for t in trials if t.paper_default), None)
-    best = StudyBest(run.studies[key], dict(counts), order[0] if order else None, paper)
+    info = run.studies[key]
+    best = StudyBest(info, dict(counts), order[0] if order else None, paper)
+    best.val_size = experiment_val_size(info.base) or next(
+        (n for n in (experiment_val_size(t.experiment) for t in trials) if n), None)
     _check_winner(best)
     _apply_confirmation(best, confirmation, trials)
     if paper is not None and paper.state != COMPLETE:

@@ -13,12 +13,17 @@ if TYPE_CHECKING:  # kept light: the command line lists the formats without load
 
 Formatter = Callable[["Run", "list[StudyBest]"], str]
 HEADERS: tuple[str, ...] = ("study", "done", "pruned", "err", "running", "val_acc (selects)",
-                            "test_acc (reported)",
-                            "epochs", "trial", "selected by", "paper val_acc", "gain",
+                            "val se", "test_acc (reported)",
+                            "epochs", "trial", "selected by", "paper val_acc", "gain", "verdict",
                             "vs plain kd", "hyperparameters")
-RIGHT_ALIGNED = frozenset({"done", "pruned", "err", "running", "val_acc (selects)",
+RIGHT_ALIGNED = frozenset({"done", "pruned", "err", "running", "val_acc (selects)", "val se",
                            "test_acc (reported)", "epochs",
                            "paper val_acc", "gain", "vs plain kd"})
+VERDICT_NOTE = ("val se: the standard error of val_acc from the validation set's size, "
+                "sqrt(p(1-p)/n); verdict: 'beats default' only when the gain exceeds twice the "
+                "standard error of the difference (with --confirm: of the spread over seeds), "
+                "'within noise' otherwise, 'default best' when the paper default is the winner "
+                "(ties go to it).")
 TEST_NOTE = "test_acc is reported beside the winner and never used to select it."
 
 
@@ -51,11 +56,12 @@ def display_rows(bests: list[StudyBest]) -> list[dict[str, str]]:
         c = b.counts
         rows.append({"study": b.study.key, "done": str(c["COMPLETE"]), "pruned": str(c["PRUNED"]),
                      "err": str(c["FAIL"]), "running": str(c["RUNNING"] + c["UNKNOWN"]),
-                     "val_acc (selects)": _val(b), "test_acc (reported)": fmt_number(b.test_acc),
+                     "val_acc (selects)": _val(b), "val se": fmt_number(b.val_se),
+                     "test_acc (reported)": fmt_number(b.test_acc),
                      "epochs": "-" if b.epochs is None else str(b.epochs),
                      "trial": "-" if b.trial_number is None else f"#{b.trial_number}",
                      "selected by": b.selected_by, "paper val_acc": fmt_number(b.paper_val_acc),
-                     "gain": fmt_number(b.gain, sign=True),
+                     "gain": fmt_number(b.gain, sign=True), "verdict": b.verdict.verdict,
                      "vs plain kd": fmt_number(b.gain_over_plain_kd, sign=True),
                      "hyperparameters": fmt_params(b.params)})
     return rows
@@ -70,7 +76,7 @@ def _footer(run: Run, bests: list[StudyBest]) -> list[str]:
     lines = ["", TEST_NOTE,
              "val_acc: the winner's last-epoch validation accuracy (mean ± std over seeds when "
              "confirmed); gain: over the paper default; vs plain kd: over the same pair's kd/plain "
-             "study."]
+             "study.", VERDICT_NOTE]
     return lines + _notes(run, bests) + ["", f"run dir: {run.path}"]
 
 

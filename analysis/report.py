@@ -16,7 +16,7 @@ from typing import Any
 
 from analysis.best import StudyBest, best_of_run
 from analysis.board import board_order
-from analysis.formats import TEST_NOTE, fmt_number, fmt_value
+from analysis.formats import TEST_NOTE, VERDICT_NOTE, fmt_number, fmt_value
 from analysis.importance import study_importances
 from analysis.plots import curves_png, importance_png, param_order, parallel_png
 from analysis.records import COMPLETE, Run, StudyInfo
@@ -61,8 +61,8 @@ def _int_text(value: int | None) -> str:
 # ---- across studies ----------------------------------------------------------------------------
 def summary_table(bests: list[StudyBest]) -> str:
     head = ("<tr><th>study</th><th>complete</th><th>pruned</th><th>errored</th><th>running</th>"
-            "<th>best val_acc</th><th>its test_acc</th><th>epochs</th><th>trial</th>"
-            "<th>selected by</th><th>paper default val_acc</th><th>gain</th>"
+            "<th>best val_acc</th><th>val se</th><th>its test_acc</th><th>epochs</th><th>trial</th>"
+            "<th>selected by</th><th>paper default val_acc</th><th>gain</th><th>verdict</th>"
             "<th>vs plain kd</th></tr>")
     rows = []
     for b in bests:
@@ -73,12 +73,14 @@ def summary_table(bests: list[StudyBest]) -> str:
             + _num(key, "errored", str(d["errored"]))
             + _num(key, "running", str(d["running"] + d["unknown"]))
             + _num(key, "val_acc", fmt_number(d["val_acc"]))
+            + _num(key, "val_se", fmt_number(d["val_se"]))
             + _num(key, "test_acc", fmt_number(d["test_acc"]))
             + _num(key, "epochs", _int_text(d["epochs"]))
             + _num(key, "trial_number", _int_text(d["trial_number"]))
             + f"<td>{_e(d['selected_by'])}</td>"
             + _num(key, "paper_default_val_acc", fmt_number(d["paper_default_val_acc"]))
             + _num(key, "gain_over_paper_default", fmt_number(d["gain_over_paper_default"], True))
+            + _num(key, "verdict", d["verdict"])
             + _num(key, "gain_over_plain_kd", fmt_number(d["gain_over_plain_kd"], True)) + "</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -189,6 +191,7 @@ def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[P
         f"<h1>Sweep {_e(run.name)}</h1>", f'<p class="muted">run dir: {_e(run.path)}</p>',
         f'<h2>Warnings</h2><ul class="note">{warnings}</ul>' if warnings else "",
         "<h2>Best config per study</h2>", summary_table(bests), f"<p>{_e(TEST_NOTE)}</p>",
+        f"<p>{_e(VERDICT_NOTE)}</p>",
         "<h2>All pairs (layout of the paper's CIFAR-100 table)</h2>", paper_table(bests),
         *sections, "</body></html>"])
 

@@ -277,27 +277,47 @@ def default_lr(student: str) -> float:
     return 0.01 if student in LOW_LR_ARCHS else 0.05
 
 
+def paper_logit_weight(method: str, mode: str) -> float:
+    """The paper's logit-KD weight for ``method`` in ``mode``.
+
+    plain is RepDistiller's baseline (``-a 0`` for feature methods): the method's own default. In
+    mag and mas the paper's published runs (its ``scripts/cifar100_*.sh``) pass ``--div_weight 1.0``
+    to every feature method, so a method whose own default is 0 gets a logit term of weight 1 (T 4)
+    there; in mas a zero weight would also silently erase the stable target. kd keeps 0.2 / 0.8.
+    """
+    from mgkd.methods import get_method
+
+    default = get_method(method).default_logit_weight
+    if mode in ("mag", "mas") and default == 0.0:
+        return 1.0
+    return default
+
+
 def resolve(config: ExperimentConfig) -> ExperimentConfig:
     """Fill every defaultable field with its value for this method, mode and pair."""
     from mgkd.methods import get_method
 
     method = get_method(config.method)
-    logit_default = method.default_logit_weight
-    if config.mode == "mas" and logit_default == 0.0:
-        # mas moves the stable target into the logit term; a zero weight would silently erase it
-        # (one of the paper code's defects), so feature methods get a logit term of weight 1 here.
-        logit_default = 1.0
+    options = method.resolve_options(config.method_options, config.teacher, config.student)
     changes = {
         "ce_weight": method.default_ce_weight if config.ce_weight is None else config.ce_weight,
-        "logit_weight": logit_default if config.logit_weight is None else config.logit_weight,
-        "feature_weight": (method.default_feature_weight if config.feature_weight is None
+        "logit_weight": (paper_logit_weight(config.method, config.mode) if config.logit_weight is None
+                         else config.logit_weight),
+        "feature_weight": (method.feature_weight_default(options) if config.feature_weight is None
                            else config.feature_weight),
         "lr": default_lr(config.student) if config.lr is None else config.lr,
-        "method_options": method.resolve_options(config.method_options, config.teacher,
-                                                 config.student),
+        "method_options": options,
         "granularities": [] if config.mode == "plain" else config.granularities,
     }
     return config.replace(**changes)
+
+
+def validation_size(config: ExperimentConfig) -> int:
+    """Validation images a run of ``config`` selects on (0 with ``val_fraction: 0``); loads nothing."""
+    from mgkd.data import validation_size as split_validation_size
+
+    return split_validation_size(config.dataset, config.data_options, config.val_fraction,
+                                 config.train_subset)
 
 
 def default_config(teacher: str, student: str, dataset: str, **overrides: Any) -> ExperimentConfig:

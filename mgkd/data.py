@@ -66,6 +66,12 @@ _DIGITS_MEAN = 0.3056
 _DIGITS_STD = 0.3186
 _DIGITS_SIZE = 16
 _DIGITS_TEST_FRACTION = 0.2
+_DIGITS_IMAGES = 1797  # scikit-learn's bundled digits
+# Training images of each data set as shipped (synthetic: its num_train option).
+_TRAIN_IMAGES: Mapping[str, int] = MappingProxyType(
+    {"cifar100": 50_000, "cifar10": 50_000,
+     "digits": _DIGITS_IMAGES - round(_DIGITS_IMAGES * _DIGITS_TEST_FRACTION)}
+)
 _DIGITS_SPLIT_SEED = 0
 
 # Synthetic data: prototype grid (image_size // _SYNTH_CELL cells a side, bilinear-upsampled so that a
@@ -433,6 +439,22 @@ def _validate_split_args(val_fraction: Any, train_subset: Any, seed: Any, num_cl
         raise ConfigError(f"seed: must be an integer, got {seed!r}")
 
 
+def _num_val(total: int, val_fraction: float) -> int:
+    """Validation images carved from ``total`` training images (at least 1, at most total - 1)."""
+    return min(total - 1, max(1, round(total * float(val_fraction))))
+
+
+def validation_size(name: str, options: dict | None, val_fraction: float,
+                    train_subset: int | None = None) -> int:
+    """How many validation images ``load_splits`` gives for these arguments, without loading
+    anything (0 when ``val_fraction`` is 0): the ``n`` of a validation accuracy's standard error."""
+    opts = validate_data_options(name, options)
+    total = opts["num_train"] if name == "synthetic" else _TRAIN_IMAGES[name]
+    if train_subset is not None:
+        total = min(total, train_subset)
+    return _num_val(total, val_fraction) if val_fraction > 0 else 0
+
+
 def load_splits(
     name: str,
     data_dir: str | Path,
@@ -470,7 +492,7 @@ def load_splits(
     val: ImageSplit | None = None
     if val_fraction > 0:
         total = len(train)
-        num_val = min(total - 1, max(1, round(total * float(val_fraction))))
+        num_val = _num_val(total, val_fraction)
         order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
         val_idx = order[:num_val].sort().values
         train_idx = order[num_val:].sort().values

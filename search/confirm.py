@@ -21,6 +21,7 @@ from ray import tune
 
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text
+from search.multistudy import PAPER_DEFAULT_ATTR
 from search.sweep import SweepSpec, plan
 from search.tune import (build_trainable, connect, load_run_spec, quiet_ray,
                           storage_url, study_entries)
@@ -41,9 +42,15 @@ class Job:
 
 
 def top_trials(run_dir: Path, key: str, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``k`` best COMPLETE trials of a study, plus its paper-default trial (when complete and
+    not among them), so the verdict compares the winner with the paper default over the same seeds."""
     study = optuna.load_study(study_name=key, storage=storage_url(run_dir))
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    return sorted(complete, key=lambda t: (-t.value, t.number))[:k]
+    top = sorted(complete, key=lambda t: (-t.value, t.number))[:k]
+    paper = next((t for t in complete if t.user_attrs.get(PAPER_DEFAULT_ATTR)), None)
+    if paper is not None and all(t.number != paper.number for t in top):
+        top.append(paper)
+    return top
 
 
 def plan_jobs(spec: SweepSpec, top_k: int, seeds: int) -> tuple[list[Job], dict[str, list]]:

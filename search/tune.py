@@ -16,6 +16,9 @@ import torch
 from optuna.trial import TrialState
 from ray import tune
 
+from analysis.verdict import (BEATS_DEFAULT, DEFAULT_BEST, WITHIN_NOISE, Verdict, binomial_se,
+                              verdict)
+from mgkd.config import validation_size
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text
 from search.multistudy import (PAPER_DEFAULT_ATTR, MultiStudySearcher, PerStudyASHA,
@@ -47,12 +50,23 @@ class StudySummary:
     best_params: dict[str, Any] = field(default_factory=dict)
     best_experiment: dict[str, Any] = field(default_factory=dict)
     paper_val_acc: float | None = None
+    val_size: int | None = None  # validation images (the n of the standard errors)
+    default_selected: bool = False  # the paper-default trial is the best one (ties go to it)
 
     @property
     def gain(self) -> float | None:
         if self.best_val_acc is None or self.paper_val_acc is None:
             return None
         return self.best_val_acc - self.paper_val_acc
+
+    @property
+    def val_se(self) -> float | None:
+        return binomial_se(self.best_val_acc, self.val_size)
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict(self.best_val_acc, self.paper_val_acc, val_size=self.val_size,
+                       default_selected=self.default_selected)
 
 
 @dataclass
@@ -173,7 +187,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
     else:
         tuner = _new_tuner(spec, entries, trainable, list(callbacks or []))
     tuner.fit()
-    return SweepResult(run_dir, summarize(run_dir, [e.key for e in entries]))
+    sizes = {e.key: validation_size(e.space.base) for e in entries}
+    return SweepResult(run_dir, summarize(run_dir, [e.key for e in entries], sizes))
 
 
 def load_run_spec(run_dir: str | Path, action: str) -> SweepSpec:
@@ -195,9 +210,12 @@ def resume_sweep(run_dir: str | Path) -> SweepResult:
 
 
 # ---- summary ------------------------------------------------------------------------------------
-def summarize(run_dir: Path, keys: list[str]) -> list[StudySummary]:
-    """Per study, from ``optuna.db`` alone: counts, the best trial and the paper default's value."""
+def summarize(run_dir: Path, keys: list[str],
+              val_sizes: dict[str, int] | None = None) -> list[StudySummary]:
+    """Per study, from ``optuna.db`` alone: counts, the best trial (ties: the earlier one) and the
+    paper default's value; ``val_sizes`` (validation images per study) gives the verdicts their n."""
     summaries = []
+    val_sizes = val_sizes or {}
     for key in keys:
         try:
             study = optuna.load_study(study_name=key, storage=storage_url(run_dir))
@@ -215,7 +233,8 @@ def summarize(run_dir: Path, keys: list[str]) -> list[StudySummary]:
             failed=sum(t.state == TrialState.FAIL for t in trials),
             best_val_acc=best.value if best else None,
             best_params=dict(best.params) if best else {},
-            paper_val_acc=paper_value))
+            paper_val_acc=paper_value, val_size=val_sizes.get(key) or None,
+            default_selected=best is not None and paper is not None and best.number == paper.number))
     return summaries
 
 
@@ -227,27 +246,37 @@ def _fmt(value: float | None, sign: bool = False) -> str:
 
 def format_summary(result: SweepResult) -> str:
     width = max([len("study")] + [len(s.key) for s in result.studies])
-    lines = [f"{'study':<{width}}  done  pruned  err  best val_acc  paper default  gain  "
-             "best hyperparameters"]
+    lines = [f"{'study':<{width}}  done  pruned  err  best val_acc  val se  paper default  gain  "
+             f"{'verdict':<13}  best hyperparameters"]
     verdicts = []
     for s in result.studies:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s.best_params.items()))
+        judged = s.verdict
         lines.append(f"{s.key:<{width}}  {s.complete:>4}  {s.pruned:>6}  {s.failed:>3}  "
-                     f"{_fmt(s.best_val_acc):>12}  {_fmt(s.paper_val_acc):>13}  "
-                     f"{_fmt(s.gain, True):>5}  {params}")
-        if s.gain is None:
-            verdicts.append(f"{s.key}: no comparison (the paper-default trial did not complete).")
-        elif s.gain > 0:
-            verdicts.append(f"{s.key}: the best config beats the paper default by {s.gain:.2f} "
-                            "points of validation accuracy.")
-        else:
-            verdicts.append(f"{s.key}: the search did NOT beat the paper default on validation "
-                            "accuracy; the paper default is the best config found.")
+                     f"{_fmt(s.best_val_acc):>12}  {_fmt(s.val_se):>6}  {_fmt(s.paper_val_acc):>13}  "
+                     f"{_fmt(s.gain, True):>5}  {judged.verdict:<13}  {params}")
+        verdicts.append(f"{s.key}: {_verdict_sentence(s, judged)}")
     lines += ["", *verdicts, "",
               f"run dir:      {result.run_dir}",
               f"optuna study: optuna-dashboard {storage_url(result.run_dir)}",
               f"tensorboard:  tensorboard --logdir {result.run_dir}"]
     return "\n".join(lines)
+
+
+def _verdict_sentence(s: StudySummary, judged: Verdict) -> str:
+    twice = "-" if judged.gain_se is None else f"{2 * judged.gain_se:.2f}"
+    if judged.verdict == BEATS_DEFAULT:
+        return (f"beats default: the best config is {s.gain:.2f} points of validation accuracy "
+                f"above the paper default, more than twice the difference's standard error "
+                f"({twice}; {judged.basis}).")
+    if judged.verdict == WITHIN_NOISE:
+        return (f"within noise: the best config is {s.gain:.2f} points above the paper default, "
+                f"not more than twice the difference's standard error ({twice}; {judged.basis}); "
+                "the search did NOT clearly beat the paper default.")
+    if judged.verdict == DEFAULT_BEST:
+        return ("default best: the search did NOT beat the paper default on validation accuracy; "
+                "the paper default is the best config found.")
+    return "no comparison (the paper-default trial did not complete)."
 
 
 def _short(value: Any) -> str:

@@ -7,7 +7,7 @@ ranges are centred on the values that config resolves to for its method, mode an
   ``g{k}_temperature`` (TEMPERATURE_CHOICES), ``g{k}_weight`` (float 0.1..10, log); empty in mode plain.
 * weights — ``ce_weight``, ``logit_weight``, ``feature_weight``: log-uniform over default/10 ..
   default*10 of the resolved default; ``temperature``: log-uniform 1..16. A weight whose resolved
-  default is 0 (``logit_weight`` of a feature method in plain/mag, ``feature_weight`` of kd) is left
+  default is 0 (``logit_weight`` of a feature method in plain, ``feature_weight`` of kd) is left
   out: a log range cannot contain 0, and searching a term the method switches off would change the
   method. ``temperature`` is left out when nothing reads it (no logit term and no method option
   falling back to the config's T).

@@ -130,12 +130,23 @@ def test_best_json_selects_by_validation_and_reports_test_beside_it(real_run):
         assert row["test_acc"] == last["test_acc"] and row["epochs"] == last["epoch"] == 4
         paper = trials[0]
         assert paper.user_attrs["paper_default"] is True
+        # tiny_sweep: 80 synthetic training images, val_fraction 0.25 -> 20 validation images.
+        p = winner.value / 100
+        assert row["val_size"] == 20
+        assert row["val_se"] == pytest.approx(100 * (p * (1 - p) / 20) ** 0.5)
         if paper.state == TrialState.COMPLETE:
             assert row["paper_default_val_acc"] == paper.value
             assert row["gain_over_paper_default"] == pytest.approx(winner.value - paper.value)
             assert row["notes"] == []
+            q = paper.value / 100
+            gain_se = (100 * (p * (1 - p) / 20) ** 0.5) ** 2 + (100 * (q * (1 - q) / 20) ** 0.5) ** 2
+            gain = winner.value - paper.value
+            expected = ("default best" if winner.number == paper.number or gain <= 0 else
+                        "beats default" if gain > 2 * gain_se ** 0.5 else "within noise")
+            assert row["verdict"] == expected
         else:  # ASHA stopped the paper default: no gain to give, and the row says why
             assert row["gain_over_paper_default"] is None and "paper-default" in row["notes"][0]
+            assert row["verdict"] == "no comparison"
         assert row["selected_by"] == "single run"
     mas, plain = rows[STUDIES[0]], rows[STUDIES[1]]
     assert mas["gain_over_plain_kd"] == pytest.approx(mas["val_acc"] - plain["val_acc"])
@@ -158,6 +169,8 @@ def test_the_other_formats_show_the_same_winners(real_run):
         line = next(l for l in table.splitlines() if l.startswith(study["study"]))
         assert f"{study['val_acc']:.2f}" in line and f"{study['test_acc']:.2f}" in line
         assert f"#{study['trial_number']}" in line
+        assert study["verdict"] in line and row["verdict"] == study["verdict"]
+        assert row["val_se"] == ("" if study["val_se"] is None else str(study["val_se"]))
         assert f"| {study['study']} |" in markdown
     assert "never used to select" in table
 
@@ -198,6 +211,7 @@ def test_a_confirmed_winner_replaces_the_single_run_winner(real_run, tmp_path):
     assert (row["trial_number"], row["val_acc"], row["val_acc_std"]) == (runner_up.number, 62.0, 1.63)
     assert row["test_acc"] == pytest.approx(53.0)
     assert row["single_run"]["trial_number"] == top.number
+    assert row["verdict_basis"].startswith("spread over seeds (3 vs")
     table = mgkd("best", run_dir).stdout
     assert "62.00 ± 1.63" in table and "mean of 3 seeds" in table
 
@@ -317,7 +331,7 @@ def assert_png(path: Path) -> None:
 def _shown(value) -> str:
     if value is None:
         return "-"
-    return str(value) if isinstance(value, int) else f"{value:.2f}"
+    return str(value) if isinstance(value, (int, str)) else f"{value:.2f}"
 
 
 def test_report_pictures_exist_and_its_numbers_are_those_of_best(real_run, tmp_path):
@@ -347,7 +361,8 @@ def test_report_pictures_exist_and_its_numbers_are_those_of_best(real_run, tmp_p
             assert text == _shown(row[field]), (study, field)
         seen.add((study, field))
     for key in STUDIES:
-        assert {(key, "val_acc"), (key, "test_acc"), (key, "paper_default_val_acc")} <= seen
+        assert {(key, "val_acc"), (key, "test_acc"), (key, "paper_default_val_acc"),
+                (key, "val_se"), (key, "verdict")} <= seen
     html = (out / "index.html").read_text()
     assert "layout of the paper" in html and "kd + MAS" in html
     for key in STUDIES:

@@ -38,8 +38,13 @@ def test_kd_uses_the_papers_weights_and_mas_keeps_a_logit_term():
     assert (kd.ce_weight, kd.logit_weight) == (0.2, 0.8)
     at_mas = default_config("resnet32x4", "resnet8x4", "cifar100", method="at", mode="mas")
     at_mag = default_config("resnet32x4", "resnet8x4", "cifar100", method="at", mode="mag")
-    assert at_mas.logit_weight > 0 and at_mag.logit_weight == 0.0
+    at_plain = default_config("resnet32x4", "resnet8x4", "cifar100", method="at", mode="plain")
+    # The paper's scripts pass --div_weight 1.0 in mag and mas; plain is RepDistiller's -a 0.
+    assert (at_mas.logit_weight, at_mag.logit_weight, at_plain.logit_weight) == (1.0, 1.0, 0.0)
     assert at_mag.feature_weight == 1000
+    for mode in ("plain", "mag", "mas"):
+        kd_mode = default_config("resnet32x4", "resnet8x4", "cifar100", method="kd", mode=mode)
+        assert (kd_mode.ce_weight, kd_mode.logit_weight) == (0.2, 0.8)
 
 
 def test_lr_default_depends_on_student():

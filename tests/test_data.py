@@ -532,3 +532,18 @@ def test_device_batches_on_cuda() -> None:
     _check_crops(epoch, split.to("cpu"), _SPEC32)
     with pytest.raises(ValueError, match="generator"):
         D.DeviceBatches(split, _SPEC32, 4, train=True, generator=_generator(0))
+
+
+@pytest.mark.parametrize("name, options, fraction, subset", [
+    ("digits", None, 0.2, None),
+    ("digits", None, 0.5, 300),
+    ("synthetic", {"num_train": 97, "num_test": 8}, 0.1, None),
+    ("synthetic", {"num_train": 50, "num_test": 8}, 0.3, 40),
+    ("digits", None, 0.0, None),
+])
+def test_validation_size_matches_the_split_load_splits_makes(name, options, fraction, subset):
+    from mgkd.data import load_splits, validation_size
+
+    splits = load_splits(name, "unused", val_fraction=fraction, train_subset=subset, options=options)
+    expected = 0 if splits.val is None else len(splits.val)
+    assert validation_size(name, options, fraction, subset) == expected

@@ -101,7 +101,7 @@ def test_option_defaults():
     assert get_method("at").option_defaults == {"p": 2}
     assert get_method("rkd").option_defaults == {"distance_weight": 25.0, "angle_weight": 50.0}
     assert get_method("cc").option_defaults == {"embed_dim": 128, "kernel": "gaussian",
-                                                "gamma": 0.4, "order": 2}
+                                                "gamma": 0.4, "order": 2, "form": "paper"}
     assert get_method("vid").option_defaults == {"init_variance": 5.0, "eps": 1e-5}
     assert get_method("pkt").option_defaults == {"eps": 1e-7}
     assert get_method("sp").option_defaults == {}
@@ -214,39 +214,66 @@ def test_pkt_matches_reference():
 
 
 @pytest.mark.parametrize("pair, hint, teacher_index", [
-    ("mismatched", 2, 3),  # (32, 8, 8) -> (256, 4, 4): student pooled 2x (the default layer)
+    ("mismatched", 2, 3),  # (32, 8, 8) -> (256, 4, 4): student twice the size (the default layer)
     ("mismatched", 0, 1),  # stem (16, 16, 16) -> (64, 16, 16): same size
-    ("tiny", 2, 2),        # (16, 4, 4) -> (64, 2, 2): student pooled 2x
+    ("tiny", 2, 2),        # (16, 4, 4) -> (64, 2, 2): student twice the size
 ])
 def test_fitnet_matches_reference(pair, hint, teacher_index):
     student, teacher = PAIRS[pair]
     method = build("fitnet", {"hint_layer": hint}, student, teacher)
-    conv = [m for m in method.modules() if isinstance(m, torch.nn.Conv2d)]
-    bn = [m for m in method.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(conv) == 1 and len(bn) == 1
+    conv, bn = method.regressor.conv, method.regressor.bn
     with torch.no_grad():  # non-trivial affine parameters
-        bn[0].weight.uniform_(0.5, 1.5)
-        bn[0].bias.uniform_(-0.5, 0.5)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
     inputs = make_inputs(student, teacher)
     loss = method(inputs)
     fs, ft = inputs.student_features[hint], inputs.teacher_features[teacher_index]
-    fs = pool_to(fs, ft.shape[-1])
-    weight = conv[0].weight[:, :, 0, 0]
-    assert conv[0].bias is None
-    y = torch.einsum("oc,bchw->bohw", weight, fs)
-    y = batch_norm_train(y, bn[0].weight, bn[0].bias, bn[0].eps)
+    if fs.shape[-1] == ft.shape[-1]:  # 1x1 conv with bias, written out
+        y = torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], fs) + conv.bias.view(1, -1, 1, 1)
+    else:  # 3x3, stride 2, padding 1: every output position sums its 3x3 window of the padded map
+        padded = F.pad(fs, (1, 1, 1, 1))
+        side = ft.shape[-1]
+        y = torch.zeros(fs.shape[0], ft.shape[1], side, side, dtype=fs.dtype)
+        for i in range(side):
+            for j in range(side):
+                window = padded[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+                y[:, :, i, j] = torch.einsum("ocuv,bcuv->bo", conv.weight, window) + conv.bias
+    y = batch_norm_train(y, bn.weight, bn.bias, bn.eps).relu()
     torch.testing.assert_close(loss, ((y - ft) ** 2).mean())
 
 
-def test_fitnet_equal_channels_uses_no_regressor():
-    student = [(16, 8, 8), (32, 4, 4), (32,)]
-    teacher = [(16, 8, 8), (32, 8, 8), (32,)]  # teacher map larger: student is upsampled
-    method = build("fitnet", {"hint_layer": 1}, student, teacher)
-    assert list(method.parameters()) == []
+@pytest.mark.parametrize("student_map, teacher_map, conv_type, kernel, stride, padding", [
+    ((16, 8, 8), (32, 8, 8), torch.nn.Conv2d, (1, 1), (1, 1), (0, 0)),                # same size
+    ((16, 8, 8), (32, 4, 4), torch.nn.Conv2d, (3, 3), (2, 2), (1, 1)),                # larger: 2x
+    ((16, 6, 6), (32, 4, 4), torch.nn.Conv2d, (3, 3), (1, 1), (0, 0)),                # larger: +2
+    ((16, 4, 4), (32, 8, 8), torch.nn.ConvTranspose2d, (4, 4), (2, 2), (1, 1)),       # smaller: 1/2
+    ((16, 2, 2), (32, 8, 8), torch.nn.ConvTranspose2d, (8, 8), (4, 4), (2, 2)),       # smaller: 1/4
+    ((16, 8, 8), (16, 8, 8), torch.nn.Conv2d, (1, 1), (1, 1), (0, 0)),  # same shape: still a regressor
+])
+def test_fitnet_regressor_is_conv_bn_relu_with_the_spatial_change_inside(
+        student_map, teacher_map, conv_type, kernel, stride, padding):
+    student = [student_map, (student_map[0],)]
+    teacher = [teacher_map, (teacher_map[0],)]
+    method = build("fitnet", {"hint_layer": 0}, student, teacher)
+    regressor = method.regressor
+    assert [type(m) for m in regressor.children()] == [conv_type, torch.nn.BatchNorm2d,
+                                                       torch.nn.ReLU]
+    conv = regressor.conv
+    assert (conv.in_channels, conv.out_channels) == (student_map[0], teacher_map[0])
+    assert (conv.kernel_size, conv.stride, conv.padding) == (kernel, stride, padding)
     inputs = make_inputs(student, teacher)
-    up = F.interpolate(inputs.student_features[1], size=(8, 8), mode="bilinear",
-                       align_corners=False)
-    torch.testing.assert_close(method(inputs), ((up - inputs.teacher_features[1]) ** 2).mean())
+    out = regressor(inputs.student_features[0])
+    assert out.shape == (BATCH, *teacher_map)
+    assert (out >= 0).all()  # the ReLU ends the regressor
+    loss = method(inputs)
+    torch.testing.assert_close(loss, ((out - inputs.teacher_features[0]) ** 2).mean())
+
+
+def test_fitnet_rejects_a_student_map_smaller_by_no_whole_factor():
+    student = [(16, 3, 3), (16,)]
+    teacher = [(32, 8, 8), (32,)]
+    with pytest.raises(ConfigError, match="hint_layer"):
+        build("fitnet", {"hint_layer": 0}, student, teacher)
 
 
 def test_vid_matches_reference():
@@ -333,7 +360,7 @@ def test_loss_finite_and_gradients_reach_student_and_parameters(name, pair):
 
 def test_parameters_built_for_mismatched_pair():
     fitnet = build("fitnet")
-    assert fitnet.regressor[0].weight.shape == (256, 32, 1, 1)
+    assert fitnet.regressor.conv.weight.shape == (256, 32, 3, 3)
     vid = build("vid")
     assert [h.regressor[0].weight.shape[:2] for h in vid.heads] == [(128, 16), (256, 32), (256, 64)]
     for name in ("at", "sp", "rkd", "pkt"):
@@ -381,6 +408,7 @@ def test_unknown_option_rejected(name):
     ("cc", {"kernel": "polynomial"}),
     ("cc", {"embed_dim": 0}),
     ("cc", {"order": -1}),
+    ("cc", {"form": "RepDistiller"}),
     ("vid", {"init_variance": 0.0}),
     ("vid", {"eps": -1.0}),
     ("rkd", {"angle_weight": -1}),

@@ -97,9 +97,9 @@ WEIGHTS = {
     ("kd", "mag"): {"ce_weight", "logit_weight", "temperature"},
     ("kd", "mas"): {"ce_weight", "logit_weight", "temperature"},
     ("at", "plain"): {"ce_weight", "feature_weight"},
-    ("at", "mag"): {"ce_weight", "feature_weight"},
+    ("at", "mag"): {"ce_weight", "logit_weight", "temperature", "feature_weight"},  # paper: logit 1
     ("at", "mas"): {"ce_weight", "logit_weight", "temperature", "feature_weight"},
-    ("dkd", "mag"): {"ce_weight", "temperature", "feature_weight"},  # dkd reads T through its option
+    ("dkd", "plain"): {"ce_weight", "temperature", "feature_weight"},  # dkd reads T through its option
 }
 
 
@@ -219,6 +219,7 @@ def test_inline_config_keys_map_through():
     assert (config.batch_size, config.momentum) == (128, 0.85)
     assert [g.weight for g in config.granularities] == [1.0, 1.5]
     assert space.from_config(config) == {**flat, "g0_weight": 1.0, "ce_weight": 1.0,
+                                         "logit_weight": 1.0, "temperature": 4.0,
                                          "feature_weight": 1000.0}
 
 
@@ -307,9 +308,9 @@ def test_mas_logit_weight_range_cannot_reach_zero():
 def test_temperature_nobody_reads_is_rejected():
     spec = {"preset": "weights", "temperature": {"type": "float", "low": 1, "high": 8}}
     with pytest.raises(ConfigError, match=r"temperature: nothing in this study reads"):
-        build_space(spec, base_config("at", "mag"))
+        build_space(spec, base_config("at", "plain"))  # plain: at has no logit term
     spec["logit_weight"] = {"type": "float", "low": 0.1, "high": 1.0}
-    assert "temperature" in build_space(spec, base_config("at", "mag")).params
+    assert "temperature" in build_space(spec, base_config("at", "plain")).params
 
 
 def test_levels_without_head_fields_are_rejected():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, register
+from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, check_form, register
 from mgkd.methods.common import match_spatial, stage_pairs
 
 
@@ -49,18 +49,20 @@ class ABMethod(DistillMethod):
     Init stage: the connectors and the student body are trained on this loss alone. Main stage:
     unlike RepDistiller, which drops the AB term to 0 after init (so beta would be meaningless to a
     search), ``forward`` returns the same transfer loss and the connectors keep training.
+    ``form: repdistiller`` drops it as RepDistiller does: the main stage's AB term is 0.
     """
 
     name = "ab"
     default_feature_weight = 1.0
     default_ce_weight = 1.0
     default_logit_weight = 0.0
-    option_defaults = {"margin": 1.0, "init_fraction": 30 / 240}
+    option_defaults = {"margin": 1.0, "init_fraction": 30 / 240, "form": "paper"}
     has_init_stage = True
     init_trains_student = True
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)
+        self.form = check_form(self.name, self.options)
         self.margin = float(self.options["margin"])
         if not self.margin > 0:
             raise ConfigError(f"method_options.margin: must be > 0 for method 'ab', "
@@ -78,6 +80,15 @@ class ABMethod(DistillMethod):
         self.stage_weights = [2.0 ** (i - n + 1) for i in range(n)]
 
     def forward(self, inputs: MethodInputs) -> torch.Tensor:
+        """The main stage's term: the transfer loss (paper form) or 0 (RepDistiller form)."""
+        if self.form == "repdistiller":
+            return inputs.student_features[0].new_zeros((), dtype=torch.float32)
+        return self.transfer_loss(inputs)
+
+    def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
+        return self.transfer_loss(inputs)
+
+    def transfer_loss(self, inputs: MethodInputs) -> torch.Tensor:
         """Weighted sum over paired stages of the AB loss."""
         batch = inputs.student_features[0].shape[0]
         total = inputs.student_features[0].new_zeros((), dtype=torch.float32)

@@ -94,6 +94,12 @@ class DistillMethod(nn.Module):
         resolved.update(options)
         return resolved
 
+    @classmethod
+    def feature_weight_default(cls, options: dict[str, Any]) -> float:
+        """β for these (resolved) options: ``default_feature_weight`` unless a variant of the
+        method (e.g. ``form: repdistiller``) comes with its own published β."""
+        return cls.default_feature_weight
+
     def forward(self, inputs: MethodInputs) -> torch.Tensor:  # pragma: no cover - abstract
         """The unweighted method loss, a scalar tensor."""
         raise NotImplementedError
@@ -116,6 +122,19 @@ class DistillMethod(nn.Module):
 
 
 METHODS: dict[str, type[DistillMethod]] = {}
+
+
+FORMS: tuple[str, ...] = ("paper", "repdistiller")
+
+
+def check_form(method: str, options: dict[str, Any]) -> str:
+    """The ``form`` option of a method offering its original paper's form and RepDistiller's."""
+    form = options.get("form")
+    if form not in FORMS:
+        raise ConfigError(f"method_options.form: unknown value {form!r} for method '{method}'; "
+                          f"allowed: {', '.join(FORMS)} (paper: as the method's own paper; "
+                          "repdistiller: as RepDistiller's distiller_zoo, to reproduce its numbers).")
+    return form
 
 
 def register(cls: type[DistillMethod]) -> type[DistillMethod]:

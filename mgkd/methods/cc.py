@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, register
+from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, check_form, register
 
 KERNELS = ("gaussian", "bilinear")
 
@@ -32,11 +32,24 @@ class CC(DistillMethod):
     differences between neighbouring samples); on this formula it leaves the term near 1e-5 at
     initialisation (resnet32x4 -> resnet8x4), so the default here is 2000, which puts the term at
     the size RepDistiller's β·L_cc has.
+
+    ``form: repdistiller`` is that variant, to reproduce RepDistiller's numbers: the linear
+    embeddings are not normalised, and with Δ = |e_s − e_t| (per sample and dimension) the loss is
+    mean_i Σ_d Δ_i,d · Δ_i+1,d over neighbouring samples of the batch; its β default is 0.02.
+    ``kernel``, ``gamma`` and ``order`` belong to the paper form only.
     """
 
     name = "cc"
     default_feature_weight = 2000.0
-    option_defaults = {"embed_dim": 128, "kernel": "gaussian", "gamma": 0.4, "order": 2}
+    option_defaults = {"embed_dim": 128, "kernel": "gaussian", "gamma": 0.4, "order": 2,
+                       "form": "paper"}
+    repdistiller_feature_weight = 0.02
+
+    @classmethod
+    def feature_weight_default(cls, options: dict[str, Any]) -> float:
+        if options.get("form") == "repdistiller":
+            return cls.repdistiller_feature_weight
+        return cls.default_feature_weight
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)
@@ -51,6 +64,7 @@ class CC(DistillMethod):
             raise ConfigError(f"method_options.gamma: {gamma!r} must be a positive number.")
         if isinstance(order, bool) or not isinstance(order, int) or order < 0:
             raise ConfigError(f"method_options.order: {order!r} must be an integer >= 0.")
+        self.form = check_form(self.name, self.options)
         self.kernel = kernel
         if kernel == "gaussian":
             self.coefficients = [math.exp(-2 * gamma) * (2 * gamma) ** p / math.factorial(p)
@@ -72,6 +86,11 @@ class CC(DistillMethod):
     def forward(self, inputs: MethodInputs) -> torch.Tensor:
         student = self.embed_student(inputs.student_features[-1].flatten(1))
         teacher = self.embed_teacher(inputs.teacher_features[-1].flatten(1))
+        if self.form == "repdistiller":
+            delta = (student - teacher).abs()
+            if delta.shape[0] < 2:  # no neighbouring pair in a batch of one
+                return delta.sum() * 0.0
+            return (delta[:-1] * delta[1:]).sum(dim=1).mean()
         # The correlations run in at least float32, even under autocast (they differ by little).
         dtype = torch.promote_types(student.dtype, torch.float32)
         with torch.autocast(student.device.type, enabled=False):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, register
+from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, check_form, register
 from mgkd.methods.common import match_spatial, stage_pairs
 
 
@@ -34,19 +34,21 @@ class FSPMethod(DistillMethod):
 
     Init stage: the student body and the adapters are trained on this loss alone. Main stage:
     unlike RepDistiller, which drops the FSP term to 0 after init (so beta would be meaningless to
-    a search), ``forward`` returns the same loss.
+    a search), ``forward`` returns the same loss. ``form: repdistiller`` drops it as RepDistiller
+    does: the main stage's FSP term is 0.
     """
 
     name = "fsp"
     default_feature_weight = 50.0
     default_ce_weight = 1.0
     default_logit_weight = 0.0
-    option_defaults = {"init_fraction": 30 / 240}
+    option_defaults = {"init_fraction": 30 / 240, "form": "paper"}
     has_init_stage = True
     init_trains_student = True
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)
+        self.form = check_form(self.name, self.options)
         if not 0.0 <= float(self.options["init_fraction"]) <= 1.0:
             raise ConfigError(f"method_options.init_fraction: must be in [0, 1] for method 'fsp', "
                               f"got {self.options['init_fraction']!r}.")
@@ -69,6 +71,15 @@ class FSPMethod(DistillMethod):
         return gram
 
     def forward(self, inputs: MethodInputs) -> torch.Tensor:
+        """The main stage's term: the transfer loss (paper form) or 0 (RepDistiller form)."""
+        if self.form == "repdistiller":
+            return inputs.student_features[0].new_zeros((), dtype=torch.float32)
+        return self.transfer_loss(inputs)
+
+    def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
+        return self.transfer_loss(inputs)
+
+    def transfer_loss(self, inputs: MethodInputs) -> torch.Tensor:
         """Sum over consecutive paired maps of the FSP-matrix MSE."""
         s_feats, t_feats = inputs.student_features, inputs.teacher_features
         total = s_feats[0].new_zeros((), dtype=torch.float32)

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, Shape, register
+from mgkd.methods.base import (DistillMethod, MethodContext, MethodInputs, Shape, check_form,
+                               register)
 from mgkd.methods.common import match_spatial, stage_pairs
 
 # Broadening of 1/(λ_i - λ_j) relative to the largest eigenvalue: gradients stay bounded
@@ -113,13 +114,19 @@ class KDSVD(DistillMethod):
 
     ``default_feature_weight`` is 1.0: mdistiller's CIFAR-100 KDSVD weight (feature 1.0, CE 1.0);
     the TF original adds its distillation gradient at unit weight too (norm-clipped to CE's).
+
+    ``form: repdistiller`` reproduces RepDistiller's ``KDSVD``: each stage map is read as an
+    (H·W, C) matrix, so the vectors live over channels; no pooling (spatial sizes may differ), but
+    every paired stage must have as many student as teacher channels; a lone stage gives no loss;
+    non-finite relation terms are zeroed; the teacher's relation carries no gradient.
     """
 
     name: ClassVar[str] = "kdsvd"
     default_feature_weight: ClassVar[float] = 1.0
     default_ce_weight: ClassVar[float] = 1.0
     default_logit_weight: ClassVar[float] = 0.0
-    option_defaults: ClassVar[dict[str, Any]] = {"k": 1, "extra_candidates": 3, "rbf_width": 8.0}
+    option_defaults: ClassVar[dict[str, Any]] = {"k": 1, "extra_candidates": 3, "rbf_width": 8.0,
+                                                 "form": "paper"}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)
@@ -133,6 +140,7 @@ class KDSVD(DistillMethod):
                 f"method_options.extra_candidates: must be an integer >= 0, got {extra!r}.")
         if self.rbf_width <= 0:
             raise ConfigError(f"method_options.rbf_width: must be > 0, got {self.rbf_width}.")
+        self.form = check_form(self.name, self.options)
 
         s_index = stage_indices(context.student_shapes)
         t_index = stage_indices(context.teacher_shapes)
@@ -143,6 +151,16 @@ class KDSVD(DistillMethod):
         k_eff = k
         for si, ti in stage_pairs(s_stages, t_stages):
             (c_s, h_s, w_s), (c_t, h_t, w_t) = s_stages[si], t_stages[ti]
+            if self.form == "repdistiller":
+                if c_s != c_t:
+                    raise ConfigError(
+                        f"method 'kdsvd' with method_options.form repdistiller needs as many "
+                        f"student as teacher channels at every paired stage (its singular vectors "
+                        f"live over channels); stage maps {s_stages[si]} and {t_stages[ti]} differ. "
+                        "Use form: paper (vectors over positions) for this pair.")
+                self.pairs.append((s_index[si], t_index[ti], (h_s, w_s)))
+                k_eff = min(k_eff, c_s, h_s * w_s, h_t * w_t)
+                continue
             hw = (min(h_s, h_t), min(w_s, w_t))
             positions = hw[0] * hw[1]
             if positions < 2:
@@ -155,9 +173,15 @@ class KDSVD(DistillMethod):
 
     def _stage_vectors(self, student: torch.Tensor, teacher: torch.Tensor, hw: tuple[int, int]
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Aligned, singular-value-weighted student and teacher vectors (B, N, k) of one pair."""
-        student = match_spatial(student, hw).flatten(2)
-        teacher = match_spatial(teacher, hw).flatten(2)
+        """Aligned, singular-value-weighted student and teacher vectors (B, N, k) of one pair:
+        over positions (paper form: (C, H·W) matrices, pooled to ``hw``) or over channels
+        (RepDistiller form: (H·W, C) matrices)."""
+        if self.form == "repdistiller":
+            student = student.flatten(2).transpose(1, 2)
+            teacher = teacher.flatten(2).transpose(1, 2)
+        else:
+            student = match_spatial(student, hw).flatten(2)
+            teacher = match_spatial(teacher, hw).flatten(2)
         v_t, s_t = top_right_singular_vectors(teacher.detach(), self.k)
         candidates = min(self.k + self.extra_candidates, *student.shape[1:])
         v_s, _ = top_right_singular_vectors(student, candidates)
@@ -174,6 +198,8 @@ class KDSVD(DistillMethod):
         if not self.pairs:
             return s_feats[-1].new_zeros((), dtype=torch.float32)
         vectors = [self._stage_vectors(s_feats[si], t_feats[ti], hw) for si, ti, hw in self.pairs]
+        if self.form == "repdistiller":
+            return self._repdistiller_loss(vectors, s_feats[-1].shape[0])
         # Consecutive stages; a lone stage is related to itself.
         links = list(zip(vectors[:-1], vectors[1:])) if len(vectors) > 1 else [(vectors[0],) * 2]
         batch = s_feats[-1].shape[0]
@@ -181,4 +207,15 @@ class KDSVD(DistillMethod):
         for (s_up, t_up), (s_low, t_low) in links:
             diff = self._relation(s_up, s_low) - self._relation(t_up, t_low)
             loss = loss + diff.pow(2).sum()
+        return loss / batch
+
+    def _repdistiller_loss(self, vectors: list[tuple[torch.Tensor, torch.Tensor]],
+                           batch: int) -> torch.Tensor:
+        """Σ over consecutive stages of Σ (rbf_s − rbf_t)², non-finite terms zeroed, / B."""
+        loss = vectors[0][0].new_zeros(())
+        for (s_prev, t_prev), (s_cur, t_cur) in zip(vectors[:-1], vectors[1:]):
+            diff = self._relation(s_cur, s_prev) - self._relation(t_cur, t_prev).detach()
+            squared = diff.pow(2)
+            loss = loss + torch.where(torch.isfinite(squared), squared,
+                                      torch.zeros_like(squared)).sum()
         return loss / batch
