@@ -10,8 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over ``path``.
@@ -36,6 +34,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch  # here, not at the top: the config and the command line load without torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     _atomic_write_bytes(Path(path), buffer.getvalue())
