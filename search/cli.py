@@ -47,8 +47,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         # A second Ctrl-C (or one before the Tuner started): stop at once. Optuna's sqlite
         # transactions are atomic, and trials re-run from their last checkpoint.
-        print(f"mgkd tune: stopped at once; {_resume_hint(spec.run_dir)} (running trials continue "
-              "from their last checkpoint).", file=sys.stderr)
+        print(f"mgkd tune: stopped at once; {_resume_hint(spec.run_dir)} (teachers, heads and "
+              "trials continue from their last finished epoch).", file=sys.stderr)
         return INTERRUPTED
     print(format_summary(result))
     if result.interrupted:
