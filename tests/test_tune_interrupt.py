@@ -93,3 +93,44 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_optuna_db_whole(tmp_path):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     trials = study_trials(run_dir)
     assert trials and trials[0].user_attrs.get("paper_default")
+
+
+def test_a_sweep_stopped_while_its_teacher_trains_resumes_inside_teacher_training(tmp_path):
+    import torch
+
+    from mgkd.config import ExperimentConfig
+    from mgkd.distill import load_config_splits
+    from mgkd.teacher import ensure_teacher, load_teacher
+
+    path = write_sweep(tmp_path, "early")
+    data = yaml.safe_load(path.read_text())
+    data["base"]["teacher_epochs"] = 40
+    path.write_text(yaml.safe_dump(data))
+    run_dir = tmp_path / "early"
+    proc = start("tune", path, cwd=tmp_path)
+    deadline = time.monotonic() + 400
+    while not list(run_dir.glob("cache/teachers/.*.progress")):  # a teacher epoch is done
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert f"mgkd tune --resume {run_dir}" in err
+    assert not list(run_dir.glob("cache/teachers/*.pt"))  # no half-trained teacher in the cache
+    (progress,) = run_dir.glob("cache/teachers/.*.progress")
+    stopped_at = torch.load(progress, weights_only=False)["run"]["epoch"]
+    assert 1 <= stopped_at < 40
+
+    resumed = subprocess.run([str(MGKD), "tune", "--resume", run_dir], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    (teacher,) = run_dir.glob("cache/teachers/*.pt")
+    assert not list(run_dir.glob("cache/teachers/.*.progress"))
+    # the same weights as a teacher trained without interruption (one thread, as the Ray task)
+    config = ExperimentConfig.from_dict({**data["base"], "teacher": "resnet8", "student": "resnet8",
+                                         "cache_dir": str(tmp_path / "reference")})
+    torch.set_num_threads(1)
+    reference = ensure_teacher(config, load_config_splits(config))
+    ours, theirs = (load_teacher(p, "resnet8", 4).state_dict() for p in (teacher, reference))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert len(study_trials(run_dir)) == 2
