@@ -124,9 +124,8 @@ def parallel_png(trials: list[TrialRecord], names: list[str], title: str, path: 
     shown = [t for t in trials if t.state in (COMPLETE, PRUNED) and t.val_acc is not None]
     declared = log_params or set()
     columns = [_axis(n, [t.params.get(n) for t in shown], log=True if n in declared else None)
-               for n in names]
-    columns = [c for c in columns if c is not None]
-    columns.append(_axis("val_acc", [t.val_acc for t in shown], log=False))
+               for n in names] + [_axis("val_acc", [t.val_acc for t in shown], log=False)]
+    columns = [c for c in columns if c is not None]  # none when no trial ended yet
     figure = Figure(figsize=(PAGE_WIDTH_IN, 5.5), layout="constrained")
     axes = figure.add_subplot()
     complete = [t.val_acc for t in shown if t.state == COMPLETE]
