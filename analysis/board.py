@@ -1,15 +1,19 @@
 """``mgkd board``: TensorBoard on the top trials of every study, each run named readably.
 
-TensorBoard names a run by its directory under the logdir, so ``RUN_DIR/board/`` is rebuilt with
-one directory per shown trial, ``<teacher>__<student>/<method>-<mode>/#<rank> val <acc> trial <n>``,
-holding symbolic links to that trial's event files (a copy where links are not possible).
+TensorBoard names a run by its directory under the logdir, so a link tree is built with one
+directory per shown trial, ``<teacher>__<student>/<method>-<mode>/#<rank> val <acc> trial <n>``,
+holding symbolic links to that trial's event files (a copy where links are not possible). The tree
+lives outside the run dir (which is never written): under the system's temp dir by default, or
+where the user says.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -17,12 +21,14 @@ from typing import NoReturn
 from analysis.best import ranked
 from analysis.formats import fmt_number
 from analysis.records import COMPLETE, FAIL, Run, TrialRecord
-from analysis.rundir import BOARD_DIR
+from mgkd.errors import MgkdError
+from mgkd.paths import writable_dir
 
 log = logging.getLogger(__name__)
 EVENTS_GLOB = "events.out.tfevents.*"
 DEFAULT_TOP = 3
 DEFAULT_PORT = 6006
+MARKER = ".mgkd-board"  # marks a link tree this module built, so only those are ever rebuilt
 
 
 @dataclass
@@ -74,11 +80,33 @@ def tensorboard_command(logdir: Path, port: int) -> list[str]:
     return [*program, "--logdir", str(logdir), "--port", str(port)]
 
 
-def build_board(run: Run, top: int = DEFAULT_TOP, port: int = DEFAULT_PORT) -> Board:
-    """(Re)build ``RUN_DIR/board`` for the top ``top`` trials of every study."""
-    logdir = run.path / BOARD_DIR
-    if logdir.exists():
-        shutil.rmtree(logdir)  # ours alone: rebuilt on every call
+def default_logdir(run: Run) -> Path:
+    """``<temp dir>/mgkd-board/<run name>-<hash of its path>``: one per run dir, outside it."""
+    digest = hashlib.sha256(str(run.path).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / "mgkd-board" / f"{run.path.name}-{digest}"
+
+
+def _fresh_logdir(run: Run, logdir: Path) -> Path:
+    """An empty ``logdir`` marked as ours: a tree built before is removed, anything else refused."""
+    logdir = logdir.expanduser().absolute()
+    if logdir == run.path or run.path in logdir.parents:
+        raise MgkdError(f"board --logdir: {logdir} lies inside the run dir {run.path}, which `mgkd "
+                        "board` never writes; give a directory outside it (or leave --logdir out).")
+    if logdir.is_dir() and any(logdir.iterdir()):
+        if not (logdir / MARKER).is_file():
+            raise MgkdError(f"board --logdir: {logdir} holds files `mgkd board` did not make; give "
+                            "a new or empty directory (it is rebuilt on every call).")
+        shutil.rmtree(logdir)  # a tree built by an earlier call: rebuilt
+    writable_dir(logdir, "board --logdir", "give a directory you can write.")
+    (logdir / MARKER).write_text(f"links to the TensorBoard events of {run.path}\n")
+    return logdir
+
+
+def build_board(run: Run, top: int = DEFAULT_TOP, port: int = DEFAULT_PORT,
+                logdir: Path | None = None) -> Board:
+    """(Re)build the link tree in ``logdir`` (default: :func:`default_logdir`) for the top
+    ``top`` trials of every study. The run dir itself is only read."""
+    logdir = _fresh_logdir(run, logdir or default_logdir(run))
     runs = []
     width = len(str(top))
     for key in run.studies:

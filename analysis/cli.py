@@ -44,10 +44,13 @@ def _out_dir(path: str, run_dir: Path, command: str) -> Path:
     if out.exists() and not out.is_dir():
         raise MgkdError(f"{command} --out: {out} exists and is not a directory; give a directory "
                         "path (it is created if missing).")
-    if out == run_dir:
-        raise MgkdError(f"{command} --out: {out} is the run dir itself; give a directory of its own, "
-                        f"e.g. {run_dir.name}-{command}.")
-    return out
+    if out == run_dir or run_dir in out.parents:
+        where = "is the run dir itself" if out == run_dir else f"lies inside the run dir {run_dir}"
+        raise MgkdError(f"{command} --out: {out} {where}, which the analysis never writes; give a "
+                        f"directory of its own, e.g. {run_dir.name}-{command}.")
+    from mgkd.paths import writable_dir
+    return writable_dir(out, f"{command} --out", "give a directory you can write (it is created "
+                        "if missing).")
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -85,7 +88,8 @@ def cmd_board(args: argparse.Namespace) -> int:
     from analysis.run import read_run
 
     run = read_run(args.run_dir)
-    board = build_board(run, top=args.top, port=args.port)
+    logdir = Path(args.logdir) if args.logdir else None
+    board = build_board(run, top=args.top, port=args.port, logdir=logdir)
     _warn(run.notes)
     for item in board.runs:
         print(f"{item.name}  <- {item.trial.trial_dir}")
@@ -109,30 +113,62 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_DIR_HELP = ("the sweep's run dir, <storage_path>/<name> (e.g. runs/demo); only read, also when "
+                "copied off a cluster or while the sweep runs")
+
+
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``best``, ``export``, ``board`` and ``report`` to the ``mgkd`` program."""
     from analysis.formats import FORMATS  # light: no pandas, optuna or matplotlib
 
-    p = subparsers.add_parser("best", help="the best config of every study of a sweep")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's run dir (<storage_path>/<name>)")
-    p.add_argument("--format", choices=list(FORMATS), default="table")
+    p = subparsers.add_parser(
+        "best", help="the best config of every study of a sweep",
+        description="One row per study: trial counts, the best val_acc (selects), its test_acc "
+                    "(reported, never used to select), the paper default's val_acc and the gain "
+                    "over it, and the winning hyperparameters.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    p.add_argument("--format", choices=list(FORMATS), default="table",
+                   help=f"output format: {', '.join(FORMATS)} (default table)")
     p.set_defaults(handler=cmd_best)
 
-    p = subparsers.add_parser("export", help="write each study's best config for `mgkd train`")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", required=True, help="directory for <teacher>__<student>__<method>__"
-                                                "<mode>.yaml files")
+    p = subparsers.add_parser(
+        "export", help="write each study's best config for `mgkd train`",
+        description="Write each study's selected trial as an experiment config for the final "
+                    "training: the sweep's full epochs, val_fraction 0, and no paths of the "
+                    "sweep's machine (cache_dir and data_dir take their defaults; set them with "
+                    "`mgkd train --set`).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory for the <teacher>__<student>__<method>__<mode>.yaml files "
+                        "(created if missing; not the run dir)")
     p.set_defaults(handler=cmd_export)
 
-    p = subparsers.add_parser("board", help="TensorBoard on the top trials of every study")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--top", type=_positive, default=3, help="trials per study (default 3)")
-    p.add_argument("--port", type=_port, default=6006)
-    p.add_argument("--print", action="store_true", help="print the command instead of starting it")
+    p = subparsers.add_parser(
+        "board", help="TensorBoard on the top trials of every study",
+        description="Build a tree of links to the event files of every study's top trials, each "
+                    "named <pair>/<method>-<mode>/#<rank> val <acc> trial <n>, outside the run "
+                    "dir, and start TensorBoard on it.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    p.add_argument("--top", type=_positive, default=3, metavar="K",
+                   help="trials per study, 1 or more (default 3)")
+    p.add_argument("--port", type=_port, default=6006, help="TensorBoard's port, 1-65535 "
+                   "(default 6006)")
+    p.add_argument("--logdir", metavar="DIR",
+                   help="where to build the link tree, outside the run dir; rebuilt on every call "
+                        "(default: <temp dir>/mgkd-board/<run name>-<hash>)")
+    p.add_argument("--print", action="store_true",
+                   help="build the links and print the TensorBoard command instead of starting it")
     p.set_defaults(handler=cmd_board)
 
-    p = subparsers.add_parser("report", help="an HTML report with plots of a sweep")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", required=True, help="directory for index.html and its pictures")
-    p.add_argument("--top", type=_positive, default=5, help="trials per study in the curves")
+    p = subparsers.add_parser(
+        "report", help="an HTML report with plots of a sweep",
+        description="Write index.html and its PNGs: the best-per-study table, the paper-layout "
+                    "table, and per study the validation curves of the top trials, the selected "
+                    "config beside the paper default, importances and parallel coordinates.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory for index.html and its pictures (created if missing; not the "
+                        "run dir)")
+    p.add_argument("--top", type=_positive, default=5, metavar="K",
+                   help="trials per study in the validation curves, 1 or more (default 5)")
     p.set_defaults(handler=cmd_report)

@@ -34,8 +34,8 @@ def threads_of(run: Run) -> int:
     return max(1, int(math.floor(run.cpus_per_trial or 1)))
 
 
-def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig, final: ExperimentConfig,
-            moved_cache: bool) -> list[str]:
+def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig,
+            final: ExperimentConfig) -> list[str]:
     trial = best.selected
     assert trial is not None
     spread = (f" ± {best.confirmed.std_val_acc:.2f} over {len(best.confirmed.val_accs)} seeds"
@@ -53,12 +53,15 @@ def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig, final: Ex
         f"budget), val_fraction {trial_config.val_fraction:g} -> 0 (the full training set; the "
         "teacher and heads are cached per training split, so this trains them afresh on it).",
     ]
-    if moved_cache:
-        lines.append(f"cache_dir {trial_config.cache_dir} no longer exists (the run dir moved); it "
-                     f"points at {final.cache_dir}.")
-    lines += ["Reproduce the trial (the same val_acc, exactly on CPU with the trial's thread count):",
-              f"  mgkd train --config THIS_FILE --out DIR --threads {threads_of(run)} --set "
-              f"epochs={epochs} val_fraction={trial_config.val_fraction:g}"]
+    lines += [
+        f"Paths are not the sweep machine's: cache_dir {final.cache_dir} and data_dir "
+        f"{final.data_dir} are the defaults; point them elsewhere with `mgkd train --config "
+        "THIS_FILE --out DIR --set data_dir=PATH cache_dir=PATH`.",
+        "Reproduce the trial (the same val_acc, exactly on CPU with the trial's thread count):",
+        f"  mgkd train --config THIS_FILE --out DIR --threads {threads_of(run)} --set "
+        f"epochs={epochs} val_fraction={trial_config.val_fraction:g}",
+        f"  (add cache_dir={run.path / 'cache'} to load the sweep's teacher and heads instead of "
+        "training them again; nothing is written there)"]
     return [f"# {line}" for line in lines]
 
 
@@ -77,13 +80,13 @@ def study_export(run: Run, best: StudyBest) -> tuple[ExperimentConfig, str]:
     except ConfigError as err:
         raise ConfigError(f"study {best.study.key}: trial {trial.trial_number}'s config does not "
                           f"load with this version ({err}).") from None
-    changes: dict = {"epochs": best.study.budget or trial_config.epochs, "val_fraction": 0.0}
-    cache = run.path / "cache"
-    moved_cache = not Path(trial_config.cache_dir).expanduser().exists() and cache.is_dir()
-    if moved_cache:
-        changes["cache_dir"] = str(cache)
+    # Portable: the sweep's absolute cache_dir (<run dir>/cache) and data_dir would make the final
+    # training write into the run dir, or fail on another machine; the defaults are the user's.
+    defaults = ExperimentConfig()
+    changes: dict = {"epochs": best.study.budget or trial_config.epochs, "val_fraction": 0.0,
+                     "cache_dir": defaults.cache_dir, "data_dir": defaults.data_dir}
     final = trial_config.replace(**changes)
-    header = _header(run, best, trial_config, final, moved_cache)
+    header = _header(run, best, trial_config, final)
     return final, "\n".join(header) + "\n" + final.to_yaml()
 
 

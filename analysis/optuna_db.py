@@ -52,3 +52,20 @@ def load_stored_study(db: Path, key: str) -> optuna.Study:
     """Study ``key`` as stored in ``db`` (KeyError when it holds no such study)."""
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
     return optuna.load_study(study_name=key, storage=storage)
+
+
+def log_sampled(db: Path, key: str) -> set[str]:
+    """Names of study ``key``'s parameters sampled on a log scale (empty when unreadable)."""
+    if not db.is_file():
+        return set()
+    storage = None
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
+        trials = optuna.load_study(study_name=key, storage=storage).get_trials(deepcopy=False)
+    except Exception:  # a missing study or a damaged file: the plot falls back to its heuristic
+        return set()
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
+    return {name for trial in trials for name, dist in trial.distributions.items()
+            if getattr(dist, "log", False)}

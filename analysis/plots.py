@@ -3,6 +3,7 @@ display needed)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,10 @@ from analysis.flatten import LEVEL_FIELDS, NUM_LEVELS, parse_level_column
 from analysis.records import COMPLETE, PRUNED, TrialRecord
 
 DPI = 100
-LOG_SPAN = 20.0  # an axis whose positive values span more than this factor is drawn in log10
+LOG_SPAN = 20.0  # an undeclared axis whose positive values span more than this factor is log10
+PAGE_WIDTH_IN = 12.0  # the report's page is 1200 px wide: at DPI 100 the picture is not shrunk
+LABEL_FONT = 11
+TICK_FONT = 9.5
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -80,51 +84,80 @@ def param_order(names: list[str]) -> list[str]:
     return [name for _, name in sorted(enumerate(dict.fromkeys(names)), key=rank)]
 
 
-def _axis(values: list[Any]) -> tuple[list[float | None], str, str]:
-    """Values scaled to [0, 1] (log10 for wide positive ranges) and the axis' end labels."""
+@dataclass
+class Axis:
+    """One parallel-coordinates axis: values scaled to [0, 1] and its tick labels."""
+
+    name: str
+    scaled: list[float | None]
+    ticks: list[tuple[float, str]]  # (position in [0, 1], label)
+    log: bool
+
+
+def _axis(name: str, values: list[Any], log: bool | None = None) -> Axis | None:
+    """An axis for ``values`` (None when none is a number). ``log``: True / False as the
+    parameter was sampled, None to decide (log10 for positive values spanning > LOG_SPAN)."""
     numbers = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
                for v in values]
     present = [v for v in numbers if v is not None and math.isfinite(v)]
     if not present:
-        return [None] * len(values), "", ""
+        return None
     low, high = min(present), max(present)
-    use_log = low > 0 and high / low > LOG_SPAN
-    scale = (lambda v: math.log10(v)) if use_log else (lambda v: v)
+    use_log = low > 0 and (log if log is not None else high / low > LOG_SPAN)
+    scale = math.log10 if use_log else (lambda v: v)
     a, b = scale(low), scale(high)
-    scaled = [None if v is None else (0.5 if b == a else (scale(v) - a) / (b - a)) for v in numbers]
-    return scaled, f"{low:.3g}", f"{high:.3g}"
+    place = lambda v: 0.5 if b == a else (scale(v) - a) / (b - a)
+    scaled = [None if v is None or not math.isfinite(v) else place(v) for v in numbers]
+    ticks = [(place(low), f"{low:.3g}"), (place(high), f"{high:.3g}")]
+    if b != a and len(set(present)) > 2:  # a middle tick shows how the axis is scaled
+        middle = 10 ** ((a + b) / 2) if use_log else (low + high) / 2
+        ticks.insert(1, (0.5, f"{middle:.3g}"))
+    return Axis(name, scaled, ticks, use_log)
 
 
-def parallel_png(trials: list[TrialRecord], names: list[str], title: str, path: Path) -> Path:
+def parallel_png(trials: list[TrialRecord], names: list[str], title: str, path: Path,
+                 log_params: set[str] | None = None) -> Path:
     """Parallel coordinates: one line per complete (coloured by val_acc) or pruned (grey) trial
-    across its hyperparameters and its final validation accuracy."""
+    across its hyperparameters and its final validation accuracy. Parameters in ``log_params``
+    (sampled log-uniformly) get log axes; parameters no shown trial has are left out. Drawn at
+    the report page's width with labels legible there."""
     shown = [t for t in trials if t.state in (COMPLETE, PRUNED) and t.val_acc is not None]
-    axes_names = [*names, "val_acc"]
-    columns = [_axis([t.params.get(n) for t in shown]) for n in names]
-    columns.append(_axis([t.val_acc for t in shown]))
-    figure = Figure(figsize=(max(6.0, 0.9 * len(axes_names)), 4.5), layout="constrained")
+    declared = log_params or set()
+    columns = [_axis(n, [t.params.get(n) for t in shown], log=True if n in declared else None)
+               for n in names] + [_axis("val_acc", [t.val_acc for t in shown], log=False)]
+    columns = [c for c in columns if c is not None]  # none when no trial ended yet
+    figure = Figure(figsize=(PAGE_WIDTH_IN, 5.5), layout="constrained")
     axes = figure.add_subplot()
     complete = [t.val_acc for t in shown if t.state == COMPLETE]
     norm = Normalize(min(complete, default=0.0), max(complete, default=1.0))
     cmap = colormaps["viridis"]
+    xs = range(len(columns))
     for order in (PRUNED, COMPLETE):  # complete trials drawn on top
         for i, trial in enumerate(shown):
             if trial.state != order:
                 continue
-            y = [c[0][i] for c in columns]
-            colour = cmap(norm(trial.val_acc)) if order == COMPLETE else (0.75, 0.75, 0.75, 0.8)
-            axes.plot(range(len(axes_names)), [math.nan if v is None else v for v in y],
-                      color=colour, linewidth=1.5 if order == COMPLETE else 1.0, marker="o",
-                      markersize=2)
-    for x, (_, low, high) in enumerate(columns):
-        axes.axvline(x, color="black", linewidth=0.6)
-        axes.annotate(low, (x, -0.04), ha="center", va="top", fontsize=7,
-                      annotation_clip=False)
-        axes.annotate(high, (x, 1.04), ha="center", va="bottom", fontsize=7,
-                      annotation_clip=False)
-    axes.set_xticks(range(len(axes_names)), axes_names, rotation=45, ha="right", fontsize=8)
+            y = [math.nan if c.scaled[i] is None else c.scaled[i] for c in columns]
+            colour = cmap(norm(trial.val_acc)) if order == COMPLETE else (0.6, 0.6, 0.6, 0.7)
+            axes.plot(xs, y, color=colour, linewidth=2.0 if order == COMPLETE else 1.2,
+                      marker="o", markersize=4, zorder=3 if order == COMPLETE else 2)
+    for x, column in enumerate(columns):
+        axes.axvline(x, color="black", linewidth=0.8, zorder=1)
+        for position, label in column.ticks:
+            axes.annotate(label, (x, position), xytext=(4, 0), textcoords="offset points",
+                          ha="left", va="center", fontsize=TICK_FONT, zorder=4,
+                          bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
+                                "alpha": 0.8})
+    labels = [f"{c.name} (log)" if c.log else c.name for c in columns]  # one line: no overlap
+    axes.set_xticks(list(xs), labels, rotation=35, ha="right", rotation_mode="anchor",
+                    fontsize=LABEL_FONT)
+    axes.set_xlim(-0.3, len(columns) - 0.1)
     axes.set_yticks([])
-    axes.set_ylim(-0.1, 1.12)
-    axes.set_title(title + "  (colour: val_acc of complete trials; grey: pruned)", fontsize=9)
-    figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="val_acc")
+    axes.set_ylim(-0.05, 1.05)
+    for side in ("left", "right", "top"):
+        axes.spines[side].set_visible(False)
+    axes.set_title(f"{title}: colour = val_acc of complete trials, grey = pruned",
+                   fontsize=LABEL_FONT + 1)
+    bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, pad=0.01, aspect=30)
+    bar.set_label("val_acc", fontsize=LABEL_FONT)
+    bar.ax.tick_params(labelsize=TICK_FONT)
     return _save(figure, path)

@@ -18,6 +18,7 @@ from analysis.best import StudyBest, best_of_run
 from analysis.board import board_order
 from analysis.formats import TEST_NOTE, VERDICT_NOTE, fmt_number, fmt_value
 from analysis.importance import study_importances
+from analysis.optuna_db import log_sampled
 from analysis.plots import curves_png, importance_png, param_order, parallel_png
 from analysis.records import COMPLETE, Run, StudyInfo
 from analysis.run import read_run
@@ -173,7 +174,8 @@ def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[P
     names = param_order([n for t in trials for n in t.params])
     drawable = [t for t in trials if t.params and t.val_acc is not None]
     if len(drawable) >= 2 and names:
-        path = parallel_png(drawable, names, key, out / f"{key}-parallel.png")
+        path = parallel_png(drawable, names, key, out / f"{key}-parallel.png",
+                            log_params=log_sampled(run.path / OPTUNA_DB, key))
         parts.append(_img(out, path, f"parallel coordinates of {key}", images))
     else:
         parts.append('<p class="muted">Fewer than two trials with a validation accuracy: nothing '

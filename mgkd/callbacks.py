@@ -11,6 +11,13 @@ from mgkd.engine import EpochReport
 from mgkd.io import atomic_write_text
 
 log = logging.getLogger("mgkd.progress")
+# Keys every sweep trial reports each epoch (and `mgkd train` logs alike, so curves line up).
+REPORTED = ("epoch", "train_loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity",
+            "val_acc", "val_loss", "test_acc", "best_val_acc", "lr")
+# Ray Tune's TensorBoard logger names a trial's metric ``ray/tune/<name>`` and its hparams after the
+# trial's flattened config ({"study", "trial_number", "params": ..., "experiment": ...}).
+TAG_PREFIX = "ray/tune/"
+OUTCOME = "outcome"  # an hparam saying how a run ended: complete, pruned (ASHA), errored, final run
 
 
 class ProgressLog:
@@ -33,17 +40,38 @@ class ProgressLog:
         log.info("  ".join(parts))
 
 
-class TensorBoardScalars:
-    """Every numeric metric as a scalar under its own name, step = epoch."""
+def run_hparams(config: dict[str, Any], outcome: str) -> dict[str, Any]:
+    """A standalone run's hparams under the names a sweep trial's carry: ``study`` and
+    ``experiment/<key>`` for every scalar config key, plus ``outcome``."""
+    study = "__".join(str(config.get(k)) for k in ("teacher", "student", "method", "mode"))
+    out: dict[str, Any] = {"study": study, OUTCOME: outcome}
+    for key, value in config.items():
+        if isinstance(value, (bool, int, float, str)):
+            out[f"experiment/{key}"] = value
+    return out
 
-    def __init__(self, log_dir: Path):
+
+class TensorBoardScalars:
+    """Every numeric metric as a scalar, step = epoch, under the tag a sweep trial's metric has
+    (``ray/tune/<name>``); with ``hparams`` also the HPARAMS entry, so a run and the trials of
+    its sweep compare side by side in one TensorBoard."""
+
+    def __init__(self, log_dir: Path, hparams: dict[str, Any] | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imported only when used
         self.writer = SummaryWriter(log_dir=str(log_dir))
+        if hparams:
+            self._write_hparams(hparams)
+
+    def _write_hparams(self, hparams: dict[str, Any]) -> None:
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+        metrics = {f"{TAG_PREFIX}{name}": 0.0 for name in REPORTED if name != "epoch"}
+        for summary in hparams_summaries(hparams, metrics):  # names only; values are the scalars
+            self.writer.file_writer.add_summary(summary)
 
     def __call__(self, report: EpochReport) -> None:
         for name, value in report.metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "epoch":
-                self.writer.add_scalar(name, value, report.epoch)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{TAG_PREFIX}{name}", value, report.epoch)
         self.writer.flush()
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """The core subcommands of ``mgkd``: config, download, teacher, heads, train.
 
 Each subcommand is a parser set-up plus a handler; ``search.cli`` assembles them with the sweep
-commands into the ``mgkd`` program. Handlers raise ``MgkdError`` for bad input.
+commands into the ``mgkd`` program. Handlers raise ``MgkdError`` for bad input. Nothing heavy
+(torch, the config machinery) loads until a handler runs, so ``--help`` answers at once.
 """
 from __future__ import annotations
 
@@ -9,19 +10,38 @@ import argparse
 import sys
 from typing import Callable
 
-from mgkd.config import ExperimentConfig, apply_overrides, default_config, load_config, resolve
 from mgkd.errors import ConfigError
+from mgkd.names import DATASET_NAMES, METHOD_NAMES, MODEL_NAMES
 
 Handler = Callable[[argparse.Namespace], int]
+MODES = ("plain", "mag", "mas")  # mgkd.config.MODES, without loading it for --help
+# What Ctrl-C prints, per command (``search.cli`` prints it after "interrupted").
+RESUME_TRAIN = ("continue with the same command plus --resume: the run picks up after its last "
+                "finished epoch (inside teacher or head training if it stopped there).")
+RESUME_TEACHER = ("continue with the same command plus --resume: training picks up after the last "
+                  "finished epoch.")
+RESUME_HEADS = "run the same command again: head training picks up after its last finished epoch."
+
+
+def _names(values: tuple[str, ...]) -> str:
+    return ", ".join(values)
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config keys; values are YAML (e.g. --set epochs=10 "
-                             "'granularities=[{dim: 32, temperature: 2}]')")
+    parser.add_argument(
+        "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        help="override config keys; values are YAML. Repeatable, several pairs per flag, each key "
+             "once: --set epochs=10 lr=0.1 --set 'granularities=[{dim: 32, temperature: 2}]'")
+
+
+def _parser(subparsers: argparse._SubParsersAction, name: str, summary: str,
+            description: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, help=summary, description=description)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from mgkd.config import apply_overrides, default_config, resolve
+
     config = default_config(args.teacher, args.student, args.dataset, method=args.method,
                             mode=args.mode)
     config = resolve(apply_overrides(config, args.overrides))
@@ -37,27 +57,37 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
+    from mgkd.config import ExperimentConfig, apply_overrides
     from mgkd.runner import run_teacher
     config = ExperimentConfig.from_dict({
         "teacher": args.arch, "student": args.arch, "dataset": args.dataset,
         "data_dir": args.data_dir, "teacher_epochs": args.epochs, "teacher_seed": args.seed,
         "device": args.device})
     config = apply_overrides(config, args.overrides)
-    result = run_teacher(config, args.out)
+    result = run_teacher(config, args.out, resume=args.resume)
     print(f"teacher saved to {result.out_dir / 'teacher.pt'}  val_acc {result.final['val_acc']:.2f}"
           f"  test_acc {result.final['test_acc']:.2f}")
     return 0
 
 
 def cmd_heads(args: argparse.Namespace) -> int:
-    from mgkd.runner import fill_head_bank, teacher_arch_of
-    arch = args.arch or teacher_arch_of(args.teacher)
+    from mgkd.config import ExperimentConfig, apply_overrides
+    from mgkd.runner import fill_head_bank, teacher_facts
+    facts = teacher_facts(args.teacher)
+    arch = args.arch or facts.get("arch")
     if arch is None:
-        raise ConfigError(f"heads: {args.teacher} does not say its architecture; add --arch NAME.")
+        raise ConfigError(f"heads: {args.teacher} does not say its architecture; add --arch NAME "
+                          f"(one of {_names(MODEL_NAMES)}).")
+    dataset = args.dataset or facts.get("dataset")
+    if dataset is None:
+        raise ConfigError(f"heads: {args.teacher} does not say which data set it was trained on; "
+                          f"add --dataset NAME (one of {_names(DATASET_NAMES)}).")
+    data_options = facts.get("data_options") if dataset == facts.get("dataset") else None
     config = ExperimentConfig.from_dict({
         "teacher": arch, "student": arch, "teacher_checkpoint": args.teacher,
-        "dataset": args.dataset, "data_dir": args.data_dir, "head_epochs": args.epochs,
+        "dataset": dataset, "data_dir": args.data_dir, "head_epochs": args.epochs,
         "teacher_seed": args.seed, "device": args.device, "mode": "mag",
+        **({"data_options": data_options} if data_options else {}),
         **({"cache_dir": args.cache_dir} if args.cache_dir else {})})
     config = apply_overrides(config, args.overrides)
     levels = [(dim, float(temp)) for dim in args.dims for temp in args.temperatures]
@@ -70,6 +100,7 @@ def cmd_heads(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mgkd.config import apply_overrides, load_config
     from mgkd.runner import run_training
     config = apply_overrides(load_config(args.config), args.overrides)
     if args.threads is not None:
@@ -86,50 +117,94 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_core_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("config", help="print a complete default experiment config")
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--student", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--method", default="kd")
-    p.add_argument("--mode", default="mas")
+    p = _parser(subparsers, "config", "print a complete default experiment config",
+                "Print a complete experiment config (YAML) for a teacher -> student pair with every "
+                "default filled in: the method's loss weights and options, the paper's two "
+                "granularity levels, lr. Save it, edit it, run it with `mgkd train --config`.")
+    p.add_argument("--teacher", required=True, metavar="ARCH",
+                   help=f"teacher architecture; one of {_names(MODEL_NAMES)}")
+    p.add_argument("--student", required=True, metavar="ARCH",
+                   help="student architecture; same choices as --teacher")
+    p.add_argument("--dataset", required=True, metavar="NAME",
+                   help=f"one of {_names(DATASET_NAMES)}")
+    p.add_argument("--method", default="kd", metavar="NAME",
+                   help=f"KD method (default kd); one of {_names(METHOD_NAMES)}")
+    p.add_argument("--mode", default="mas", choices=MODES,
+                   help="plain: no granularity terms; mag: granularity terms on the teacher "
+                        "logits; mas: granularity terms and the stable target (default mas)")
     _add_set(p)
     p.set_defaults(handler=cmd_config)
 
-    p = subparsers.add_parser("download", help="download a CIFAR data set (the only network use)")
-    p.add_argument("dataset", choices=["cifar100", "cifar10"])
-    p.add_argument("--data-dir", default="./data")
+    p = _parser(subparsers, "download", "download a CIFAR data set (the only network use)",
+                "Fetch torchvision's CIFAR archive into --data-dir and check its md5. The only "
+                "command that touches the network; digits and synthetic need no download.")
+    p.add_argument("dataset", choices=["cifar100", "cifar10"], help="cifar100 or cifar10")
+    p.add_argument("--data-dir", default="./data", metavar="DIR",
+                   help="where the extracted folder goes (default ./data)")
     p.set_defaults(handler=cmd_download)
 
-    p = subparsers.add_parser("teacher", help="train a teacher network")
-    p.add_argument("--arch", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--data-dir", default="./data")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p = _parser(subparsers, "teacher", "train a teacher network",
+                "Train one network with cross-entropy into OUT/teacher.pt (plus metrics.json, "
+                "tensorboard/). Every epoch is checkpointed to OUT/checkpoint.pt; after an "
+                "interruption the same command plus --resume continues.")
+    p.add_argument("--arch", required=True, metavar="ARCH",
+                   help=f"architecture; one of {_names(MODEL_NAMES)}")
+    p.add_argument("--dataset", required=True, metavar="NAME",
+                   help=f"one of {_names(DATASET_NAMES)}")
+    p.add_argument("--epochs", type=int, required=True, metavar="N", help="training epochs")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (created if missing; must not hold another teacher run)")
+    p.add_argument("--data-dir", default="./data", metavar="DIR",
+                   help="where CIFAR lives (default ./data)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the visible GPU, else CPU), cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the teacher run in --out after its last finished epoch")
     _add_set(p)
-    p.set_defaults(handler=cmd_teacher)
+    p.set_defaults(handler=cmd_teacher, resume_hint=RESUME_TEACHER)
 
-    p = subparsers.add_parser("heads", help="fill the head bank for a teacher ahead of time")
-    p.add_argument("--teacher", required=True, help="teacher checkpoint file")
-    p.add_argument("--arch", help="teacher architecture (read from our checkpoints if omitted)")
-    p.add_argument("--dims", type=int, nargs="+", required=True)
-    p.add_argument("--temperatures", type=float, nargs="+", required=True)
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--dataset", default="cifar100")
-    p.add_argument("--data-dir", default="./data")
-    p.add_argument("--cache-dir")
-    p.add_argument("--seed", type=int, default=0, help="teacher_seed of the runs that use the heads")
-    p.add_argument("--device", default="auto")
+    p = _parser(subparsers, "heads", "fill the head bank for a teacher ahead of time",
+                "Train every granularity head (all --dims x --temperatures) for a teacher "
+                "checkpoint and store them in the head bank under --cache-dir; runs with the same "
+                "teacher then load them. Heads sharing a teacher train together, one teacher "
+                "forward per batch, checkpointed every epoch.")
+    p.add_argument("--teacher", required=True, metavar="CKPT", help="teacher checkpoint file")
+    p.add_argument("--arch", metavar="ARCH",
+                   help="teacher architecture (default: read from the checkpoint, which `mgkd "
+                        "teacher` and the cache write)")
+    p.add_argument("--dims", type=int, nargs="+", required=True, metavar="D",
+                   help="head widths, 1 to 4096")
+    p.add_argument("--temperatures", type=float, nargs="+", required=True, metavar="T",
+                   help="head temperatures, > 0")
+    p.add_argument("--epochs", type=int, required=True, metavar="N", help="head training epochs")
+    p.add_argument("--dataset", metavar="NAME",
+                   help="default: the data set the teacher checkpoint was trained on; one of "
+                        f"{_names(DATASET_NAMES)}")
+    p.add_argument("--data-dir", default="./data", metavar="DIR",
+                   help="where CIFAR lives (default ./data)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="cache holding the head bank (default ~/.cache/mgkd)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="teacher_seed of the runs that use the heads (default 0)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N (default auto)")
     _add_set(p)
-    p.set_defaults(handler=cmd_heads)
+    p.set_defaults(handler=cmd_heads, resume_hint=RESUME_HEADS)
 
-    p = subparsers.add_parser("train", help="run one distillation or final training from a config")
-    p.add_argument("--config", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--threads", type=int, help="torch CPU threads (a sweep trial uses one per CPU "
-                   "it was given: match it to reproduce a trial bit for bit)")
+    p = _parser(subparsers, "train", "run one distillation or final training from a config",
+                "Run one config: train (or load from the cache) its teacher and heads, then distil "
+                "the student. OUT gets config.yaml, metrics.json, tensorboard/ (the tags and "
+                "hparams a sweep trial writes), checkpoint.pt (every epoch) and student.pt.")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="experiment config YAML (from `mgkd config` or `mgkd export`)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (created if missing; must not hold another run, must "
+                        "not lie inside a sweep's run dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out after its last finished epoch")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: torch's own choice; a sweep trial uses one "
+                        "per CPU it was given: match it to reproduce a trial bit for bit)")
     _add_set(p)
-    p.set_defaults(handler=cmd_train)
+    p.set_defaults(handler=cmd_train, resume_hint=RESUME_TRAIN)

@@ -344,12 +344,18 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     """``["epochs=5", "granularities=[{dim: 32, temperature: 2}]"]`` -> a dict; values are YAML."""
     overrides: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set epochs=10.")
+        key = key.strip()
+        if key in given:
+            raise ConfigError(f"--set {key}: the key is given twice ({given[key]!r} and {pair!r}); "
+                              "give each key once.")
+        given[key] = pair
         try:
-            overrides[key.strip()] = yaml.safe_load(raw)
+            overrides[key] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({err}).") from None
     return overrides

@@ -26,7 +26,6 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
-import torchvision.datasets
 
 from mgkd.errors import ConfigError, DataError
 
@@ -250,44 +249,15 @@ def dataset_spec(name: str, options: dict | None = None) -> DatasetSpec:
 # --------------------------------------------------------------------------------------------------
 
 
-class _PresenceCheckMixin:
-    """Replaces torchvision's md5 integrity checks with a check that the expected files exist."""
-
-    root: str
-    base_folder: str
-    train_list: list[list[str]]
-    test_list: list[list[str]]
-    meta: dict[str, str]
-
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root, self.base_folder)
-        return all((folder / entry[0]).is_file() for entry in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:
-        path = Path(self.root, self.base_folder, self.meta["filename"])
-        if not path.is_file():
-            raise RuntimeError(f"metadata file {path} not found")
-        with open(path, "rb") as handle:
-            content = pickle.load(handle, encoding="latin1")
-        self.classes = content[self.meta["key"]]
-        self.class_to_idx = {label: i for i, label in enumerate(self.classes)}
-
-
-class _LocalCIFAR10(_PresenceCheckMixin, torchvision.datasets.CIFAR10):
-    """torchvision's CIFAR10 reader without the md5 re-hash on every load."""
-
-
-class _LocalCIFAR100(_PresenceCheckMixin, torchvision.datasets.CIFAR100):
-    """torchvision's CIFAR100 reader without the md5 re-hash on every load."""
-
-
-_CIFAR_READERS: Mapping[str, type[torchvision.datasets.CIFAR10]] = MappingProxyType(
-    {"cifar100": _LocalCIFAR100, "cifar10": _LocalCIFAR10}
-)
+def _cifar_reader(name: str):
+    """The torchvision reader class of a CIFAR set; torchvision (about a second to import) loads
+    only here, when CIFAR is actually read or checked."""
+    from mgkd.cifar_readers import CIFAR_READERS
+    return CIFAR_READERS[name]
 
 
 def _cifar_expected_files(name: str) -> list[str]:
-    reader = _CIFAR_READERS[name]
+    reader = _cifar_reader(name)
     return [entry[0] for entry in reader.train_list + reader.test_list] + [reader.meta["filename"]]
 
 
@@ -320,7 +290,7 @@ def check_available(name: str, data_dir: str | Path) -> None:
 def _load_cifar(name: str, data_dir: str | Path, num_classes: int) -> tuple[ImageSplit, ImageSplit]:
     check_available(name, data_dir)
     root = Path(data_dir).expanduser().absolute()
-    reader = _CIFAR_READERS[name]
+    reader = _cifar_reader(name)
     splits = []
     for train in (True, False):
         try:
@@ -358,6 +328,7 @@ def download_dataset(name: str, data_dir: str | Path) -> Path:
         )
     root = Path(data_dir).expanduser().absolute()
     root.mkdir(parents=True, exist_ok=True)
+    import torchvision.datasets
     dataset_class = torchvision.datasets.CIFAR100 if name == "cifar100" else torchvision.datasets.CIFAR10
     logger.info("downloading %s into %s", name, root)
     try:

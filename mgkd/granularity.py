@@ -151,9 +151,11 @@ def _derived_seed(*parts: Any) -> int:
 
 
 def train_heads(teacher: nn.Module, splits: DataSplits, levels: list[tuple[int, float]], *,
-                epochs: int, seed: int, callbacks: list[EpochCallback] | None = None
-                ) -> tuple[list[TeacherHead], dict[str, Any]]:
-    """Train one head per (dim, temperature) on the frozen teacher; returns heads and last metrics."""
+                epochs: int, seed: int, callbacks: list[EpochCallback] | None = None,
+                checkpoint_path: Path | None = None) -> tuple[list[TeacherHead], dict[str, Any]]:
+    """Train one head per (dim, temperature) on the frozen teacher; returns heads and last metrics.
+    With ``checkpoint_path`` every epoch is checkpointed there and a checkpoint found there is
+    continued."""
     device = splits.train.images.device
     width = teacher.embedding_dim
     heads = []
@@ -167,7 +169,11 @@ def train_heads(teacher: nn.Module, splits: DataSplits, levels: list[tuple[int, 
                         weight_decay=HEAD_RECIPE["weight_decay"],
                         milestones=HEAD_RECIPE["milestones"], decay=HEAD_RECIPE["decay"])
     trainer = Trainer(task, splits, schedule, batch_size=HEAD_RECIPE["batch_size"], seed=seed,
-                      callbacks=callbacks)
+                      callbacks=callbacks, checkpoint_path=checkpoint_path)
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        trainer.load_checkpoint(checkpoint_path)
+        log.info("granularity heads continue after epoch %d of %d (%s)", trainer.state.epoch,
+                 epochs, checkpoint_path)
     state = trainer.fit()
     for head in heads:
         head.eval()
@@ -203,6 +209,11 @@ class HeadBank:
 
     def path(self, key: HeadKey) -> Path:
         return self.root / key.filename()
+
+    def progress_path(self, keys: list[HeadKey]) -> Path:
+        """The per-epoch checkpoint of training exactly ``keys`` together (not a ``*.pt`` name)."""
+        digest = hashlib.sha256("".join(sorted(k.digest() for k in keys)).encode()).hexdigest()
+        return self.root / f".progress-{keys[0].teacher_hash[:12]}-{digest[:12]}"
 
     def has(self, key: HeadKey) -> bool:
         return self._read(key) is not None
@@ -252,12 +263,15 @@ class HeadBank:
                 log.info("training %d granularity head(s) for %d epochs: %s", len(missing), epochs,
                          ", ".join(f"dim {k.dim} T {k.temperature:g}" for k in missing))
                 callbacks = callbacks_for(missing) if callbacks_for else None
+                progress = self.progress_path(missing)
                 heads, metrics = train_heads(teacher, splits,
                                              [(k.dim, k.temperature) for k in missing],
-                                             epochs=epochs, seed=seed, callbacks=callbacks)
+                                             epochs=epochs, seed=seed, callbacks=callbacks,
+                                             checkpoint_path=progress)
                 for key, head in zip(missing, heads):
                     atomic_torch_save({"format": HEAD_FORMAT, "key": asdict(key),
                                        "state_dict": head.state_dict(), "metrics": metrics},
                                       self.path(key))
+                progress.unlink(missing_ok=True)
                 trained.extend(missing)
         return trained

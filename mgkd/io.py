@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from mgkd.errors import ConfigError
 
 # Classes a checkpoint may hold beyond tensors and plain values: RepDistiller's ``*_last.pth``
@@ -46,6 +44,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch  # here, not at the top: the config and the command line load without torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     _atomic_write_bytes(Path(path), buffer.getvalue())
@@ -59,6 +59,8 @@ def safe_torch_load(path: str | Path, what: str, map_location: Any = "cpu") -> A
     is refused before it runs. ``what`` names the setting the file came from (e.g.
     ``"teacher_checkpoint"``) and starts every error message. Raises ConfigError for a missing,
     unreadable or refused file."""
+    import torch  # here, not at the top: the config and the command line load without torch
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{what}: {path} does not exist; give an existing checkpoint file.")

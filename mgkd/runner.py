@@ -1,23 +1,26 @@
 """Standalone runs behind the command line: distillation / final training, teacher, head bank."""
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from mgkd.callbacks import MetricsFile, ProgressLog, TensorBoardScalars, write_metrics
+from mgkd.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars, run_hparams,
+                            write_metrics)
 from mgkd.config import ExperimentConfig, resolve, save_config
 from mgkd.data import DataSplits, check_available
 from mgkd.distill import (final_metrics, head_bank, head_keys, load_config_splits, make_trainer,
                           prepare_knowledge)
 from mgkd.engine import EpochCallback, RunState, resolve_device
 from mgkd.errors import ConfigError
-from mgkd.io import atomic_torch_save, file_sha256, safe_torch_load
-from mgkd.teacher import TeacherRecipe, load_teacher, save_teacher, train_teacher
+from mgkd.io import atomic_torch_save, atomic_write_text, file_sha256, safe_torch_load
+from mgkd.paths import sweep_run_dir_of, writable_dir
+from mgkd.teacher import TeacherRecipe, load_teacher, save_teacher, teacher_path, train_teacher
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -40,6 +43,36 @@ def preflight(config: ExperimentConfig) -> None:
                           "existing file or null to train and cache a teacher.")
 
 
+def check_outputs(config: ExperimentConfig, out: Path) -> None:
+    """``out`` and ``cache_dir`` can be written, and a run never writes into a sweep's run dir:
+    checked before any training starts."""
+    sweep = sweep_run_dir_of(out)
+    if sweep is not None:
+        raise ConfigError(f"--out: {out} lies inside the sweep run dir {sweep}; a run never writes "
+                          "there. Choose a directory outside it, e.g. --out runs/final.")
+    sweep = sweep_run_dir_of(config.cache_dir)
+    if sweep is not None:  # reading a sweep's teacher and heads is fine; adding to them is not
+        missing = _uncached(config)
+        if missing:
+            raise ConfigError(
+                f"cache_dir: {config.cache_dir} lies inside the sweep run dir {sweep}, which lacks "
+                f"{missing} for this config, and a run never writes there. Point cache_dir "
+                "elsewhere, e.g. --set cache_dir=~/.cache/mgkd (the default).")
+    writable_dir(out, "--out", "choose another --out (a directory; it is created if missing).")
+    writable_dir(config.cache_dir, "cache_dir", "point it at a directory you can write, e.g. "
+                 "--set cache_dir=~/.cache/mgkd (teachers and granularity heads are cached there).")
+
+
+def _uncached(config: ExperimentConfig) -> str:
+    """What of the teacher and heads ``config`` needs is not in its cache yet ('' when nothing)."""
+    path = teacher_path(config)
+    if not path.is_file():
+        return "the teacher"
+    bank = head_bank(config)
+    absent = [k for k in head_keys(config, file_sha256(path)) if not bank.has(k)]
+    return f"{len(absent)} granularity head(s)" if absent else ""
+
+
 def _check_resume_config(config: ExperimentConfig, saved_path: Path) -> None:
     saved = yaml.safe_load(saved_path.read_text())
     current = config.to_dict()
@@ -53,29 +86,31 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
                  callbacks: list[EpochCallback] | None = None) -> RunResult:
     """Distil (or final-train) per ``config`` into ``out_dir``: config.yaml, metrics.json,
     TensorBoard events, checkpoint.pt (every epoch) and student.pt (final weights)."""
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     config = resolve(config)
     preflight(config)
-    checkpoint = out / CHECKPOINT
+    checkpoint, saved = out / CHECKPOINT, out / "config.yaml"
     if resume:
-        if not checkpoint.is_file():
-            raise ConfigError(f"--resume: no checkpoint at {checkpoint}; start the run without "
-                              "--resume.")
-        _check_resume_config(config, out / "config.yaml")
-    elif checkpoint.is_file():
-        raise ConfigError(f"{out} already holds a run ({checkpoint}); continue it with --resume or "
+        # A run stopped while its teacher or heads trained has a config.yaml and no checkpoint
+        # yet: it continues inside that training (the cache keeps its per-epoch progress).
+        if not saved.is_file():
+            raise ConfigError(f"--resume: {out} holds no run to continue (no checkpoint, no "
+                              f"{saved.name}); start the run without --resume.")
+        _check_resume_config(config, saved)
+    elif checkpoint.is_file() or saved.is_file():
+        raise ConfigError(f"{out} already holds a run ({saved}); continue it with --resume or "
                           "choose another --out.")
+    check_outputs(config, out)
+    save_config(config, saved)
     splits = load_config_splits(config)
     teacher_progress = [ProgressLog("teacher", config.teacher_epochs)]
     knowledge = prepare_knowledge(config, splits, teacher_callbacks=teacher_progress)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
 
-    board = TensorBoardScalars(out / "tensorboard")
+    board = TensorBoardScalars(out / "tensorboard", run_hparams(config.to_dict(), "mgkd train"))
     trainer = make_trainer(config, splits, knowledge, checkpoint_path=checkpoint, callbacks=[
         board, MetricsFile(out / "metrics.json", final_metrics),
         ProgressLog(f"{config.teacher}->{config.student}", config.epochs), *(callbacks or [])])
-    if resume:
+    if resume and checkpoint.is_file():
         trainer.load_checkpoint(checkpoint)
         log.info("resuming %s after epoch %d", out, trainer.state.epoch)
     try:
@@ -99,21 +134,40 @@ def save_student(model: torch.nn.Module, arch: str, num_classes: int, path: Path
                        "arch": arch, "num_classes": num_classes, **(extra or {})}, path)
 
 
-def run_teacher(config: ExperimentConfig, out_dir: str | Path) -> RunResult:
-    """Train ``config.teacher`` for ``config.teacher_epochs`` into ``out_dir/teacher.pt``."""
-    out = Path(out_dir)
+def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False
+                ) -> RunResult:
+    """Train ``config.teacher`` for ``config.teacher_epochs`` into ``out_dir/teacher.pt``,
+    checkpointing every epoch (``resume`` continues after the last finished one)."""
+    out = Path(out_dir).expanduser()
     preflight(config)
-    splits = load_config_splits(config).to(resolve_device(config.device))
     recipe = TeacherRecipe.from_config(config)
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint, saved = out / CHECKPOINT, out / "recipe.json"
+    if resume:
+        if not checkpoint.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {checkpoint}; start the teacher without "
+                              "--resume.")
+        if saved.is_file() and json.loads(saved.read_text()) != json.loads(
+                json.dumps(asdict(recipe))):  # compared as JSON: tuples come back as lists
+            raise ConfigError(f"--resume: the teacher in {out} was started with other settings "
+                              f"({saved}); resume with the same arguments or use a new --out.")
+    elif checkpoint.is_file() or (out / "teacher.pt").is_file():
+        raise ConfigError(f"{out} already holds a teacher run ({checkpoint}); continue it with "
+                          "--resume or choose another --out.")
+    sweep = sweep_run_dir_of(out)
+    if sweep is not None:
+        raise ConfigError(f"--out: {out} lies inside the sweep run dir {sweep}; a run never writes "
+                          "there. Choose a directory outside it.")
+    writable_dir(out, "--out", "choose another --out (a directory; it is created if missing).")
+    splits = load_config_splits(config).to(resolve_device(config.device))
+    atomic_write_text(saved, json.dumps(asdict(recipe), indent=1))
     board = TensorBoardScalars(out / "tensorboard")
     try:
-        model, metrics = train_teacher(recipe, splits, callbacks=[
+        model, metrics = train_teacher(recipe, splits, checkpoint_path=checkpoint, callbacks=[
             board, ProgressLog(f"teacher {config.teacher}", recipe.epochs)])
     finally:
         board.close()
     save_teacher(model, recipe.arch, splits.spec.num_classes, out / "teacher.pt",
-                 {"metrics": metrics})
+                 {"recipe": asdict(recipe), "metrics": metrics})
     history = metrics["history"]
     final = {"epochs": len(history), "val_acc": history[-1]["val_acc"],
              "test_acc": history[-1]["test_acc"], "best_val_acc": metrics["best_val_acc"]}
@@ -126,6 +180,8 @@ def fill_head_bank(config: ExperimentConfig, levels: list[tuple[int, float]]) ->
     preflight(config)
     if not config.teacher_checkpoint:
         raise ConfigError("heads: a teacher checkpoint is required (--teacher FILE).")
+    writable_dir(config.cache_dir, "--cache-dir", "point it at a directory you can write, e.g. "
+                 "--cache-dir ~/.cache/mgkd (the head bank lives under it).")
     device = resolve_device(config.device)
     splits: DataSplits = load_config_splits(config).to(device)
     path = Path(config.teacher_checkpoint).expanduser()
@@ -139,9 +195,17 @@ def fill_head_bank(config: ExperimentConfig, levels: list[tuple[int, float]]) ->
     return [bank.path(k) for k in keys]
 
 
-def teacher_arch_of(path: str | Path) -> str | None:
-    """The architecture stored in one of our teacher checkpoints, if it says. Read through the
-    restricted unpickler: a missing, unreadable or refused file is a ConfigError."""
+def teacher_facts(path: str | Path) -> dict[str, Any]:
+    """What one of our teacher checkpoints says about itself: ``arch``, and ``dataset`` /
+    ``data_options`` when it records its recipe; empty for other checkpoints (RepDistiller's).
+    Read through the restricted unpickler: a missing, unreadable or refused file is a
+    ConfigError."""
     raw = safe_torch_load(path, "--teacher")
-    arch = raw.get("arch") if isinstance(raw, dict) else None
-    return arch if isinstance(arch, str) else None
+    if not isinstance(raw, dict):
+        return {}
+    facts: dict[str, Any] = {"arch": raw["arch"]} if isinstance(raw.get("arch"), str) else {}
+    recipe = raw.get("recipe")
+    if isinstance(recipe, dict) and isinstance(recipe.get("data"), str):
+        data = json.loads(recipe["data"])
+        facts.update(dataset=data.get("dataset"), data_options=data.get("options") or {})
+    return facts

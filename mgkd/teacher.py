@@ -105,13 +105,27 @@ class ClassifierTask:
                 (logits.argmax(1) == batch.labels).sum())
 
 
+def progress_path(path: Path) -> Path:
+    """Where the training of the teacher cached at ``path`` keeps its per-epoch checkpoint until the
+    teacher is saved. Not a ``*.pt`` name: nothing takes it for a (half-trained) teacher."""
+    return path.with_name(f".{path.stem}.progress")
+
+
 def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
-                  callbacks: list[EpochCallback] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                  callbacks: list[EpochCallback] | None = None,
+                  checkpoint_path: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a teacher per ``recipe``. With ``checkpoint_path`` every epoch is checkpointed there,
+    and a checkpoint found there is continued: the result equals an uninterrupted run's."""
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.arch, splits.spec.num_classes, key="teacher").to(
         splits.train.images.device)
     trainer = Trainer(ClassifierTask(model), splits, recipe.schedule(),
-                      batch_size=recipe.batch_size, seed=recipe.seed, callbacks=callbacks)
+                      batch_size=recipe.batch_size, seed=recipe.seed, callbacks=callbacks,
+                      checkpoint_path=checkpoint_path)
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        trainer.load_checkpoint(checkpoint_path)
+        log.info("teacher %s continues after epoch %d of %d (%s)", recipe.arch,
+                 trainer.state.epoch, recipe.epochs, checkpoint_path)
     state = trainer.fit()
     model.eval()
     return model, {"history": state.history, "best_val_acc": state.best_val_acc}
@@ -142,9 +156,12 @@ def ensure_teacher(config: ExperimentConfig, splits: DataSplits, *,
         recipe = TeacherRecipe.from_config(config)
         log.info("training teacher %s on %s for %d epochs (cached at %s)", recipe.arch,
                  config.dataset, recipe.epochs, path)
-        model, metrics = train_teacher(recipe, splits, callbacks=callbacks)
+        progress = progress_path(path)  # the recipe's digest is in the name: it fits this recipe
+        model, metrics = train_teacher(recipe, splits, callbacks=callbacks,
+                                       checkpoint_path=progress)
         save_teacher(model, recipe.arch, splits.spec.num_classes, path,
                      {"recipe": asdict(recipe), "metrics": metrics})
+        progress.unlink(missing_ok=True)
     return path
 
 

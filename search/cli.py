@@ -1,4 +1,8 @@
-"""The ``mgkd`` program: the core commands of ``mgkd.cli`` plus the sweep commands."""
+"""The ``mgkd`` program: the core commands of ``mgkd.cli`` plus the sweep and analysis commands.
+
+Building the parser loads neither torch nor Ray nor Optuna: ``mgkd --help`` answers at once, and
+each handler imports what it needs.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,30 +12,68 @@ import sys
 from mgkd.cli import add_core_commands
 from mgkd.errors import MgkdError
 
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mgkd-tune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _resume_hint(run_dir) -> str:
+    if (run_dir / "sweep.yaml").is_file():
+        return f"continue it with `mgkd tune --resume {run_dir}`"
+    return "nothing was started yet; run the same command again"
+
 
 def cmd_tune(args: argparse.Namespace) -> int:
     # Ray, Optuna and the sweep machinery load only for this command.
     from search.sweep import default_sweep, load_sweep
-    from search.tune import format_summary, resume_sweep, run_sweep
+    from search.tune import format_summary, load_run_spec, run_sweep
 
     if args.resume and args.sweep:
         raise MgkdError("tune: give a sweep file or --resume RUN_DIR, not both.")
     if args.resume:
-        result = resume_sweep(args.resume)
+        spec = load_run_spec(args.resume, "--resume")
     else:
         spec = load_sweep(args.sweep) if args.sweep else default_sweep()
         if args.address:
             spec = type(spec).from_dict({**spec.to_dict(), "ray_address": args.address})
-        result = run_sweep(spec)
+    try:
+        result = run_sweep(spec, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        # A second Ctrl-C (or one before the Tuner started): stop at once. Optuna's sqlite
+        # transactions are atomic, and trials re-run from their last checkpoint.
+        print(f"mgkd tune: stopped at once; {_resume_hint(spec.run_dir)} (teachers, heads and "
+              "trials continue from their last finished epoch).", file=sys.stderr)
+        return INTERRUPTED
     print(format_summary(result))
+    if result.interrupted:
+        print(f"mgkd tune: interrupted before every study had its {spec.num_samples} trials; the "
+              f"sweep's state is saved: {_resume_hint(spec.run_dir)} (interrupted trials continue "
+              "from their last checkpoint).", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 
 def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("tune", help="run a sweep (no arguments: the built-in digits demo)")
-    p.add_argument("sweep", nargs="?", help="sweep YAML file (see sweeps/)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted sweep")
-    p.add_argument("--address", help="Ray cluster address (overrides the file's ray_address)")
+    p = subparsers.add_parser(
+        "tune", help="run a sweep (no arguments: the built-in digits demo)",
+        description="Run a sweep: validate the sweep file, prepare teachers and head banks once, "
+                    "then one Optuna study (TPE + ASHA) per (pair, method, mode) under one Ray "
+                    "Tuner. Ctrl-C stops cleanly (exit 130) and saves the state for --resume; a "
+                    "second Ctrl-C stops at once.")
+    p.add_argument("sweep", nargs="?", metavar="SWEEP_FILE",
+                   help="sweep YAML file (see sweeps/; default: the built-in demo, sweeps/demo.yaml)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the interrupted sweep in RUN_DIR (<storage_path>/<name>): no "
+                        "finished trial re-runs")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="Ray cluster to join, or 'auto' (default: the file's ray_address; null "
+                        "starts a local Ray)")
     p.set_defaults(handler=cmd_tune)
 
 
@@ -40,7 +82,8 @@ def add_confirm_to_best(subparsers: argparse._SubParsersAction) -> None:
     seeds (through Ray, so it lives here, not in analysis), then show the table as usual."""
     best = subparsers.choices["best"]
     best.add_argument("--confirm", type=int, metavar="K",
-                      help="re-run the top K configs of every study with more seeds first")
+                      help="re-run the top K configs of every study with more seeds first, through "
+                           "Ray (default: no confirmation runs)")
     best.add_argument("--seeds", type=int, default=3, metavar="S",
                       help="further seeds per confirmed config (default 3)")
     show = best.get_default("handler")
@@ -56,7 +99,9 @@ def add_confirm_to_best(subparsers: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mgkd", description="Multi-granularity knowledge distillation and its tuning.")
+        prog="mgkd", description="Multi-granularity knowledge distillation and its tuning. "
+                                 "`mgkd COMMAND --help` describes each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_core_commands(subparsers)
@@ -80,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mgkd {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mgkd {args.command}: interrupted; a run with a checkpoint continues with --resume.",
+        hint = getattr(args, "resume_hint", None)
+        print(f"mgkd {args.command}: interrupted" + (f"; {hint}" if hint else "."),
               file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

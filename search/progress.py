@@ -20,6 +20,7 @@ class StudyCounts:
     done: int = 0
     pruned: int = 0
     errored: int = 0
+    interrupted: int = 0  # running when the sweep was stopped (Ctrl-C): they re-run on --resume
     best_val_acc: float | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -35,7 +36,9 @@ def classify(status: str, last_result: dict[str, Any], epochs: int) -> str:
     return "pending"  # PENDING, PAUSED
 
 
-def count_trials(trials: list, epochs: dict[str, int]) -> dict[str, StudyCounts]:
+def count_trials(trials: list, epochs: dict[str, int],
+                 interrupted: frozenset[str] = frozenset()) -> dict[str, StudyCounts]:
+    """Per study; trials whose ids are in ``interrupted`` count as interrupted, not pruned."""
     counts = {key: StudyCounts() for key in epochs}
     for trial in trials:
         key = trial.config.get("study")
@@ -43,6 +46,8 @@ def count_trials(trials: list, epochs: dict[str, int]) -> dict[str, StudyCounts]
             continue
         study = counts[key]
         kind = classify(trial.status, trial.last_result or {}, epochs[key])
+        if interrupted and kind != "errored" and trial.trial_id in interrupted:
+            kind = "interrupted"
         setattr(study, kind, getattr(study, kind) + 1)
         if kind == "errored" and trial.error_file:
             study.errors.append(trial.error_file)
@@ -54,11 +59,14 @@ def count_trials(trials: list, epochs: dict[str, int]) -> dict[str, StudyCounts]
 
 def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int]) -> str:
     width = max([len("study")] + [len(k) for k in counts])
-    lines = [f"{'study':<{width}}  total  run  done  pruned  err  best val_acc"]
+    stopped = any(c.interrupted for c in counts.values())  # the column only after a Ctrl-C
+    lines = [f"{'study':<{width}}  total  run  done  pruned  err  best val_acc"
+             + ("  interrupted" if stopped else "")]
     for key, c in counts.items():
         best = "-" if c.best_val_acc is None else f"{c.best_val_acc:.2f}"
         lines.append(f"{key:<{width}}  {samples[key]:>5}  {c.running:>3}  {c.done:>4}  "
-                     f"{c.pruned:>6}  {c.errored:>3}  {best:>12}")
+                     f"{c.pruned:>6}  {c.errored:>3}  {best:>12}"
+                     + (f"  {c.interrupted:>11}" if stopped else ""))
     return "\n".join(lines)
 
 
@@ -70,14 +78,27 @@ class ProgressTable(Callback):
         self.samples = samples
         self.interval = interval
         self._last = 0.0
+        self._running: set[str] = set()  # ids of trials running and not yet ended
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._running |= {t.trial_id for t in trials if t.status == "RUNNING"}
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
             log.info("sweep progress\n%s", format_counts(count_trials(trials, self.epochs),
                                                          self.samples))
 
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._running.discard(trial.trial_id)  # finished, or stopped by ASHA
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._running.discard(trial.trial_id)
+
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        log.info("sweep finished\n%s", format_counts(count_trials(trials, self.epochs),
-                                                     self.samples))
+        # Tune marks the trials it stops on Ctrl-C TERMINATED without ending them: those still
+        # running here were interrupted, not pruned.
+        interrupted = frozenset(t.trial_id for t in trials if t.trial_id in self._running
+                                and t.status != "ERROR")
+        counts = count_trials(trials, self.epochs, interrupted)
+        title = "sweep interrupted" if interrupted else "sweep finished"
+        log.info("%s\n%s", title, format_counts(counts, self.samples))

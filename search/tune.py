@@ -24,6 +24,7 @@ from mgkd.io import atomic_write_text
 from search.multistudy import (PAPER_DEFAULT_ATTR, MultiStudySearcher, PerStudyASHA,
                                StudyEntry)
 from search.progress import ProgressTable
+from search.tblog import OutcomeTBXLogger
 from search.sweep import Study, SweepSpec, load_sweep, validate_sweep
 from spaces import build_space
 from trainables.distill import distill_trainable, teacher_key
@@ -73,6 +74,7 @@ class StudySummary:
 class SweepResult:
     run_dir: Path
     studies: list[StudySummary]
+    interrupted: bool = False  # stopped (Ctrl-C) before every study had all its trials
 
 
 # ---- set-up -------------------------------------------------------------------------------------
@@ -122,8 +124,19 @@ def _trial_dirname(trial) -> str:
     return f"{trial.config.get('study', 'trial')}_{trial.config.get('trial_number', 0):03d}_{trial.trial_id}"
 
 
+class _NoRestoreHint(logging.Filter):
+    """Drops Ray's "Resume experiment with: Tuner.restore(...)": `mgkd tune` names its own
+    command (`mgkd tune --resume RUN_DIR`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
 def quiet_ray() -> None:
     """The sweep prints its own progress table: keep Ray's and Optuna's chatter out of the way."""
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoRestoreHint) for f in tune_log.filters):
+        tune_log.addFilter(_NoRestoreHint())
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -149,7 +162,7 @@ def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(run_dir.parent), verbose=0,
-            callbacks=[progress, *callbacks],
+            callbacks=[progress, OutcomeTBXLogger(), *callbacks],
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
@@ -164,7 +177,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
                                             "GPU": float(torch.cuda.device_count())}
     studies = validate_sweep(spec, cluster_resources=local, check_data=True)
     run_dir = spec.run_dir
-    if resume and not tune.Tuner.can_restore(str(run_dir)):
+    # A sweep stopped while its teachers were prepared has its sweep.yaml but no Tuner state yet:
+    # it starts its Tuner afresh (the teachers continue from their per-epoch checkpoints).
+    restore = resume and tune.Tuner.can_restore(str(run_dir))
+    if resume and not restore and not (run_dir / SWEEP_FILE).is_file():
         raise ConfigError(f"--resume: {run_dir} holds no sweep state to resume; run the sweep "
                           "without --resume.")
     if not resume and (run_dir / SWEEP_FILE).exists():
@@ -181,14 +197,18 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
     log.info("sweep %s: %d studies x %d samples -> %s", spec.name, len(studies),
              spec.num_samples, run_dir)
     trainable = build_trainable(spec, studies, entries)
-    if resume:
+    if restore:
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False)
     else:
         tuner = _new_tuner(spec, entries, trainable, list(callbacks or []))
+    # The first Ctrl-C makes Tune stop its trials, save its state and return (a second one
+    # raises KeyboardInterrupt at once); an incomplete sweep after fit() means it was interrupted.
     tuner.fit()
     sizes = {e.key: validation_size(e.space.base) for e in entries}
-    return SweepResult(run_dir, summarize(run_dir, [e.key for e in entries], sizes))
+    summaries = summarize(run_dir, [e.key for e in entries], sizes)
+    unfinished = [s.key for s in summaries if s.complete + s.pruned + s.failed < spec.num_samples]
+    return SweepResult(run_dir, summaries, interrupted=bool(unfinished))
 
 
 def load_run_spec(run_dir: str | Path, action: str) -> SweepSpec:

@@ -25,6 +25,7 @@ from analysis.formats import FORMATS, best_document
 from analysis.load import load_run
 from analysis.report import write_report
 from analysis.run import read_run
+from mgkd.callbacks import REPORTED
 from mgkd.config import ExperimentConfig, load_config
 from mgkd.errors import MgkdError
 
@@ -48,6 +49,11 @@ def same(a, b) -> bool:
     """Equal, with None / NaN / pandas NA all meaning 'no value'."""
     empty = lambda v: v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "<NA>"
     return (empty(a) and empty(b)) or a == b
+
+
+def paths_of(experiment: dict) -> dict:
+    """The machine-specific paths of a trial's config (an export replaces them)."""
+    return {"cache_dir": experiment["cache_dir"], "data_dir": experiment["data_dir"]}
 
 
 def expected_winners(run_dir: Path) -> dict:
@@ -217,7 +223,8 @@ def test_a_confirmed_winner_replaces_the_single_run_winner(real_run, tmp_path):
 
     (exported,) = [e for e in export_configs(run_dir, tmp_path / "best") if e.study == key]
     params = json.loads((trial_dir_of(run_dir, key, runner_up.number) / "params.json").read_text())
-    assert exported.config.replace(epochs=4, val_fraction=0.25).to_dict() == params["experiment"]
+    assert exported.config.replace(epochs=4, val_fraction=0.25, **paths_of(params["experiment"])
+                                   ).to_dict() == params["experiment"]
     assert "mean of 3 seeds" in exported.path.read_text().splitlines()[1]
 
 
@@ -233,11 +240,17 @@ def test_export_writes_each_winner_for_the_full_budget_on_the_full_training_set(
         config = load_config(path)
         trial = json.loads((trial_dir_of(real_run, key, winner.number) / "params.json").read_text())
         assert config.epochs == sweep["base"]["epochs"] and config.val_fraction == 0.0
-        assert config.replace(val_fraction=sweep["base"]["val_fraction"]).to_dict() == \
-            trial["experiment"]
+        assert config.replace(val_fraction=sweep["base"]["val_fraction"],
+                              **paths_of(trial["experiment"])).to_dict() == trial["experiment"]
+        # portable: the user's default paths, none of the sweep machine's
+        defaults = ExperimentConfig()
+        assert (config.cache_dir, config.data_dir) == (defaults.cache_dir, defaults.data_dir)
+        body = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+        assert not any(str(real_run) in line or str(real_run.parent) in line for line in body)
         header = path.read_text().splitlines()[:2]
         assert key in header[0] and f"trial {winner.number}" in header[1]
         assert f"val_acc {winner.value:.2f}" in header[1]
+        assert "--set data_dir=PATH cache_dir=PATH" in path.read_text()
 
 
 def test_an_exported_config_reproduces_its_trial_exactly(real_run, tmp_path):
@@ -249,26 +262,119 @@ def test_an_exported_config_reproduces_its_trial_exactly(real_run, tmp_path):
     command = exported.path.read_text().split("\n# Reproduce the trial", 1)[1].splitlines()[1]
     assert command == (f"#   mgkd train --config THIS_FILE --out DIR --threads 1 --set "
                        f"epochs={trial_last['epoch']} val_fraction=0.25")  # 1 CPU per trial
+    cache = real_run / "cache"
+    assert f"add cache_dir={cache} to load" in exported.path.read_text()
+    before = tree_state(real_run)
     result = mgkd("train", "--config", exported.path, "--out", tmp_path / "final", "--threads", "1",
-                  "--set", f"epochs={trial_last['epoch']}", "val_fraction=0.25")
+                  "--set", f"epochs={trial_last['epoch']}", "val_fraction=0.25",
+                  "--set", f"cache_dir={cache}")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (real_run / "cache").rglob("*.pt")) == cached  # loaded, not trained
+    assert sorted(p.name for p in cache.rglob("*.pt")) == cached  # loaded, not trained
+    assert tree_state(real_run) == before  # nothing written into the sweep's run dir
     final = json.loads((tmp_path / "final" / "metrics.json").read_text())["history"][-1]
     assert final["val_acc"] == trial_last["val_acc"] == winner.value
     assert final["val_loss"] == trial_last["val_loss"]
     assert final["test_acc"] == trial_last["test_acc"]
 
+    # In one TensorBoard the final run overlays its trial: the same tags, the same hparam names.
+    trial_dir = trial_dir_of(real_run, key, winner.number)
+    trial_tags, trial_hparams = board_contents(trial_dir)
+    final_tags, final_hparams = board_contents(tmp_path / "final" / "tensorboard")
+    assert {f"ray/tune/{name}" for name in REPORTED} <= trial_tags & final_tags
+    assert {"study", "outcome", "experiment/lr", "experiment/temperature"} <= \
+        set(trial_hparams) & set(final_hparams)
+    assert final_hparams["study"] == trial_hparams["study"] == key
+    assert final_hparams["experiment/lr"] == trial_hparams["experiment/lr"]
+    assert (trial_hparams["outcome"], final_hparams["outcome"]) == ("complete", "mgkd train")
+
+    # A final training may not write new teachers or heads into the sweep's run dir.
+    refused = mgkd("train", "--config", exported.path, "--out", tmp_path / "final-full",
+                   "--set", f"cache_dir={cache}")
+    assert refused.returncode == 2 and "lies inside the sweep run dir" in refused.stderr
+    assert tree_state(real_run) == before and not (tmp_path / "final-full" / "config.yaml").exists()
+
+
+def board_contents(log_dir: Path) -> tuple[set[str], dict]:
+    """(scalar tags, HPARAMS session values) of the event files in ``log_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    hparams = {name: getattr(value, value.WhichOneof("kind"))
+               for name, value in session.hparams.items()}
+    return set(events.Tags()["scalars"]), hparams
+
+
+def test_trials_stopped_by_asha_are_marked_in_the_hparams_view(real_run):
+    outcomes = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned (ASHA)",
+                TrialState.FAIL: "errored"}
+    seen = set()
+    for key in STUDIES:
+        for trial in optuna_trials(real_run, key):
+            if trial.state not in outcomes:
+                continue
+            trial_dir = trial_dir_of(real_run, key, trial.number)
+            if trial.state == TrialState.FAIL and not result_lines(trial_dir):
+                continue  # diverged before its first report: Ray writes no hparams then
+            _, hparams = board_contents(trial_dir)
+            assert hparams["outcome"] == outcomes[trial.state], (key, trial.number)
+            seen.add(trial.state)
+    assert seen == set(outcomes)
+
+
+def tree_state(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every entry under ``folder``: its size and content hash (links: their target)."""
+    import hashlib
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        rel = str(path.relative_to(folder))
+        if path.is_symlink():
+            state[rel] = (0, str(path.readlink()))
+        elif path.is_file():
+            state[rel] = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+        else:
+            state[rel] = (-1, "dir")
+    return state
+
+
+def test_analysis_commands_leave_the_run_dir_unchanged(real_run, tmp_path):
+    run_dir = damaged(real_run, tmp_path)
+    before = tree_state(run_dir)
+    for args in (["best", run_dir], ["best", run_dir, "--format", "json"],
+                 ["export", run_dir, "--out", tmp_path / "best"],
+                 ["board", run_dir, "--print", "--logdir", tmp_path / "board"],
+                 ["board", run_dir, "--print"],
+                 ["report", run_dir, "--out", tmp_path / "report", "--top", "2"]):
+        result = mgkd(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert tree_state(run_dir) == before, args
+    inside = mgkd("report", run_dir, "--out", run_dir / "report")
+    assert inside.returncode == 2 and "inside the run dir" in inside.stderr
+    inside = mgkd("board", run_dir, "--print", "--logdir", run_dir / "board")
+    assert inside.returncode == 2 and "inside the run dir" in inside.stderr
+    assert tree_state(run_dir) == before
+
 
 # ---- mgkd board --------------------------------------------------------------------------------
 def test_board_links_the_top_trials_under_readable_names(real_run, tmp_path):
     run_dir = damaged(real_run, tmp_path)
-    result = mgkd("board", run_dir, "--top", "2", "--port", "6123", "--print")
-    assert result.returncode == 0, result.stderr
+    logdir = tmp_path / "links"
+    logdir.mkdir()
+    (logdir / "mine.txt").write_text("not the board's")
+    refused = mgkd("board", run_dir, "--print", "--logdir", logdir)  # never deletes user files
+    assert refused.returncode == 2 and "did not make" in refused.stderr
+    (logdir / "mine.txt").unlink()
+    for _ in range(2):  # the second call rebuilds the tree it made
+        result = mgkd("board", run_dir, "--top", "2", "--port", "6123", "--print",
+                      "--logdir", logdir)
+        assert result.returncode == 0, result.stderr
     command = result.stdout.strip().splitlines()[-1]
-    assert command.endswith(f"--logdir {run_dir / 'board'} --port 6123")
-    assert "tensorboard" in command
+    assert command.endswith(f"--logdir {logdir} --port 6123")
+    assert "tensorboard" in command and not (run_dir / "board").exists()
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-    board = EventMultiplexer().AddRunsFromDirectory(str(run_dir / "board"))
+    board = EventMultiplexer().AddRunsFromDirectory(str(logdir))
     board.Reload()
     names = sorted(board.Runs())
     for key in STUDIES:
@@ -280,7 +386,7 @@ def test_board_links_the_top_trials_under_readable_names(real_run, tmp_path):
         shown = [n for n in names if n.startswith(f"{pair}/{method}-{mode}/")]
         assert len(shown) == 2 and shown[:len(expected)] == expected
         for name, trial in zip(expected, ranked):
-            links = list((run_dir / "board" / name).iterdir())
+            links = list((logdir / name).iterdir())
             assert links and all(l.is_symlink() and l.resolve().parent ==
                                  trial_dir_of(run_dir, key, trial.number) for l in links)
             curve = [e.value for e in board.Scalars(name, "ray/tune/val_acc")]
@@ -310,6 +416,20 @@ class _Page(HTMLParser):
     def handle_endtag(self, tag):
         if tag in ("td", "span") and self._open:
             self.numbers.append(tuple(self._open.pop()))
+
+
+def test_parallel_coordinates_use_log_axes_for_log_sampled_parameters(real_run):
+    from analysis.optuna_db import log_sampled
+    from analysis.plots import _axis
+    logs = log_sampled(real_run / "optuna.db", STUDIES[0])
+    assert {"lr", "weight_decay"} <= logs and "g0_dim" not in logs and "ce_weight" not in logs
+    values = [0.01, 0.1, 10 ** -1.5]
+    axis = _axis("lr", values, log=True)
+    assert axis.log and axis.scaled == pytest.approx([0.0, 1.0, 0.5])
+    assert [label for _, label in axis.ticks] == ["0.01", "0.0316", "0.1"]
+    linear = _axis("lr", values, log=False)
+    assert not linear.log and linear.scaled[2] == pytest.approx((10 ** -1.5 - 0.01) / 0.09)
+    assert _axis("g3_dim", [None, None]) is None  # a level no shown trial has: no empty axis
 
 
 def assert_png(path: Path) -> None:
@@ -461,7 +581,7 @@ def test_a_running_sweep_and_a_study_without_a_finished_trial(real_run, tmp_path
         assert [p.name for p in (tmp_path / "best").iterdir()] == [f"{plain}.yaml"]
     report = write_report(run_dir, tmp_path / "report")
     assert "No trial finished yet" in report.index.read_text()
-    board = build_board(read_run(run_dir), top=2)
+    board = build_board(read_run(run_dir), top=2, logdir=tmp_path / "board")
     assert any(r.study == mas and "running" in r.name for r in board.runs)
 
 

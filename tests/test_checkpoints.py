@@ -26,7 +26,7 @@ from mgkd.engine import Schedule, Trainer
 from mgkd.errors import ConfigError
 from mgkd.granularity import HeadBank, HeadKey
 from mgkd.models import create_model
-from mgkd.runner import teacher_arch_of
+from mgkd.runner import teacher_facts
 from mgkd.teacher import ClassifierTask, load_teacher
 
 from conftest import TINY_DATA
@@ -180,7 +180,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
     assert str(path) in message and "refused" in message and "weights_only=True" in message
     assert "would need the Python object" in message and "\n" not in message
     with pytest.raises(ConfigError, match="refused"):
-        teacher_arch_of(path)
+        teacher_facts(path)
 
     splits = load_splits("synthetic", ".", val_fraction=0.25, options=TINY_DATA)
     trainer = Trainer(ClassifierTask(create_model("resnet8", 4)), splits,

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from mgkd.callbacks import REPORTED
 from mgkd.data import load_splits
 from mgkd.engine import InitStage, Schedule, Trainer
 from mgkd.errors import TrainingDiverged
@@ -78,8 +79,25 @@ def test_tensorboard_events_hold_every_metric(tmp_path, tiny_config):
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train_loss", "loss_granularity", "val_acc", "test_acc", "lr"} <= tags
-    assert [e.step for e in events.Scalars("val_acc")] == [1, 2]
+    # the tags a sweep trial's metrics get from Ray's logger: a final run overlays its trial
+    assert {f"ray/tune/{name}" for name in REPORTED} <= tags
+    assert [e.step for e in events.Scalars("ray/tune/val_acc")] == [1, 2]
+    hparams = read_hparams(tmp_path / "run" / "tensorboard")
+    assert hparams["outcome"] == "mgkd train" and hparams["experiment/epochs"] == 2
+    assert hparams["study"] == "resnet8x4__resnet8__kd__mas"
+    assert hparams["experiment/lr"] == 0.05  # resolved: the value that ran
+
+
+def read_hparams(log_dir):
+    """The HPARAMS session of the run in ``log_dir``: {name: value}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+            for name, value in session.hparams.items()}
 
 
 def test_an_existing_run_is_not_overwritten_and_resume_needs_one(tmp_path, tiny_config):

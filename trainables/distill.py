@@ -18,6 +18,7 @@ import ray
 import torch
 from ray import tune
 
+from mgkd.callbacks import REPORTED
 from mgkd.config import ExperimentConfig
 from mgkd.data import DataSplits
 from mgkd.distill import Knowledge, make_trainer
@@ -25,9 +26,6 @@ from mgkd.engine import EpochReport
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
-# Keys every trial reports each epoch, in every trial alike (TensorBoard curves line up).
-REPORTED = ("epoch", "train_loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity",
-            "val_acc", "val_loss", "test_acc", "best_val_acc", "lr")
 
 
 def teacher_key(teacher: str, checkpoint: str | None) -> str:
