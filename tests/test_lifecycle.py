@@ -16,6 +16,7 @@ from mgkd.config import ExperimentConfig, parse_overrides
 from mgkd.distill import head_bank, head_keys, load_config_splits
 from mgkd.errors import ConfigError
 from mgkd.io import file_sha256
+from mgkd.models import create_model
 from mgkd.runner import run_training
 from mgkd.teacher import cached_teacher_path, ensure_teacher, load_teacher, progress_path
 
@@ -203,10 +204,16 @@ def test_teacher_heads_and_export_refuse_bad_paths(tmp_path):
     assert_clean_error(result, "--out", "existing file")
     _no_training(result)
     result = mgkd("heads", "--teacher", a_file, "--arch", "resnet8", "--dims", "8",
+                  "--temperatures", "2", "--epochs", "1", "--dataset", "digits")
+    assert_clean_error(result, "--teacher", "could not be read as a torch checkpoint")
+    # A RepDistiller-style file: weights only, nothing about its data set.
+    foreign = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"model": create_model("resnet8", 10).state_dict(), "epoch": 240}, foreign)
+    result = mgkd("heads", "--teacher", foreign, "--arch", "resnet8", "--dims", "8",
                   "--temperatures", "2", "--epochs", "1", "--dataset", "digits",
                   "--cache-dir", "/proc/mgkd-cannot-exist")
     assert_clean_error(result, "--cache-dir", "cannot be created or written")
-    result = mgkd("heads", "--teacher", a_file, "--arch", "resnet8", "--dims", "8",
+    result = mgkd("heads", "--teacher", foreign, "--arch", "resnet8", "--dims", "8",
                   "--temperatures", "2", "--epochs", "1")
     assert_clean_error(result, "--dataset")  # not our checkpoint: it cannot say its data set
     result = mgkd("export", tmp_path / "no-run", "--out", tmp_path / "o")
