@@ -73,6 +73,7 @@ class MultiStudySearcher(Searcher):
         self._trials: dict[str, tuple[str, int]] = {}  # Ray trial id -> (study key, trial number)
         self._studies: dict[str, optuna.Study] = {}  # opened lazily; not pickled
         self._live: dict[str, optuna.Trial] = {}  # trial handles of this process; not pickled
+        self._synced = False  # counted the trials the database holds beyond our state (see _sync)
 
     # ---- pickling and Ray's searcher checkpoints -------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -87,6 +88,7 @@ class MultiStudySearcher(Searcher):
     def set_state(self, state: dict[str, Any]) -> None:
         self._started.update(state["started"])
         self._trials = dict(state["trials"])
+        self._synced = False
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
@@ -117,6 +119,25 @@ class MultiStudySearcher(Searcher):
             self._studies[key] = study
         return self._studies[key]
 
+    def _sync(self) -> None:
+        """Count finished trials that the database holds and this searcher's state does not.
+
+        Ray snapshots the searcher now and then; a driver killed after a snapshot may already have
+        asked, run and told further trials. They are done (their results are in the study), so
+        they count as started: otherwise a resumed sweep would run more than ``num_samples``."""
+        existing = set(optuna.get_all_study_names(self._storage_url))
+        for key in self._entries:
+            if key not in existing:
+                continue
+            known = {number for k, number in self._trials.values() if k == key}
+            extra = [t.number for t in self.study(key).get_trials(deepcopy=False)
+                     if t.state.is_finished() and t.number not in known]
+            if extra:
+                log.info("study %s: %d trial(s) finished after the last saved sweep state "
+                         "count as done", key, len(extra))
+                self._started[key] += len(extra)
+        self._synced = True
+
     def _next_study(self) -> str | None:
         open_keys = [k for k, e in self._entries.items() if self._started[k] < e.num_samples]
         if not open_keys:
@@ -142,6 +163,8 @@ class MultiStudySearcher(Searcher):
 
     # ---- Searcher interface ---------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if not self._synced:
+            self._sync()
         key = self._next_study()
         if key is None:
             return Searcher.FINISHED

@@ -115,3 +115,25 @@ def test_asha_compares_trials_only_within_their_study():
     third = scheduler.on_trial_result(None, fake_trial("w2", "weak"), {"epoch": 1, "val_acc": 1.0})
     assert third == TrialScheduler.STOP  # the worst of its own study at the rung is stopped
     assert scheduler.on_trial_result(None, strong[0], {"epoch": 4, "val_acc": 1.0}) == TrialScheduler.STOP
+
+
+def test_trials_finished_after_the_last_saved_state_count_on_restore(tmp_path, searcher):
+    """A driver killed after Ray's last searcher snapshot may already have asked, run and told
+    more trials; a searcher restored from that snapshot must not run them again on top."""
+    first = searcher.suggest("t0")
+    snapshot = searcher.get_state()
+    searcher.on_trial_complete("t0", {"val_acc": 40.0, "epoch": 4})
+    for trial_id in ("t1", "t2"):  # asked and finished after the snapshot
+        searcher.suggest(trial_id)
+        searcher.on_trial_complete(trial_id, {"val_acc": 50.0, "epoch": 4})
+
+    restored = MultiStudySearcher([entry("a"), entry("b", mode="plain", samples=2)],
+                                  f"sqlite:///{tmp_path / 'optuna.db'}", seed=1)
+    restored.set_state(snapshot)
+    restored.on_trial_complete("t0", {"val_acc": 40.0, "epoch": 4})  # Ray re-reports t0
+    more = []
+    while (config := restored.suggest(f"r{len(more)}")) != Searcher.FINISHED:
+        more.append(config)
+    assert first["study"] == "a"
+    assert len(more) == 5 - 3  # 3 of the 5 samples were already done
+    assert len(load(tmp_path, "a").trials) == 3 and len(load(tmp_path, "b").trials) == 2
