@@ -3,6 +3,8 @@ initialisation. Each family keeps its own module names (RepDistiller's), so no s
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -40,3 +42,16 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
+
+
+def pool_and_classify(last: Tensor, classifier: nn.Module, feats: list[Tensor],
+                      features: bool) -> Tensor | tuple[list[Tensor], Tensor]:
+    """Global-average-pool the last map into the embedding and classify it: logits, or
+    ``(feats + [embedding], logits)`` when ``features``. The pooling kernel is the whole map:
+    RepDistiller pools a fixed 8x8 (4x4) map the same way, and smaller inputs still work."""
+    embedding = torch.flatten(F.avg_pool2d(last, last.shape[-2:]), 1)
+    logits = classifier(embedding)
+    if features:
+        feats.append(embedding)
+        return feats, logits
+    return logits

@@ -14,11 +14,9 @@ rectified; the head is a 1x1 conv to 1280 channels with BN-ReLU, so the embeddin
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgkd.models.common import init_weights
+from mgkd.models.common import init_weights, pool_and_classify
 
 # Inverted-residual groups at width 1.0: (channels, units, stride of the first unit). The first
 # group uses expansion 1, the others the model's expansion ratio.
@@ -102,10 +100,4 @@ class MobileNetV2(nn.Module):
             if index in FEATURE_GROUPS:
                 feats.append(x)
         final = self.conv2(x)
-        # Global average pool: the kernel is the whole map (RepDistiller pools a fixed 32x32 size).
-        embedding = torch.flatten(F.avg_pool2d(final, final.shape[-2:]), 1)
-        logits = self.classifier(embedding)
-        if features:
-            feats.append(embedding)
-            return feats, logits
-        return logits
+        return pool_and_classify(final, self.classifier, feats, features)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgkd.models.common import ChannelShuffle, init_weights
+from mgkd.models.common import ChannelShuffle, init_weights, pool_and_classify
 
 STEM_CHANNELS = 24
 
@@ -100,10 +100,4 @@ class ShuffleNetV1(nn.Module):
         for stage in (self.layer1, self.layer2, self.layer3):
             x = stage(x)
             feats.append(x)
-        # Global average pool: the kernel is the whole map (RepDistiller pools a fixed 32x32 size).
-        embedding = torch.flatten(F.avg_pool2d(x, x.shape[-2:]), 1)
-        logits = self.linear(embedding)
-        if features:
-            feats.append(embedding)
-            return feats, logits
-        return logits
+        return pool_and_classify(x, self.linear, feats, features)

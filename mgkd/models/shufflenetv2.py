@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgkd.models.common import channel_shuffle, init_weights
+from mgkd.models.common import channel_shuffle, init_weights, pool_and_classify
 
 STEM_CHANNELS = 24
 
@@ -120,10 +120,4 @@ class ShuffleNetV2(nn.Module):
             x = stage(x)
             feats.append(x)
         final = F.relu(self.bn2(self.conv2(x)))
-        # Global average pool: the kernel is the whole map (RepDistiller pools a fixed 32x32 size).
-        embedding = torch.flatten(F.avg_pool2d(final, final.shape[-2:]), 1)
-        logits = self.linear(embedding)
-        if features:
-            feats.append(embedding)
-            return feats, logits
-        return logits
+        return pool_and_classify(final, self.linear, feats, features)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgkd.models.common import init_weights
+from mgkd.models.common import init_weights, pool_and_classify
 
 
 class PreActUnit(nn.Module):
@@ -90,10 +90,4 @@ class WideResNet(nn.Module):
             x = stage(x)
             feats.append(x)
         final = F.relu(self.bn1(x))
-        # Global average pool: the kernel is the whole map (RepDistiller pools a fixed 32x32 size).
-        embedding = torch.flatten(F.avg_pool2d(final, final.shape[-2:]), 1)
-        logits = self.fc(embedding)
-        if features:
-            feats.append(embedding)
-            return feats, logits
-        return logits
+        return pool_and_classify(final, self.fc, feats, features)
