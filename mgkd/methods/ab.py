@@ -10,7 +10,7 @@ from torch import nn
 
 from mgkd.errors import ConfigError
 from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, check_form, register
-from mgkd.methods.common import match_spatial, stage_pairs
+from mgkd.methods.common import InitStageTransfer, match_spatial, stage_pairs
 
 
 def _connector(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -38,7 +38,7 @@ def ab_stage_loss(source: torch.Tensor, teacher: torch.Tensor, margin: float) ->
 
 
 @register
-class ABMethod(DistillMethod):
+class ABMethod(InitStageTransfer, DistillMethod):
     """Activation boundaries of every paired stage output (the stem excluded, as RepDistiller's
     ``feat[1:-1]``), each student map pooled/interpolated to the teacher's size and mapped to its
     width by a 1x1 conv + BN connector.
@@ -78,15 +78,6 @@ class ABMethod(DistillMethod):
             _connector(s_shapes[si][0], t_shapes[ti][0]) for si, ti in self.pairs)
         n = len(self.pairs)
         self.stage_weights = [2.0 ** (i - n + 1) for i in range(n)]
-
-    def forward(self, inputs: MethodInputs) -> torch.Tensor:
-        """The main stage's term: the transfer loss (paper form) or 0 (RepDistiller form)."""
-        if self.form == "repdistiller":
-            return inputs.student_features[0].new_zeros((), dtype=torch.float32)
-        return self.transfer_loss(inputs)
-
-    def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
-        return self.transfer_loss(inputs)
 
     def transfer_loss(self, inputs: MethodInputs) -> torch.Tensor:
         """Weighted sum over paired stages of the AB loss."""

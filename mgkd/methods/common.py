@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mgkd.methods.base import Shape
+from mgkd.methods.base import MethodInputs, Shape
 
 
 def stage_pairs(student_shapes: list[Shape], teacher_shapes: list[Shape],
@@ -37,3 +37,22 @@ def soft_kl(student_logits: torch.Tensor, target_logits: torch.Tensor,
     log_p_target = F.log_softmax(target_logits / temperature, dim=1)
     kl = F.kl_div(log_p_student, log_p_target, reduction="batchmean", log_target=True)
     return kl * temperature ** 2
+
+
+class InitStageTransfer:
+    """For ab and fsp: ``transfer_loss`` is the init stage's objective, and in the main stage it
+    stays on (the paper's form, so beta means something to a search) or is 0 with ``form:
+    repdistiller`` (RepDistiller drops it after the init stage). Mixed in before DistillMethod."""
+
+    form: str
+
+    def transfer_loss(self, inputs: MethodInputs) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, inputs: MethodInputs) -> torch.Tensor:
+        if self.form == "repdistiller":
+            return inputs.student_features[0].new_zeros((), dtype=torch.float32)
+        return self.transfer_loss(inputs)
+
+    def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
+        return self.transfer_loss(inputs)

@@ -9,7 +9,7 @@ from torch import nn
 
 from mgkd.errors import ConfigError
 from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, check_form, register
-from mgkd.methods.common import match_spatial, stage_pairs
+from mgkd.methods.common import InitStageTransfer, match_spatial, stage_pairs
 
 
 def fsp_matrix(bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
@@ -22,7 +22,7 @@ def fsp_matrix(bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class FSPMethod(DistillMethod):
+class FSPMethod(InitStageTransfer, DistillMethod):
     """MSE between student and teacher FSP matrices of consecutive paired maps.
 
     All intermediate maps (stem included, as RepDistiller's ``feat[:-1]``) are paired with
@@ -69,15 +69,6 @@ class FSPMethod(DistillMethod):
         if str(bottom) in self.adapters:
             gram = torch.matmul(gram, self.adapters[str(bottom)].weight.float().t())
         return gram
-
-    def forward(self, inputs: MethodInputs) -> torch.Tensor:
-        """The main stage's term: the transfer loss (paper form) or 0 (RepDistiller form)."""
-        if self.form == "repdistiller":
-            return inputs.student_features[0].new_zeros((), dtype=torch.float32)
-        return self.transfer_loss(inputs)
-
-    def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
-        return self.transfer_loss(inputs)
 
     def transfer_loss(self, inputs: MethodInputs) -> torch.Tensor:
         """Sum over consecutive paired maps of the FSP-matrix MSE."""
