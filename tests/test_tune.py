@@ -146,8 +146,10 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
                       max_concurrent_trials=1, scheduler={"grace_period": 4, "reduction_factor": 2})
     sweep_file = tmp_path / "resume.yaml"
     sweep_file.write_text(yaml.safe_dump(spec.to_dict()))
-    driver = subprocess.Popen([str(MGKD), "tune", str(sweep_file)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    driver_log = tmp_path / "driver.log"
+    with driver_log.open("wb") as log_file:
+        driver = subprocess.Popen([str(MGKD), "tune", str(sweep_file)], stdout=log_file,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     run_dir = spec.run_dir
     deadline = time.monotonic() + 240
     finished = []
@@ -161,7 +163,8 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
                 finished = []
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-sweep
     driver.wait()
-    assert len(finished) >= 2, "the sweep did not get going"
+    assert len(finished) >= 2, ("the sweep did not get going; driver output:\n"
+                                + driver_log.read_text(errors="replace")[-3000:])
     time.sleep(2)  # let the experiment state written before the kill settle
     before = {d.name: epochs_reported(d) for d in trial_dirs(run_dir) if (d / "result.json").exists()}
     done_before = {t.user_attrs["ray_trial_id"] for t in finished}
