@@ -123,9 +123,10 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "best", help="the best config of every study of a sweep",
-        description="One row per study: trial counts, the best val_acc (selects), its test_acc "
-                    "(reported, never used to select), the paper default's val_acc and the gain "
-                    "over it, and the winning hyperparameters.")
+        description="One row per study: trial counts, the best val_acc (selects) and its "
+                    "standard error, its test_acc (reported, never used to select), the paper "
+                    "default's val_acc, the gain over it and the verdict (beats default / within "
+                    "noise / default best), and the winning hyperparameters.")
     p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     p.add_argument("--format", choices=list(FORMATS), default="table",
                    help=f"output format: {', '.join(FORMATS)} (default table)")
