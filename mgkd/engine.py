@@ -176,6 +176,13 @@ class Trainer:
                     if not any(k.startswith(f"{n}.") for n in self.task.modules)})
         return out
 
+    def resume_from_checkpoint(self) -> bool:
+        """Continue from ``checkpoint_path`` when a checkpoint is there (True), else start afresh."""
+        if self.checkpoint_path is None or not self.checkpoint_path.is_file():
+            return False
+        self.load_checkpoint(self.checkpoint_path)
+        return True
+
     def save_checkpoint(self, path: Path) -> None:
         atomic_torch_save(self.state_dict(), path)
 

@@ -170,8 +170,7 @@ def train_heads(teacher: nn.Module, splits: DataSplits, levels: list[tuple[int, 
                         milestones=HEAD_RECIPE["milestones"], decay=HEAD_RECIPE["decay"])
     trainer = Trainer(task, splits, schedule, batch_size=HEAD_RECIPE["batch_size"], seed=seed,
                       callbacks=callbacks, checkpoint_path=checkpoint_path)
-    if checkpoint_path is not None and checkpoint_path.is_file():
-        trainer.load_checkpoint(checkpoint_path)
+    if trainer.resume_from_checkpoint():
         log.info("granularity heads continue after epoch %d of %d (%s)", trainer.state.epoch,
                  epochs, checkpoint_path)
     state = trainer.fit()

@@ -18,7 +18,7 @@ from mgkd.distill import (final_metrics, head_bank, head_keys, load_config_split
                           prepare_knowledge)
 from mgkd.engine import EpochCallback, RunState, resolve_device
 from mgkd.errors import ConfigError
-from mgkd.io import atomic_torch_save, atomic_write_text, file_sha256, safe_torch_load
+from mgkd.io import atomic_write_text, file_sha256, safe_torch_load
 from mgkd.paths import sweep_run_dir_of, writable_dir
 from mgkd.teacher import TeacherRecipe, load_teacher, save_teacher, teacher_path, train_teacher
 
@@ -46,10 +46,7 @@ def preflight(config: ExperimentConfig) -> None:
 def check_outputs(config: ExperimentConfig, out: Path) -> None:
     """``out`` and ``cache_dir`` can be written, and a run never writes into a sweep's run dir:
     checked before any training starts."""
-    sweep = sweep_run_dir_of(out)
-    if sweep is not None:
-        raise ConfigError(f"--out: {out} lies inside the sweep run dir {sweep}; a run never writes "
-                          "there. Choose a directory outside it, e.g. --out runs/final.")
+    check_out_dir(out)
     sweep = sweep_run_dir_of(config.cache_dir)
     if sweep is not None:  # reading a sweep's teacher and heads is fine; adding to them is not
         missing = _uncached(config)
@@ -58,9 +55,17 @@ def check_outputs(config: ExperimentConfig, out: Path) -> None:
                 f"cache_dir: {config.cache_dir} lies inside the sweep run dir {sweep}, which lacks "
                 f"{missing} for this config, and a run never writes there. Point cache_dir "
                 "elsewhere, e.g. --set cache_dir=~/.cache/mgkd (the default).")
-    writable_dir(out, "--out", "choose another --out (a directory; it is created if missing).")
     writable_dir(config.cache_dir, "cache_dir", "point it at a directory you can write, e.g. "
                  "--set cache_dir=~/.cache/mgkd (teachers and granularity heads are cached there).")
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` can be written and does not lie inside a sweep's run dir."""
+    sweep = sweep_run_dir_of(out)
+    if sweep is not None:
+        raise ConfigError(f"--out: {out} lies inside the sweep run dir {sweep}; a run never writes "
+                          "there. Choose a directory outside it, e.g. --out runs/final.")
+    writable_dir(out, "--out", "choose another --out (a directory; it is created if missing).")
 
 
 def _uncached(config: ExperimentConfig) -> str:
@@ -110,8 +115,7 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
     trainer = make_trainer(config, splits, knowledge, checkpoint_path=checkpoint, callbacks=[
         board, MetricsFile(out / "metrics.json", final_metrics),
         ProgressLog(f"{config.teacher}->{config.student}", config.epochs), *(callbacks or [])])
-    if resume and checkpoint.is_file():
-        trainer.load_checkpoint(checkpoint)
+    if trainer.resume_from_checkpoint():  # only with --resume: a checkpoint without it is refused
         log.info("resuming %s after epoch %d", out, trainer.state.epoch)
     try:
         state = trainer.fit()
@@ -128,10 +132,10 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
 
 def save_student(model: torch.nn.Module, arch: str, num_classes: int, path: Path,
                  extra: dict[str, Any] | None = None) -> None:
-    """``{"model": state_dict, "arch", "num_classes", ...extra}``: RepDistiller's and mdistiller's
-    checkpoint form, so their evaluation scripts load a student trained here."""
-    atomic_torch_save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       "arch": arch, "num_classes": num_classes, **(extra or {})}, path)
+    """The teacher file's form, ``{"model": state_dict, "arch", "num_classes", ...extra}``:
+    RepDistiller's and mdistiller's evaluation scripts load a student trained here, and
+    ``load_teacher`` reads it as a teacher."""
+    save_teacher(model, arch, num_classes, path, extra)
 
 
 def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False
@@ -153,11 +157,7 @@ def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool =
     elif checkpoint.is_file() or (out / "teacher.pt").is_file():
         raise ConfigError(f"{out} already holds a teacher run ({checkpoint}); continue it with "
                           "--resume or choose another --out.")
-    sweep = sweep_run_dir_of(out)
-    if sweep is not None:
-        raise ConfigError(f"--out: {out} lies inside the sweep run dir {sweep}; a run never writes "
-                          "there. Choose a directory outside it.")
-    writable_dir(out, "--out", "choose another --out (a directory; it is created if missing).")
+    check_out_dir(out)
     splits = load_config_splits(config).to(resolve_device(config.device))
     atomic_write_text(saved, json.dumps(asdict(recipe), indent=1))
     board = TensorBoardScalars(out / "tensorboard")

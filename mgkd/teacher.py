@@ -122,8 +122,7 @@ def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
     trainer = Trainer(ClassifierTask(model), splits, recipe.schedule(),
                       batch_size=recipe.batch_size, seed=recipe.seed, callbacks=callbacks,
                       checkpoint_path=checkpoint_path)
-    if checkpoint_path is not None and checkpoint_path.is_file():
-        trainer.load_checkpoint(checkpoint_path)
+    if trainer.resume_from_checkpoint():
         log.info("teacher %s continues after epoch %d of %d (%s)", recipe.arch,
                  trainer.state.epoch, recipe.epochs, checkpoint_path)
     state = trainer.fit()
