@@ -1,6 +1,8 @@
 """Shared fixtures: tiny synthetic experiments that run in a second on two CPU cores."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,25 @@ import torch
 from mgkd.config import ExperimentConfig
 
 TINY_DATA = {"num_train": 80, "num_test": 24, "num_classes": 4, "image_size": 16, "seed": 0}
+
+
+MGKD = Path(sys.executable).parent / "mgkd"  # the console script pyproject.toml declares
+
+
+def mgkd(*args, cwd=None):
+    """Run the ``mgkd`` console script; returns the completed process (text output)."""
+    return subprocess.run([str(MGKD), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def assert_clean_error(result, *words):
+    """Exit status 2, no traceback, one paragraph on stderr that holds every word."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip()
+    assert message.count("\n") == 0, message  # one paragraph
+    for word in words:
+        assert word in message, message
 
 
 def tiny_config_dict(cache_dir: Path, **overrides: Any) -> dict[str, Any]:

@@ -1,8 +1,6 @@
 """The `mgkd` command: complete default configs, teacher → heads → train, and bad input that
 exits non-zero with one paragraph and no traceback."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,23 +8,8 @@ import yaml
 
 from mgkd.config import ExperimentConfig
 
-from conftest import TINY_DATA, tiny_config_dict
+from conftest import TINY_DATA, assert_clean_error, mgkd, tiny_config_dict
 
-MGKD = Path(sys.executable).parent / "mgkd"  # the console script pyproject.toml declares
-
-
-def mgkd(*args, cwd=None):
-    return subprocess.run([str(MGKD), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
-
-
-def assert_clean_error(result, *words):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    message = result.stderr.strip()
-    assert message.count("\n") == 0, message  # one paragraph
-    for word in words:
-        assert word in message
 
 
 def test_config_prints_a_complete_loadable_default():

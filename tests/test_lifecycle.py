@@ -20,23 +20,8 @@ from mgkd.models import create_model
 from mgkd.runner import run_training
 from mgkd.teacher import cached_teacher_path, ensure_teacher, load_teacher, progress_path
 
-from conftest import tiny_config_dict
+from conftest import assert_clean_error, mgkd, tiny_config_dict
 
-MGKD = Path(sys.executable).parent / "mgkd"
-
-
-def mgkd(*args, cwd=None):
-    return subprocess.run([str(MGKD), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
-
-
-def assert_clean_error(result, *words):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    message = result.stderr.strip()
-    assert message.count("\n") == 0, message  # one paragraph
-    for word in words:
-        assert word in message, message
 
 
 class StopAfter:
