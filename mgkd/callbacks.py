@@ -9,11 +9,23 @@ from typing import Any, Callable
 
 from mgkd.engine import EpochReport
 from mgkd.io import atomic_write_text
+from mgkd.tasks import get_task
 
 log = logging.getLogger("mgkd.progress")
-# Keys every sweep trial reports each epoch (and `mgkd train` logs alike, so curves line up).
-REPORTED = ("epoch", "train_loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity",
-            "val_acc", "val_loss", "test_acc", "best_val_acc", "lr")
+_LOSSES = ("train_loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity")
+
+
+def reported_metrics(task: str = "classification", objective: str | None = None) -> tuple[str, ...]:
+    """The keys every sweep trial reports each epoch (and `mgkd train` logs alike, so curves line
+    up): losses, the task's metrics on val and test, the best objective value so far and lr."""
+    kind = get_task(task)
+    evaluated = tuple(f"{split}_{name}" for split in ("val", "test") for name in kind.metric_names)
+    best = f"best_{objective or kind.default_objective}"
+    return ("epoch", *_LOSSES, *(f"loss_{name}" for name in kind.extra_losses), *evaluated, best,
+            "lr")
+
+
+REPORTED = reported_metrics()  # a classification run's
 # Ray Tune's TensorBoard logger names a trial's metric ``ray/tune/<name>`` and its hparams after the
 # trial's flattened config ({"study", "trial_number", "params": ..., "experiment": ...}).
 TAG_PREFIX = "ray/tune/"
@@ -23,16 +35,17 @@ OUTCOME = "outcome"  # an hparam saying how a run ended: complete, pruned (ASHA)
 class ProgressLog:
     """One log line per epoch: epoch, loss, accuracies, learning rate and time."""
 
-    def __init__(self, label: str, total_epochs: int):
+    def __init__(self, label: str, total_epochs: int, task: str = "classification"):
         self.label = label
         self.total = total_epochs
+        self.shown = get_task(task).shown_metrics
         self.started = time.perf_counter()
 
     def __call__(self, report: EpochReport) -> None:
         m = report.metrics
         parts = [f"{self.label} epoch {report.epoch}/{self.total}",
                  f"loss {m['train_loss']:.4f}"]
-        for key in ("val_acc", "test_acc"):
+        for key in self.shown:
             if m.get(key) is not None:
                 parts.append(f"{key} {m[key]:.2f}")
         parts.append(f"lr {m['lr']:.4g}")
@@ -56,15 +69,16 @@ class TensorBoardScalars:
     (``ray/tune/<name>``); with ``hparams`` also the HPARAMS entry, so a run and the trials of
     its sweep compare side by side in one TensorBoard."""
 
-    def __init__(self, log_dir: Path, hparams: dict[str, Any] | None = None):
+    def __init__(self, log_dir: Path, hparams: dict[str, Any] | None = None,
+                 reported: tuple[str, ...] = REPORTED):
         from torch.utils.tensorboard import SummaryWriter  # imported only when used
         self.writer = SummaryWriter(log_dir=str(log_dir))
         if hparams:
-            self._write_hparams(hparams)
+            self._write_hparams(hparams, reported)
 
-    def _write_hparams(self, hparams: dict[str, Any]) -> None:
+    def _write_hparams(self, hparams: dict[str, Any], reported: tuple[str, ...]) -> None:
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
-        metrics = {f"{TAG_PREFIX}{name}": 0.0 for name in REPORTED if name != "epoch"}
+        metrics = {f"{TAG_PREFIX}{name}": 0.0 for name in reported if name != "epoch"}
         for summary in hparams_summaries(hparams, metrics):  # names only; values are the scalars
             self.writer.file_writer.add_summary(summary)
 

@@ -65,8 +65,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         "device": args.device})
     config = apply_overrides(config, args.overrides)
     result = run_teacher(config, args.out, resume=args.resume)
-    print(f"teacher saved to {result.out_dir / 'teacher.pt'}  val_acc {result.final['val_acc']:.2f}"
-          f"  test_acc {result.final['test_acc']:.2f}")
+    print(f"teacher saved to {result.out_dir / 'teacher.pt'}  {_outcome_line(result.final)}")
     return 0
 
 
@@ -99,6 +98,16 @@ def cmd_heads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outcome_line(final: dict) -> str:
+    """``val_acc 71.20  test_acc 70.85`` (or the run's objective and its test counterpart)."""
+    parts = []
+    for key, value in final.items():
+        if key.startswith(("val_", "test_")) and not key.endswith("_at_best_val"):
+            shown = "n/a (no validation split)" if value is None else f"{value:.2f}"
+            parts.append(f"{key} {shown}")
+    return "  ".join(parts)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mgkd.config import apply_overrides, load_config
     from mgkd.runner import run_training
@@ -109,10 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         import torch
         torch.set_num_threads(args.threads)
     result = run_training(config, args.out, resume=args.resume)
-    final = result.final
-    val = "n/a (no validation split)" if final["val_acc"] is None else f"{final['val_acc']:.2f}"
-    print(f"done: {result.out_dir}  val_acc {val}  test_acc {final['test_acc']:.2f} "
-          "(test accuracy is reported, never used to select)")
+    print(f"done: {result.out_dir}  {_outcome_line(result.final)} (test metrics are reported, "
+          "never used to select)")
     return 0
 
 

@@ -19,6 +19,7 @@ from mgkd.io import file_sha256
 from mgkd.loss import LossWeights, compose_loss
 from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method
 from mgkd.models import create_model, probe_feature_shapes
+from mgkd.tasks import Task, counterpart_on_test, get_task
 from mgkd.teacher import data_identity, ensure_teacher, load_teacher
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ class DistillationTask:
     """One distillation step: frozen teacher (+ heads) and student (+ encoders, method modules)."""
 
     def __init__(self, config: ExperimentConfig, teacher: FrozenTeacher, student: nn.Module,
-                 granularity: StudentGranularity, method: DistillMethod):
+                 granularity: StudentGranularity, method: DistillMethod, kind: Task):
+        self.kind = kind
         self.teacher = teacher
         self.student = student
         self.granularity = granularity
@@ -130,8 +132,9 @@ class DistillationTask:
         t, s_features, s_logits, inputs = self._forward(batch, epoch)
         method_loss = self.method(inputs) if self.weights.feature else s_logits.new_zeros(())
         student_codes = self.granularity(s_features[-1]) if self.weights.level_weights else []
+        base = self.kind.base_loss(s_logits, s_features[-1], batch.labels)
         return compose_loss(self.weights, student_logits=s_logits, teacher_logits=t.logits,
-                            targets=batch.labels, method_loss=method_loss,
+                            base=base, method_loss=method_loss,
                             student_codes=student_codes, teacher_codes=t.codes,
                             decoder_logits=t.decoder_logits)
 
@@ -139,6 +142,10 @@ class DistillationTask:
         logits = self.student(self._images(batch))
         return (F.cross_entropy(logits.float(), batch.labels, reduction="sum"),
                 (logits.argmax(1) == batch.labels).sum())
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """The student's pooled embedding: what re-ID retrieval ranks by."""
+        return self.student(self._images(batch), features=True)[0][-1]
 
     def init_stage(self) -> InitStage | None:
         if not self.method.has_init_stage:
@@ -180,7 +187,8 @@ def build_task(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledg
     if config.channels_last:
         for module in (teacher, student):
             module.to(memory_format=torch.channels_last)
-    return DistillationTask(config, teacher, student, granularity, method)
+    return DistillationTask(config, teacher, student, granularity, method,
+                            get_task(splits.spec.task))
 
 
 def schedule_of(config: ExperimentConfig) -> Schedule:
@@ -199,12 +207,14 @@ def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowle
     task = build_task(config, splits, knowledge, device)
     return Trainer(task, splits, schedule_of(config), batch_size=config.batch_size,
                    seed=config.seed, callbacks=callbacks, amp=config.amp,
-                   checkpoint_path=checkpoint_path)
+                   checkpoint_path=checkpoint_path, objective=config.objective)
 
 
-def final_metrics(state: Any) -> dict[str, Any]:
-    """The run's summary: last epoch's accuracies plus the best validation epoch."""
+def final_metrics(state: Any, objective: str = "val_acc") -> dict[str, Any]:
+    """The run's summary: the last epoch's objective and its test counterpart, plus the epoch
+    with the best objective value (``best_val_acc``, ``test_acc_at_best_val`` for val_acc)."""
     last = state.history[-1] if state.history else {}
-    return {"epochs": state.epoch, "val_acc": last.get("val_acc"), "test_acc": last.get("test_acc"),
-            "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-            "test_acc_at_best_val": state.test_acc_at_best_val}
+    test = counterpart_on_test(objective)
+    return {"epochs": state.epoch, objective: last.get(objective), test: last.get(test),
+            f"best_{objective}": state.best_value, "best_epoch": state.best_epoch,
+            f"{test}_at_best_val": state.test_at_best}

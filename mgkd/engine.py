@@ -17,10 +17,11 @@ from typing import Any, Callable, Iterable, Protocol
 import torch
 from torch import nn
 
-from mgkd.data import Batch, DataSplits, DeviceBatches, ImageSplit
+from mgkd.data import Batch, DataSplits, ImageSplit, make_batches
 from mgkd.errors import TrainingDiverged
 from mgkd.io import atomic_torch_save, safe_torch_load
 from mgkd.models.legacy import upgrade_state
+from mgkd.tasks import counterpart_on_test, get_task
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -77,6 +78,10 @@ class TrainingTask(Protocol):
         """(summed loss, number correct) over one evaluation batch, both as device tensors."""
         ...
 
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """The retrieval embedding of an evaluation batch (re-ID tasks only)."""
+        ...
+
     def init_stage(self) -> InitStage | None: ...
 
 
@@ -97,12 +102,21 @@ EpochCallback = Callable[[EpochReport], None]
 
 @dataclass
 class RunState:
+    """Where a run stands; ``best_value`` is the best objective value so far (``val_acc`` unless
+    the run selects by another objective) and ``test_at_best`` the test counterpart then."""
+
     epoch: int = 0
     init_done: bool = False
-    best_val_acc: float | None = None
+    best_value: float | None = None
     best_epoch: int | None = None
-    test_acc_at_best_val: float | None = None
+    test_at_best: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunState":
+        """Also reads checkpoints written before runs could select by other objectives."""
+        renamed = {"best_val_acc": "best_value", "test_acc_at_best_val": "test_at_best"}
+        return cls(**{renamed.get(k, k): v for k, v in data.items()})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,9 +135,13 @@ class Trainer:
 
     def __init__(self, task: TrainingTask, splits: DataSplits, schedule: Schedule, *,
                  batch_size: int, seed: int, callbacks: list[EpochCallback] | None = None,
-                 amp: bool = False, checkpoint_path: Path | None = None):
+                 amp: bool = False, checkpoint_path: Path | None = None,
+                 objective: str | None = None, eval_batch_size: int | None = None):
         self.task = task
         self.splits = splits
+        self.kind = get_task(splits.spec.task)
+        self.objective = objective or self.kind.default_objective
+        self.eval_batch_size = eval_batch_size or batch_size
         self.schedule = schedule
         self.batch_size = batch_size
         self.callbacks = list(callbacks or [])
@@ -161,7 +179,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.state = RunState(**state["run"])
+        self.state = RunState.from_dict(state["run"])
 
     def _upgrade_modules(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Checkpoints of earlier versions name zoo models' tensors ``stem.*``/``stages.*``:
@@ -196,9 +214,11 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _batches(self, split: ImageSplit, *, train: bool) -> DeviceBatches:
-        return DeviceBatches(split, self.splits.spec, self.batch_size, train=train,
-                             generator=self.data_rng if train else None)
+    def _batches(self, split: ImageSplit, *, train: bool) -> Iterable[Batch]:
+        if train:
+            return make_batches(split, self.splits.spec, self.batch_size, train=True,
+                                generator=self.data_rng)
+        return make_batches(split, self.splits.spec, self.eval_batch_size, train=False)
 
     def _run_init_stage(self) -> None:
         stage = self.task.init_stage()
@@ -240,20 +260,15 @@ class Trainer:
         return {("train_loss" if n == "loss" else n): v for n, v in zip(names, values)}
 
     @torch.no_grad()
-    def evaluate(self, split: ImageSplit | None) -> tuple[float | None, float | None]:
-        """(accuracy in %, mean loss) on a split, or (None, None) when there is none."""
+    def evaluate(self, split: Any, prefix: str) -> dict[str, float | None]:
+        """The task's metrics on a split (accuracy and loss, or rank-k and mAP), named
+        ``<prefix>_<metric>``; all None when there is no such split."""
         if split is None or len(split) == 0:
-            return None, None
+            return {f"{prefix}_{name}": None for name in self.kind.metric_names}
         self.task.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        for batch in self._batches(split, train=False):
-            with self._autocast():
-                batch_loss, batch_correct = self.task.score(batch)
-            loss_sum += batch_loss.float()
-            correct += batch_correct.float()
-        loss_value, correct_value = torch.stack([loss_sum, correct]).tolist()
-        return 100.0 * correct_value / len(split), loss_value / len(split)
+        values = self.kind.evaluate(self.task, split, lambda s: self._batches(s, train=False),
+                                    self._autocast)
+        return {f"{prefix}_{name}": value for name, value in values.items()}
 
     def fit(self) -> RunState:
         """Train from the current state to the end of the budget; returns the run state."""
@@ -264,10 +279,9 @@ class Trainer:
             metrics: dict[str, Any] = {"epoch": epoch + 1, **self._train_epoch(epoch)}
             _check_finite(metrics, epoch + 1)
             self.scheduler.step()
-            val_acc, val_loss = self.evaluate(self.splits.val)
-            test_acc, test_loss = self.evaluate(self.splits.test)
-            metrics.update(val_acc=val_acc, val_loss=val_loss, test_acc=test_acc,
-                           test_loss=test_loss, lr=lr)
+            metrics.update(self.evaluate(self.splits.val, "val"))
+            metrics.update(self.evaluate(self.splits.test, "test"))
+            metrics["lr"] = lr
             self._update_best(metrics)
             self.state.epoch = epoch + 1
             self.state.history.append(metrics)
@@ -279,13 +293,12 @@ class Trainer:
         return self.state
 
     def _update_best(self, metrics: dict[str, Any]) -> None:
-        val_acc = metrics["val_acc"]
-        if val_acc is not None and (self.state.best_val_acc is None
-                                    or val_acc > self.state.best_val_acc):
-            self.state.best_val_acc = val_acc
+        value = metrics.get(self.objective)
+        if value is not None and (self.state.best_value is None or value > self.state.best_value):
+            self.state.best_value = value
             self.state.best_epoch = metrics["epoch"]
-            self.state.test_acc_at_best_val = metrics["test_acc"]
-        metrics["best_val_acc"] = self.state.best_val_acc
+            self.state.test_at_best = metrics.get(counterpart_on_test(self.objective))
+        metrics[f"best_{self.objective}"] = self.state.best_value
 
 
 def _check_finite(metrics: dict[str, Any], epoch: int) -> None:

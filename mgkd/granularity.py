@@ -7,6 +7,7 @@ Student heads have encoders only; they learn through the granularity terms of th
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -165,6 +166,9 @@ def train_heads(teacher: nn.Module, splits: DataSplits, levels: list[tuple[int, 
             torch.manual_seed(_derived_seed(seed, dim, temperature))
             heads.append(TeacherHead(width, dim, splits.spec.num_classes).to(device))
     task = HeadTrainingTask(teacher, heads, [t for _, t in levels])
+    if splits.spec.task != "classification":
+        # Heads decode to training classes; a retrieval split (unseen identities) cannot score them.
+        splits = dataclasses.replace(splits, val=None, test=None)
     schedule = Schedule(epochs=epochs, lr=HEAD_RECIPE["lr"], momentum=HEAD_RECIPE["momentum"],
                         weight_decay=HEAD_RECIPE["weight_decay"],
                         milestones=HEAD_RECIPE["milestones"], decay=HEAD_RECIPE["decay"])

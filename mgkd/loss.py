@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from mgkd.config import ExperimentConfig
 from mgkd.methods.common import soft_kl
@@ -50,14 +49,20 @@ def logit_target(mode: str, teacher_logits: torch.Tensor,
 
 
 def compose_loss(weights: LossWeights, *, student_logits: torch.Tensor,
-                 teacher_logits: torch.Tensor, targets: torch.Tensor, method_loss: torch.Tensor,
-                 student_codes: list[torch.Tensor], teacher_codes: list[torch.Tensor],
+                 teacher_logits: torch.Tensor, base: dict[str, torch.Tensor],
+                 method_loss: torch.Tensor, student_codes: list[torch.Tensor],
+                 teacher_codes: list[torch.Tensor],
                  decoder_logits: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """All weighted terms and their sum under ``"loss"``."""
+    """All weighted terms and their sum under ``"loss"``. ``base`` holds the task's supervised
+    terms: ``ce`` (weighted by ``ce_weight``) and, for re-ID, ``triplet`` (weight 1, the usual
+    re-ID base), each logged as ``loss_<name>``."""
     zero = student_logits.new_zeros(())
     terms = {name: zero for name in COMPONENTS}
     if weights.ce:
-        terms["loss_ce"] = weights.ce * F.cross_entropy(student_logits, targets)
+        terms["loss_ce"] = weights.ce * base["ce"]
+    for name, value in base.items():
+        if name != "ce":
+            terms[f"loss_{name}"] = value
     if weights.logit:
         target = logit_target(weights.mode, teacher_logits, decoder_logits)
         terms["loss_logit"] = weights.logit * soft_kl(student_logits, target, weights.temperature)
@@ -69,5 +74,5 @@ def compose_loss(weights: LossWeights, *, student_logits: torch.Tensor,
                                                 weights.level_temperatures, weights.level_weights):
             granularity = granularity + weight * soft_kl(s_code, t_code, temp)
         terms["loss_granularity"] = granularity
-    terms["loss"] = sum(terms[name] for name in COMPONENTS)
+    terms["loss"] = sum(terms.values())
     return terms

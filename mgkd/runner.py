@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from mgkd.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars, run_hparams,
-                            write_metrics)
+from mgkd.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars, reported_metrics,
+                            run_hparams, write_metrics)
 from mgkd.config import ExperimentConfig, resolve, save_config
 from mgkd.data import DataSplits, check_available
 from mgkd.distill import (final_metrics, head_bank, head_keys, load_config_splits, make_trainer,
@@ -20,6 +21,7 @@ from mgkd.engine import EpochCallback, RunState, resolve_device
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, file_sha256, safe_torch_load
 from mgkd.paths import sweep_run_dir_of, writable_dir
+from mgkd.tasks import counterpart_on_test
 from mgkd.teacher import TeacherRecipe, load_teacher, save_teacher, teacher_path, train_teacher
 
 log = logging.getLogger(__name__)
@@ -108,25 +110,30 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
     check_outputs(config, out)
     save_config(config, saved)
     splits = load_config_splits(config)
-    teacher_progress = [ProgressLog("teacher", config.teacher_epochs)]
+    teacher_progress = [ProgressLog("teacher", config.teacher_epochs, config.task)]
     knowledge = prepare_knowledge(config, splits, teacher_callbacks=teacher_progress)
 
-    board = TensorBoardScalars(out / "tensorboard", run_hparams(config.to_dict(), "mgkd train"))
+    board = TensorBoardScalars(out / "tensorboard", run_hparams(config.to_dict(), "mgkd train"),
+                               reported_metrics(config.task, config.objective))
+    summary = partial(final_metrics, objective=config.objective)
     trainer = make_trainer(config, splits, knowledge, checkpoint_path=checkpoint, callbacks=[
-        board, MetricsFile(out / "metrics.json", final_metrics),
-        ProgressLog(f"{config.teacher}->{config.student}", config.epochs), *(callbacks or [])])
+        board, MetricsFile(out / "metrics.json", summary),
+        ProgressLog(f"{config.teacher}->{config.student}", config.epochs, config.task),
+        *(callbacks or [])])
     if trainer.resume_from_checkpoint():  # only with --resume: a checkpoint without it is refused
         log.info("resuming %s after epoch %d", out, trainer.state.epoch)
     try:
         state = trainer.fit()
     finally:
         board.close()
-    final = final_metrics(state)
+    final = summary(state)
     write_metrics(out / "metrics.json", state.history, final)
     student = trainer.task.modules["student"]
+    objective = trainer.objective
     save_student(student, config.student, splits.spec.num_classes, out / STUDENT,
-                 {"epoch": state.epoch, "best_val_acc": state.best_val_acc,
-                  "test_acc": final["test_acc"]})
+                 {"epoch": state.epoch, "objective": objective,
+                  f"best_{objective}": state.best_value,
+                  **{k: final[k] for k in (counterpart_on_test(objective),)}})
     return RunResult(out, state, final)
 
 
@@ -163,14 +170,15 @@ def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool =
     board = TensorBoardScalars(out / "tensorboard")
     try:
         model, metrics = train_teacher(recipe, splits, checkpoint_path=checkpoint, callbacks=[
-            board, ProgressLog(f"teacher {config.teacher}", recipe.epochs)])
+            board, ProgressLog(f"teacher {config.teacher}", recipe.epochs, splits.spec.task)])
     finally:
         board.close()
     save_teacher(model, recipe.arch, splits.spec.num_classes, out / "teacher.pt",
                  {"recipe": asdict(recipe), "metrics": metrics})
-    history = metrics["history"]
-    final = {"epochs": len(history), "val_acc": history[-1]["val_acc"],
-             "test_acc": history[-1]["test_acc"], "best_val_acc": metrics["best_val_acc"]}
+    history, objective = metrics["history"], metrics["objective"]
+    test = counterpart_on_test(objective)
+    final = {"epochs": len(history), objective: history[-1][objective],
+             test: history[-1][test], f"best_{objective}": metrics[f"best_{objective}"]}
     write_metrics(out / "metrics.json", history, final)
     return RunResult(out, RunState(epoch=len(history), history=history), final)
 

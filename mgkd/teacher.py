@@ -19,6 +19,7 @@ from mgkd.errors import ConfigError
 from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
 from mgkd.models import MODELS, create_model
 from mgkd.models.loading import load_zoo_model, state_dict_of
+from mgkd.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 # 2: weights under "model" in RepDistiller's naming (RepDistiller and mdistiller load these files).
@@ -78,10 +79,12 @@ def teacher_path(config: ExperimentConfig) -> Path:
 
 
 class ClassifierTask:
-    """Plain cross-entropy training of one network (teachers, and students without a teacher)."""
+    """Training one network on the task's supervised loss alone (teachers): cross-entropy, or
+    for re-ID label-smoothed cross-entropy plus the batch-hard triplet loss."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, kind: Task | None = None):
         self.model = model
+        self.kind = kind or get_task("classification")
         self.modules = nn.ModuleDict({"model": model})
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -97,7 +100,12 @@ class ClassifierTask:
         return None
 
     def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
-        return {"loss": F.cross_entropy(self.model(batch.images), batch.labels)}
+        features, logits = self.model(batch.images, features=True)
+        terms = self.kind.base_loss(logits, features[-1], batch.labels)
+        return {"loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}}
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        return self.model(batch.images, features=True)[0][-1]
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(batch.images)
@@ -119,7 +127,8 @@ def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.arch, splits.spec.num_classes, key="teacher").to(
         splits.train.images.device)
-    trainer = Trainer(ClassifierTask(model), splits, recipe.schedule(),
+    kind = get_task(splits.spec.task)
+    trainer = Trainer(ClassifierTask(model, kind), splits, recipe.schedule(),
                       batch_size=recipe.batch_size, seed=recipe.seed, callbacks=callbacks,
                       checkpoint_path=checkpoint_path)
     if trainer.resume_from_checkpoint():
@@ -127,7 +136,8 @@ def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
                  trainer.state.epoch, recipe.epochs, checkpoint_path)
     state = trainer.fit()
     model.eval()
-    return model, {"history": state.history, "best_val_acc": state.best_val_acc}
+    return model, {"history": state.history, "objective": trainer.objective,
+                   f"best_{trainer.objective}": state.best_value}
 
 
 def save_teacher(model: nn.Module, arch: str, num_classes: int, path: Path,

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mgkd.loss import LossWeights, compose_loss
 
@@ -54,17 +55,24 @@ def expected(t, mode):
             "loss": ce + logit + feature + gran}
 
 
+def compose(w, t, **extra_base):
+    """compose_loss with the classification base term (CE of the student's logits)."""
+    args = {k: v for k, v in t.items() if k != "targets"}
+    base = {"ce": F.cross_entropy(t["student_logits"], t["targets"]), **extra_base}
+    return compose_loss(w, base=base, **args)
+
+
 @pytest.mark.parametrize("mode", ["plain", "mag", "mas"])
 def test_terms_match_the_formula(tensors, mode):
-    terms = compose_loss(weights(mode), **tensors)
+    terms = compose(weights(mode), tensors)
     want = expected(tensors, mode)
     for name, value in want.items():
         assert math.isclose(float(terms[name]), float(value), rel_tol=1e-9, abs_tol=1e-12), name
 
 
 def test_mas_target_differs_from_mag(tensors):
-    mag = compose_loss(weights("mag"), **tensors)
-    mas = compose_loss(weights("mas"), **tensors)
+    mag = compose(weights("mag"), tensors)
+    mas = compose(weights("mas"), tensors)
     assert float(mag["loss_granularity"]) == pytest.approx(float(mas["loss_granularity"]))
     assert float(mag["loss_logit"]) != pytest.approx(float(mas["loss_logit"]))
 
@@ -72,8 +80,17 @@ def test_mas_target_differs_from_mag(tensors):
 def test_zero_weights_give_zero_terms_with_the_same_names(tensors):
     w = LossWeights(mode="plain", ce=1.0, logit=0.0, feature=0.0, temperature=4.0,
                     level_temperatures=(), level_weights=())
-    terms = compose_loss(w, **tensors)
+    terms = compose(w, tensors)
     assert set(terms) == {"loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity"}
     assert float(terms["loss_logit"]) == 0.0 and float(terms["loss_granularity"]) == 0.0
     assert float(terms["loss"]) == pytest.approx(float(ce_by_hand(tensors["student_logits"],
                                                                    tensors["targets"])))
+
+
+def test_a_reid_base_adds_its_triplet_term_unweighted_by_ce_weight(tensors):
+    plain = compose(weights("mag"), tensors)
+    triplet = torch.tensor(0.7, dtype=torch.float64)
+    reid = compose(weights("mag"), tensors, triplet=triplet)
+    assert float(reid["loss_triplet"]) == pytest.approx(0.7)
+    assert float(reid["loss_ce"]) == pytest.approx(float(plain["loss_ce"]))
+    assert float(reid["loss"]) == pytest.approx(float(plain["loss"]) + 0.7)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mgkd.loss import LossWeights, compose_loss
 from mgkd.methods import MethodContext, MethodInputs, build_method
@@ -46,8 +47,9 @@ def test_kd_hinton():
     # 0.2 · 0.6931472 + 0.8 · 0.2616241 = 0.3479287.
     weights = LossWeights(mode="plain", ce=0.2, logit=0.8, feature=0.0, temperature=2.0,
                           level_temperatures=(), level_weights=())
-    terms = compose_loss(weights, student_logits=student, teacher_logits=teacher,
-                         targets=torch.tensor([0, 1]), method_loss=torch.zeros(()),
+    base = {"ce": F.cross_entropy(student, torch.tensor([0, 1]))}
+    terms = compose_loss(weights, student_logits=student, teacher_logits=teacher, base=base,
+                         method_loss=torch.zeros(()),
                          student_codes=[], teacher_codes=[], decoder_logits=[])
     assert terms["loss"].item() == pytest.approx(0.34792869, abs=1e-7)
 

@@ -18,7 +18,7 @@ import ray
 import torch
 from ray import tune
 
-from mgkd.callbacks import REPORTED
+from mgkd.callbacks import reported_metrics
 from mgkd.config import ExperimentConfig
 from mgkd.data import DataSplits
 from mgkd.distill import Knowledge, make_trainer
@@ -33,9 +33,10 @@ def teacher_key(teacher: str, checkpoint: str | None) -> str:
     return f"{teacher}@{checkpoint or 'cached'}"
 
 
-def _report_metrics(metrics: dict[str, Any], node: str) -> dict[str, Any]:
+def _report_metrics(metrics: dict[str, Any], node: str, reported: tuple[str, ...]
+                    ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in REPORTED:
+    for key in reported:
         value = metrics.get(key)
         out[key] = float("nan") if value is None else value
     out["node"] = node  # which Ray node ran the epoch (several share one IP in tests)
@@ -45,13 +46,14 @@ def _report_metrics(metrics: dict[str, Any], node: str) -> dict[str, Any]:
 class TuneReporter:
     """Engine callback: ``tune.report`` every epoch, with a checkpoint every few epochs."""
 
-    def __init__(self, epochs: int, checkpoint_every: int):
+    def __init__(self, epochs: int, checkpoint_every: int, reported: tuple[str, ...]):
         self.epochs = epochs
+        self.reported = reported
         self.every = max(1, checkpoint_every)
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def __call__(self, report: EpochReport) -> None:
-        metrics = _report_metrics(report.metrics, self.node)
+        metrics = _report_metrics(report.metrics, self.node, self.reported)
         if report.epoch % self.every and report.epoch != self.epochs:
             tune.report(metrics)
             return
@@ -77,7 +79,9 @@ def distill_trainable(config: dict[str, Any], *, data: DataSplits,
     # Ray picks the GPU (CUDA_VISIBLE_DEVICES); device "auto" then means that GPU.
     teacher = knowledge[teacher_key(experiment.teacher, experiment.teacher_checkpoint)]
     trainer = make_trainer(experiment, data, teacher,
-                           callbacks=[TuneReporter(experiment.epochs, checkpoint_every)])
+                           callbacks=[TuneReporter(experiment.epochs, checkpoint_every,
+                                                   reported_metrics(experiment.task,
+                                                                    experiment.objective))])
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
