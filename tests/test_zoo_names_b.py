@@ -11,8 +11,8 @@ own model code (HobbitLong/RepDistiller ``models/``, the constructors of its ``m
   not change);
 * ``outputs``: what RepDistiller's forward computed, for the weights
   ``zoo_reference.reference_weights`` makes from ``tensors`` with seed ``WEIGHT_SEED`` and the
-  input :func:`reference_input`, in eval mode: the logits, and for every feature map (``preact=False``) its per-sample mean and mean
-  absolute value.
+  input :func:`reference_input`, in eval mode: the logits, and for every feature map
+  (``preact=False``) its per-sample mean and mean absolute value.
 """
 
 from __future__ import annotations
