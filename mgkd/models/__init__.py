@@ -79,13 +79,13 @@ def create_model(name: str, num_classes: int, *, key: str = "architecture") -> n
 
 
 def probe_feature_shapes(
-    model: nn.Module, image_size: int, channels: int = 3
+    model: nn.Module, image_size: int | tuple[int, int], channels: int = 3
 ) -> list[tuple[int, ...]]:
     """Shapes (without the batch dim) of ``model(x, features=True)``'s features.
 
-    Runs a batch of two zero images of ``channels x image_size x image_size`` in eval mode
-    without gradients, on the model's device and dtype, then restores every submodule's
-    train/eval flag.
+    Runs a batch of two zero images of ``channels x H x W`` (``image_size`` is a side or an
+    ``(H, W)`` pair) in eval mode without gradients, on the model's device and dtype, then restores
+    every submodule's train/eval flag.
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -94,7 +94,8 @@ def probe_feature_shapes(
     model.eval()
     try:
         with torch.no_grad():
-            x = torch.zeros(2, channels, image_size, image_size, device=device, dtype=dtype)
+            height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+            x = torch.zeros(2, channels, height, width, device=device, dtype=dtype)
             features, _ = model(x, features=True)
     finally:
         for module, mode in modes:
