@@ -145,7 +145,8 @@ def test_full_size_images_and_max_identities(market: Path) -> None:
     assert splits.spec.image_shape == (256, 128) and splits.train.images.shape[1:] == (3, 256, 128)
     assert splits.spec.num_classes == 4 and len(splits.train) == 4 * CAMS * PER_CAM
     spec = splits.spec
-    assert (spec.task, spec.crop_padding, spec.flip, spec.random_erasing, spec.instances) == ("reid", 10, True, 0.5, 4)
+    facts = (spec.task, spec.crop_padding, spec.flip, spec.random_erasing, spec.instances)
+    assert facts == ("reid", 10, True, 0.5, 4)
     assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
 
 
@@ -350,3 +351,16 @@ def test_empty_folder_and_bad_names_are_data_errors(tmp_path: Path) -> None:
     assert "person7.jpg" in message and "PPPP_cCsS_FFFFFF_NN.jpg" in message
     (train / "person7.jpg").unlink()
     assert "cannot decode" in _message(lambda: _load(root, val_fraction=0.0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_identity_batches_and_erasing_on_cuda(market: Path) -> None:
+    splits = _load(market, val_fraction=0.0)
+    train = splits.train.to("cuda")
+    batches = D.make_batches(train, splits.spec, 16, train=True,
+                             generator=torch.Generator(device="cuda").manual_seed(0))
+    for batch in batches:
+        assert batch.images.is_cuda and batch.images.shape == (16, 3, 64, 32)
+        labels = batch.labels.view(4, 4)
+        assert bool((labels == labels[:, :1]).all()) and len(set(labels[:, 0].tolist())) == 4
+        assert torch.equal(batch.labels, train.labels[batch.indices])

@@ -47,7 +47,8 @@ def draw_erase_boxes(count: int, height: int, width: int, probability: float,
         return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
 
     apply = uniform(count) < probability
-    area = (uniform(count, ERASE_ATTEMPTS) * (ERASE_AREA[1] - ERASE_AREA[0]) + ERASE_AREA[0]) * (height * width)
+    fraction = uniform(count, ERASE_ATTEMPTS) * (ERASE_AREA[1] - ERASE_AREA[0]) + ERASE_AREA[0]
+    area = fraction * (height * width)
     log_low, log_high = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
     aspect = torch.exp(uniform(count, ERASE_ATTEMPTS) * (log_high - log_low) + log_low)
     box_h = torch.sqrt(area * aspect).round().long()
