@@ -13,4 +13,4 @@ MODEL_NAMES: tuple[str, ...] = (
 METHOD_NAMES: tuple[str, ...] = (
     "kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "kdsvd",
     "afd", "dkd")
-DATASET_NAMES: tuple[str, ...] = ("cifar100", "cifar10", "digits", "synthetic")
+DATASET_NAMES: tuple[str, ...] = ("cifar100", "cifar10", "digits", "synthetic", "market1501")
