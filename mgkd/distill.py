@@ -165,7 +165,7 @@ def build_task(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledg
     """Models, heads and method on ``device``. Seeds the global RNG with ``config.seed`` first, so
     the same config always starts from the same weights."""
     torch.manual_seed(config.seed)
-    classes, size = splits.spec.num_classes, splits.spec.image_size
+    classes, size = splits.spec.num_classes, splits.spec.image_shape
     teacher_model = create_model(config.teacher, classes, key="teacher")
     teacher_model.load_state_dict(knowledge.teacher_state)
     heads = []

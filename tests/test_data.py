@@ -221,7 +221,7 @@ def digits() -> D.DataSplits:
 
 def test_digits_shape_and_determinism(digits: D.DataSplits) -> None:
     spec = digits.spec
-    assert (spec.num_classes, spec.image_size, spec.channels, spec.crop_padding, spec.flip) == (10, 16, 3, 2, False)
+    assert (spec.num_classes, spec.image_shape, spec.channels, spec.crop_padding, spec.flip) == (10, (16, 16), 3, 2, False)
     assert len(digits.train) + len(digits.test) == 1797
     assert len(digits.test) == round(1797 * 0.2)
     for part in (digits.train, digits.test):
@@ -259,7 +259,7 @@ def test_synthetic_defaults_and_options() -> None:
     opts = {"num_train": 60, "num_test": 20, "num_classes": 3, "image_size": 12, "seed": 4}
     small = D.load_splits("synthetic", "unused", val_fraction=0.0, options=opts)
     assert small.train.images.shape == (60, 3, 12, 12) and small.test.images.shape == (20, 3, 12, 12)
-    assert small.spec.num_classes == 3 and small.spec.image_size == 12
+    assert small.spec.num_classes == 3 and small.spec.image_shape == (12, 12)
     assert set(small.train.labels.tolist()) == {0, 1, 2}
     assert small.train.images.dtype == torch.uint8
 
@@ -308,9 +308,9 @@ def test_validate_data_options_and_spec() -> None:
     with pytest.raises(ConfigError, match="allowed: cifar100, cifar10, digits, synthetic"):
         D.dataset_spec("imagenet")
     spec = D.dataset_spec("synthetic", {"num_classes": 7, "image_size": 16})
-    assert (spec.num_classes, spec.image_size, spec.crop_padding) == (7, 16, 2)
+    assert (spec.num_classes, spec.image_shape, spec.crop_padding) == (7, (16, 16), 2)
     cifar = D.dataset_spec("cifar100")
-    assert (cifar.num_classes, cifar.image_size, cifar.crop_padding, cifar.flip) == (100, 32, 4, True)
+    assert (cifar.num_classes, cifar.image_shape, cifar.crop_padding, cifar.flip) == (100, (32, 32), 4, True)
     assert cifar.mean == pytest.approx((0.5071, 0.4865, 0.4409), abs=1e-4)
 
 
@@ -419,7 +419,7 @@ def test_eval_batches_are_exact_and_in_order() -> None:
 
 def _check_crops(epoch: list[D.Batch], split: D.ImageSplit, spec: D.DatasetSpec) -> tuple[set, set]:
     """Recover each sample's crop offset and flip from its pixels, compare with a reference crop."""
-    pad, size = spec.crop_padding, spec.image_size
+    pad, size = spec.crop_padding, spec.height
     centre = size // 2
     offsets, flips = set(), set()
     for batch in epoch:

@@ -1,4 +1,8 @@
-"""Model zoo: names, registry errors, output and feature shapes, parameter counts, probing."""
+"""Model zoo: names, registry errors, output and feature shapes, parameter counts, probing.
+
+The shape tests here run the CIFAR models at 32x32 and 16x16; the re-ID models take person
+crops (H, W multiples of 32, at least 64x32) and have the same checks at their own input sizes in
+``tests/test_models_reid.py``."""
 
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ import torch
 from torch import nn
 
 from mgkd.errors import ConfigError
-from mgkd.models import MODEL_NAMES, MODELS, create_model, probe_feature_shapes
+from mgkd.models import MODEL_NAMES, MODELS, REID_MODEL_NAMES, create_model, probe_feature_shapes
 
-EXPECTED_NAMES = (
+CIFAR_NAMES = (
     "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "resnet8x4", "resnet32x4", "ResNet50", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
     "vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2",
 )  # fmt: skip
+REID_NAMES = ("osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "resnet50_reid")
+EXPECTED_NAMES = CIFAR_NAMES + REID_NAMES
 
 # Parameters at 100 classes, in millions (RepDistiller's published sizes; the x4 ones are exact).
 REFERENCE_PARAMS_M = {
@@ -47,11 +53,12 @@ def _model(name: str, num_classes: int) -> nn.Module:
 def test_names_in_order() -> None:
     assert MODEL_NAMES == EXPECTED_NAMES
     assert tuple(MODELS) == EXPECTED_NAMES
+    assert REID_MODEL_NAMES == REID_NAMES
 
 
 @pytest.mark.parametrize("size", [32, 16])
 @pytest.mark.parametrize("num_classes", [10, 100])
-@pytest.mark.parametrize("name", EXPECTED_NAMES)
+@pytest.mark.parametrize("name", CIFAR_NAMES)
 def test_logits_and_features(name: str, num_classes: int, size: int) -> None:
     model = _model(name, num_classes).eval()
     x = torch.randn(BATCH, 3, size, size)
@@ -90,7 +97,7 @@ def test_parameter_counts(name: str) -> None:
     assert count == pytest.approx(REFERENCE_PARAMS_M[name] * 1e6, rel=0.01)
 
 
-@pytest.mark.parametrize("name", EXPECTED_NAMES)
+@pytest.mark.parametrize("name", CIFAR_NAMES)
 def test_probe_matches_forward_and_restores_mode(name: str) -> None:
     model = _model(name, 10)
     model.eval()

@@ -9,16 +9,15 @@ own model code (HobbitLong/RepDistiller ``models/``, the constructors of its ``m
 * ``feature_shapes``: the per-sample shapes of ``model(x, features=True)``'s list at 32x32 as this
   project's models gave them before the renaming (methods pair maps by position, so they must
   not change);
-* ``outputs``: what RepDistiller's forward computed, for the weights :func:`reference_weights`
-  makes from ``tensors`` with seed ``WEIGHT_SEED`` and the input :func:`reference_input`, in eval
-  mode: the logits, and for every feature map (``preact=False``) its per-sample mean and mean
-  absolute value.
+* ``outputs``: what RepDistiller's forward computed, for the weights
+  ``zoo_reference.reference_weights`` makes from ``tensors`` with seed ``WEIGHT_SEED`` and the
+  input :func:`reference_input`, in eval mode: the logits, and for every feature map
+  (``preact=False``) its per-sample mean and mean absolute value.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from functools import cache
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor
 
 from mgkd.models import create_model
+from zoo_reference import feature_summary, reference_weights
 
 DATA = Path(__file__).parent / "data" / "repdistiller_zoo_b.json"
 ARCHS = (
@@ -50,46 +50,10 @@ def expected_tensors(arch: str) -> list[tuple[str, tuple[int, ...]]]:
     return [(name, tuple(shape)) for name, shape in reference()[arch]["tensors"]]
 
 
-def reference_weights(
-    tensors: list[tuple[str, tuple[int, ...]]], seed: int
-) -> dict[str, Tensor]:
-    """A full state dict for ``tensors`` with values that exercise every tensor.
-
-    Numpy's legacy ``RandomState`` stream is stable across versions, so the values are the same
-    wherever the test runs. Convs and linears get He-scaled normals, BN scales ``1 + 0.2 N``,
-    biases and running means ``0.2 N``, running variances ``U(0.5, 1.5)``.
-    """
-    rng = np.random.RandomState(seed)
-    weights: dict[str, Tensor] = {}
-    for name, shape in tensors:
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf == "num_batches_tracked":
-            weights[name] = torch.tensor(3, dtype=torch.long)
-            continue
-        if leaf == "running_var":
-            values = rng.uniform(0.5, 1.5, shape)
-        elif len(shape) == 1:
-            values = 0.2 * rng.standard_normal(shape) + (1.0 if leaf == "weight" else 0.0)
-        else:
-            fan_in = math.prod(shape[1:])
-            values = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
-        weights[name] = torch.from_numpy(values.astype(np.float32))
-    return weights
-
-
 def reference_input() -> Tensor:
     """Two 3x32x32 images from a fixed seed."""
     rng = np.random.RandomState(INPUT_SEED)
     return torch.from_numpy(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
-
-
-def feature_summary(features: list[Tensor]) -> list[list[list[float]]]:
-    """Per map, per sample: ``[mean, mean absolute value]``."""
-    out = []
-    for f in features:
-        flat = f.detach().flatten(1).double()
-        out.append(torch.stack([flat.mean(1), flat.abs().mean(1)], dim=1).tolist())
-    return out
 
 
 @cache

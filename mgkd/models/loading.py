@@ -36,6 +36,18 @@ def state_dict_of(raw: Any, source: str) -> Mapping[str, torch.Tensor]:
                       "state dict or a checkpoint that stores one under 'model'.")
 
 
+DATA_PARALLEL_PREFIX = "module."
+
+
+def strip_data_parallel(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """``state`` without the ``module.`` prefix that ``nn.DataParallel`` /
+    ``DistributedDataParallel`` put on every name (torchreid saves such files); unchanged when
+    not every name carries it."""
+    if state and all(name.startswith(DATA_PARALLEL_PREFIX) for name in state):
+        return {name[len(DATA_PARALLEL_PREFIX):]: value for name, value in state.items()}
+    return state
+
+
 def mismatch_message(state: Mapping[str, torch.Tensor], arch: str, num_classes: int, source: str,
                      key: str) -> str:
     """One paragraph: the file does not fit ``arch`` at ``num_classes``, what it most likely
@@ -54,16 +66,18 @@ def mismatch_message(state: Mapping[str, torch.Tensor], arch: str, num_classes: 
                    else f" (on a data set with {guess.num_classes} classes)")
                 + f", or give a {arch} checkpoint.")
     return (f"{head}: {guess.describe()}, so it is probably not one of the zoo models (whose "
-            f"names and shapes follow RepDistiller's model files); give a {arch} checkpoint "
-            f"trained on {num_classes} classes.")
+            "names and shapes follow RepDistiller's and torchreid's model files); give a "
+            f"{arch} checkpoint trained on {num_classes} classes.")
 
 
 def load_zoo_model(arch: str, num_classes: int, state: Mapping[str, torch.Tensor], *,
                    source: str, key: str = "architecture") -> nn.Module:
     """``create_model(arch, num_classes)`` with ``state`` loaded strictly (every tensor used, none
-    missing). A state dict in this project's old naming is converted on the way (one log line).
-    Raises ConfigError naming what the file most likely holds when it does not fit."""
+    missing). A state dict in this project's old naming is converted on the way (one log line);
+    a ``module.`` prefix (a model saved inside ``nn.DataParallel``) is dropped. Raises
+    ConfigError naming what the file most likely holds when it does not fit."""
     model = create_model(arch, num_classes, key=key)
+    state = strip_data_parallel(state)
     try:
         model.load_state_dict(upgrade_state(state, model, source=source), strict=True)
     except (ConfigError, RuntimeError, TypeError, AttributeError):

@@ -1,0 +1,146 @@
+"""On-device training augmentation, vectorised over a batch: pad-and-crop, horizontal flip,
+normalisation and random erasing.
+
+An epoch's randomness is drawn up front as an :class:`AugmentPlan` (one tensor per kind, from the run's
+generator), so saving the generator's state between epochs makes epochs reproducible; applying a slice
+of the plan to a batch is a handful of tensor ops with no per-sample Python work.
+
+Random erasing follows Zhong et al. (AAAI 2020) as torchvision does: with probability ``p`` an image gets
+one rectangle of area 2-40% of the image and log-uniform aspect ratio in [0.3, 3.3] (up to
+:data:`ERASE_ATTEMPTS` draws until one fits; none fits: no erasing); erased pixels are set to 0 *after*
+normalisation, i.e. to the data set's mean colour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mgkd.data.containers import DatasetSpec
+
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = (0.3, 3.3)
+ERASE_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class AugmentPlan:
+    """Per-sample augmentation draws: crop offsets (N, 2) as (top, left) into the padded image,
+    flips (N,) bool, erase boxes (N, 4) as (top, left, height, width) with height 0 for none."""
+
+    offsets: torch.Tensor | None = None
+    flips: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+
+    def slice(self, lo: int, hi: int) -> AugmentPlan:
+        """The draws of samples ``lo:hi``."""
+        return AugmentPlan(*(None if t is None else t[lo:hi] for t in (self.offsets, self.flips, self.boxes)))
+
+
+def draw_erase_boxes(count: int, height: int, width: int, probability: float,
+                     generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(count, 4) int64 boxes (top, left, h, w); h = w = 0 where an image is not erased."""
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+
+    apply = uniform(count) < probability
+    fraction = uniform(count, ERASE_ATTEMPTS) * (ERASE_AREA[1] - ERASE_AREA[0]) + ERASE_AREA[0]
+    area = fraction * (height * width)
+    log_low, log_high = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+    aspect = torch.exp(uniform(count, ERASE_ATTEMPTS) * (log_high - log_low) + log_low)
+    box_h = torch.sqrt(area * aspect).round().long()
+    box_w = torch.sqrt(area / aspect).round().long()
+    fits = (box_h > 0) & (box_w > 0) & (box_h < height) & (box_w < width)
+    first = fits.int().argmax(dim=1, keepdim=True)  # first attempt that fits (0 if none)
+    apply &= fits.any(dim=1)
+    box_h = torch.where(apply, box_h.gather(1, first).squeeze(1), 0)
+    box_w = torch.where(apply, box_w.gather(1, first).squeeze(1), 0)
+    top = (uniform(count) * (height - box_h + 1).float()).long().clamp_max_(height - 1)
+    left = (uniform(count) * (width - box_w + 1).float()).long().clamp_max_(width - 1)
+    return torch.stack([top, left, box_h, box_w], dim=1)
+
+
+class Augmenter:
+    """Draws and applies one data set's training augmentation (or none, for evaluation)."""
+
+    def __init__(self, spec: DatasetSpec, device: torch.device, *, train: bool) -> None:
+        height, width = spec.image_shape
+        self._height, self._width = height, width
+        self._pad = spec.crop_padding if train else 0
+        self._flip = train and spec.flip
+        self._erase = spec.random_erasing if train else 0.0
+        self._device = device
+        # x_norm = (x / 255 - mean) / std  ==  x * scale + shift, fused into one addcmul.
+        mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self._scale = 1.0 / (255.0 * std)
+        self._shift = -mean / std
+        padded_width = width + 2 * self._pad
+        self._padded_width = padded_width
+        # Flat offsets into a padded image: row part (1, H, 1), forward and mirrored columns (W,).
+        self._row_offsets = (torch.arange(height, device=device) * padded_width).view(1, height, 1)
+        self._cols = torch.arange(width, device=device)
+        self._cols_flipped = self._cols.flip(0)
+        self._rows_grid = torch.arange(height, device=device).view(1, height, 1)
+        self._cols_grid = torch.arange(width, device=device).view(1, 1, width)
+
+    @property
+    def active(self) -> bool:
+        """Whether training draws anything at all."""
+        return self._pad > 0 or self._flip or self._erase > 0
+
+    def draw(self, count: int, generator: torch.Generator | None) -> AugmentPlan:
+        """One draw per sample for ``count`` samples (crop offsets, then flips, then erase boxes)."""
+        if not self.active:
+            return AugmentPlan()
+        assert generator is not None, "training augmentation needs the run's data generator"
+        device, pad = self._device, self._pad
+        offsets = flips = boxes = None
+        if pad:
+            offsets = torch.randint(0, 2 * pad + 1, (2, count), generator=generator, device=device).t()
+        if self._flip:
+            flips = torch.randint(0, 2, (count,), generator=generator, device=device, dtype=torch.bool)
+        if self._erase > 0:
+            boxes = draw_erase_boxes(count, self._height, self._width, self._erase, generator, device)
+        return AugmentPlan(offsets, flips, boxes)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> normalised float32."""
+        # Convert first: a mixed uint8 x float32 addcmul takes a slow path on CPU.
+        return torch.addcmul(self._shift, images.float(), self._scale)
+
+    def _crop_and_flip(self, images: torch.Tensor, plan: AugmentPlan) -> torch.Tensor:
+        count, channels, height, width = images.shape
+        pad = self._pad
+        if pad:
+            images = F.pad(images, (pad, pad, pad, pad))
+        if plan.flips is None:
+            cols = self._cols.view(1, 1, width)
+        else:
+            cols = torch.where(plan.flips.view(-1, 1), self._cols_flipped, self._cols).view(count, 1, width)
+        if plan.offsets is None:
+            base = torch.zeros((count, 1, 1), dtype=torch.int64, device=images.device)
+        else:
+            base = (plan.offsets[:, 0] * self._padded_width + plan.offsets[:, 1]).view(count, 1, 1)
+        index = (base + self._row_offsets + cols).view(count, 1, height * width)
+        flat = images.reshape(count, channels, -1)
+        gathered = flat.gather(2, index.expand(count, channels, height * width))
+        return gathered.view(count, channels, height, width)
+
+    def _erase_boxes(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        top, left, box_h, box_w = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+        rows, cols = self._rows_grid, self._cols_grid
+        inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+        return images.masked_fill_(inside.unsqueeze(1), 0.0)
+
+    def apply(self, images: torch.Tensor, plan: AugmentPlan) -> torch.Tensor:
+        """Augment a uint8 batch by ``plan`` and return it normalised (float32)."""
+        if plan.offsets is not None or plan.flips is not None:
+            images = self._crop_and_flip(images, plan)
+        out = self.normalise(images)
+        if plan.boxes is not None:
+            out = self._erase_boxes(out, plan.boxes)
+        return out

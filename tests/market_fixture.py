@@ -1,0 +1,97 @@
+"""A tiny Market-1501 folder of real JPEG files with the official names, written by tests.
+
+Training identities get even person ids (0002, 0004, ...), test identities odd ones (0001, 0003, ...),
+as in Market-1501 the two sets are disjoint. Every identity has its own shirt and trouser colours and
+stripe period (learnable by a tiny model); cameras change the brightness a little, and each image has
+its own noise, so no two files decode to the same pixels. Besides the identities the folders hold junk
+(person id -1) in all three folders, distractors (0000) in the gallery and in the training folder (which
+the loader must drop), and a ``Thumbs.db`` as the official archive does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+OFFICIAL_FOLDER = "Market-1501-v15.09.15"
+JUNK_PER_FOLDER = {"bounding_box_train": 1, "bounding_box_test": 2, "query": 1}
+DISTRACTORS = {"bounding_box_train": 1, "bounding_box_test": 3}
+
+
+@dataclass
+class _Writer:
+    folder: Path
+    size: tuple[int, int]
+    rng: np.random.Generator
+    frame: int = 0
+
+    def write(self, pid: int, camera: int, colours: np.ndarray, period: int) -> None:
+        height, width = self.size
+        image = np.empty((height, width, 3), dtype=np.float64)
+        image[: height // 2] = colours[0]
+        image[height // 2 :] = colours[1]
+        stripes = (np.arange(height // 2) // period) % 2 == 1
+        image[: height // 2][stripes] *= 0.6
+        image *= 0.85 + 0.05 * camera
+        image += self.rng.normal(0.0, 8.0, size=image.shape)
+        pixels = np.clip(image, 0, 255).astype(np.uint8)
+        self.frame += 1
+        person = "-1" if pid < 0 else f"{pid:04d}"
+        name = f"{person}_c{camera}s1_{self.frame:06d}_{self.frame % 100:02d}.jpg"
+        Image.fromarray(pixels).save(self.folder / name, quality=92)
+
+
+def _look(pid: int, seed: int) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng([seed, pid + 1])
+    return rng.uniform(30, 230, size=(2, 3)), int(rng.integers(2, 9))
+
+
+def write_market1501(
+    root: str | Path,
+    *,
+    identities: int = 6,
+    cameras: int = 3,
+    per_camera: int = 2,
+    size: tuple[int, int] = (128, 64),
+    seed: int = 0,
+    test_identities: int | None = None,
+    folder: str = OFFICIAL_FOLDER,
+) -> Path:
+    """Write the fixture under ``root/folder`` and return ``root`` (the ``data_dir`` to load from).
+
+    ``identities`` training identities (and ``test_identities``, default the same, for query and
+    gallery), each seen by ``cameras`` cameras with ``per_camera`` training / gallery images per camera
+    and one query per camera; ``size`` is (height, width).
+    """
+    root = Path(root)
+    base = root / folder
+    rng = np.random.default_rng(seed)
+    writers = {}
+    for sub in ("bounding_box_train", "bounding_box_test", "query"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+        writers[sub] = _Writer(base / sub, size, rng)
+    test_identities = identities if test_identities is None else test_identities
+    for i in range(identities):
+        pid = 2 * i + 2
+        colours, period = _look(pid, seed)
+        for camera in range(1, cameras + 1):
+            for _ in range(per_camera):
+                writers["bounding_box_train"].write(pid, camera, colours, period)
+    for i in range(test_identities):
+        pid = 2 * i + 1
+        colours, period = _look(pid, seed)
+        for camera in range(1, cameras + 1):
+            writers["query"].write(pid, camera, colours, period)
+            for _ in range(per_camera):
+                writers["bounding_box_test"].write(pid, camera, colours, period)
+    for sub, count in JUNK_PER_FOLDER.items():
+        for k in range(count):
+            writers[sub].write(-1, 1 + k % cameras, rng.uniform(0, 255, size=(2, 3)), 3)
+    for sub, count in DISTRACTORS.items():
+        for k in range(count):
+            writers[sub].write(0, 1 + k % cameras, rng.uniform(0, 255, size=(2, 3)), 5)
+    (base / "bounding_box_test" / "Thumbs.db").write_bytes(b"\x00not an image")
+    return root
