@@ -101,6 +101,7 @@ class DatasetSpec:
     std: tuple[float, ...]
     crop_padding: int
     flip: bool
+    task: str = "classification"  # mgkd.objectives: what runs on it can select on
 
 
 @dataclass
