@@ -245,6 +245,10 @@ def _apply_confirmation(best: StudyBest, data: dict[str, Any] | None,
                         trials: list[TrialRecord]) -> None:
     if data is None:
         return
+    if data.get("objective", best.objective.name) != best.objective.name:
+        best.notes.append(f"its confirmation ranks by {data['objective']}, not the study's "
+                          f"objective {best.objective.name}; the single-run winner stands.")
+        return
     ranking = confirmed_ranking(data)
     if not ranking:
         best.notes.append("its confirmation file holds no valid entry; the single-run winner stands.")

@@ -250,3 +250,23 @@ def test_progress_counts_the_objective():
     assert counts["a"].best_value == 61.0
     table = format_counts(counts, {"a": 2}, "val_map")
     assert "best val_map" in table and table.splitlines()[1].split()[-1] == "61.00"
+
+
+def test_a_confirmation_ranks_by_the_objective_and_one_by_another_is_ignored(reid_run):
+    from analysis.best import best_trials
+
+    def confirm(objective: str) -> None:
+        entries = [{"trial_number": 2, "params": {"lr": 0.08}, "val_accs": [65.0, 75.0, 73.0],
+                    "test_accs": [66.0, 70.0, 71.0], "mean_val_acc": 71.0, "std_val_acc": 4.3}]
+        (reid_run / "confirm").mkdir(exist_ok=True)
+        (reid_run / "confirm" / f"{KEY}.json").write_text(json.dumps(
+            {"study": KEY, "objective": objective, "seeds": [0, 1, 2], "entries": entries}))
+
+    confirm("val_map")
+    row = _row(reid_run)
+    assert (row["trial_number"], row["value"], row["test_value"]) == (2, 71.0, 69.0)
+    assert row["val_map"] == 71.0 and row["test_rank1"] == 93.0  # rank-1 of the selected trial
+    assert row["confirmation"]["objective"] == "val_map"
+    confirm("val_rank1")
+    (best,) = best_trials(reid_run)
+    assert best.trial_number == 1 and any("ranks by val_rank1" in n for n in best.notes)
