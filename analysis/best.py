@@ -1,6 +1,7 @@
-"""The best trial of every study: validation accuracy selects (ties: the earlier trial), test
-accuracy is reported beside it and never used to choose; a confirmation over several seeds, when
-the run dir holds one, replaces the single-run winner."""
+"""The best trial of every study: the sweep's objective on the validation split selects (val_acc
+unless the sweep names another, e.g. val_map for re-ID; ties: the earlier trial), its test metric
+is reported beside it and never used to choose; a confirmation over several seeds, when the run dir
+holds one, replaces the single-run winner."""
 from __future__ import annotations
 
 import logging
@@ -10,19 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from analysis.confirm import Confirmation, confirmed_ranking, read_confirmations
-from analysis.records import COMPLETE, STATES, Run, StudyInfo, TrialRecord, study_key
+from analysis.records import (COMPLETE, DEFAULT_OBJECTIVE, STATES, Run, StudyInfo, TrialRecord,
+                              study_key)
 from analysis.run import read_run
 from analysis.verdict import Verdict, binomial_se, experiment_val_size, verdict
+from mgkd.objectives import OBJECTIVES, Objective, get_objective
 
 log = logging.getLogger(__name__)
 PLAIN_KD = ("kd", "plain")  # the baseline every MGKD study is also compared with
 
 
 def ranked(trials: list[TrialRecord]) -> list[TrialRecord]:
-    """COMPLETE trials with a validation accuracy, best first; ties go to the earlier trial."""
-    done = [t for t in trials if t.state == COMPLETE and t.val_acc is not None]
-    return sorted(done, key=lambda t: (-t.val_acc, t.trial_number if t.trial_number is not None
-                                       else float("inf")))
+    """COMPLETE trials with an objective value, best first; ties go to the earlier trial."""
+    done = [t for t in trials if t.state == COMPLETE and t.objective_value is not None]
+    return sorted(done, key=lambda t: (-t.objective_value, t.trial_number
+                                       if t.trial_number is not None else float("inf")))
 
 
 def top_trials(run: Run, k: int) -> dict[str, list[TrialRecord]]:
@@ -30,9 +33,22 @@ def top_trials(run: Run, k: int) -> dict[str, list[TrialRecord]]:
     return {key: ranked(run.trials_of(key))[:k] for key in run.studies}
 
 
+def study_objective(study: StudyInfo) -> Objective:
+    """The objective a study selects on (val_acc for run dirs that do not say)."""
+    return get_objective(study.objective or DEFAULT_OBJECTIVE)
+
+
+def task_metrics(objective: Objective) -> list[str]:
+    """The validation and test metrics of the objective's task, e.g. val_acc, test_acc; for
+    re-ID val_rank1, test_rank1, val_map, test_map."""
+    return [name for o in OBJECTIVES.values() if o.task == objective.task
+            for name in (o.name, o.test_metric)]
+
+
 @dataclass
 class StudyBest:
-    """One study's outcome: counts, the winner, the paper default and the comparisons."""
+    """One study's outcome: counts, the winner, the paper default and the comparisons, all on
+    the study's objective (``objective``)."""
 
     study: StudyInfo
     counts: dict[str, int]
@@ -41,9 +57,13 @@ class StudyBest:
     confirmed: Confirmation | None = None  # the best config over several seeds
     confirmed_trial: TrialRecord | None = None
     paper_confirmed: Confirmation | None = None
-    plain_kd_val_acc: float | None = None  # the same pair's kd / plain study's selected val_acc
-    val_size: int | None = None  # validation images: the n of the accuracies' standard errors
+    plain_kd_value: float | None = None  # the same pair's kd / plain study's selected value
+    val_size: int | None = None  # validation images (queries for re-ID): the n of binomial errors
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def objective(self) -> Objective:
+        return study_objective(self.study)
 
     @property
     def selected(self) -> TrialRecord | None:
@@ -53,25 +73,30 @@ class StudyBest:
     @property
     def selected_by(self) -> str:
         if self.confirmed:
-            return f"mean of {len(self.confirmed.val_accs)} seeds"
+            return f"mean of {len(self.confirmed.values)} seeds"
         return "single run" if self.winner else "-"
 
     @property
-    def val_acc(self) -> float | None:
+    def value(self) -> float | None:
+        """The selected config's objective (its mean over the seeds when confirmed)."""
         if self.confirmed:
-            return self.confirmed.mean_val_acc
-        return self.winner.val_acc if self.winner else None
+            return self.confirmed.mean_value
+        return self.winner.objective_value if self.winner else None
 
     @property
-    def val_acc_std(self) -> float | None:
-        return self.confirmed.std_val_acc if self.confirmed else None
+    def value_std(self) -> float | None:
+        return self.confirmed.std_value if self.confirmed else None
 
     @property
-    def test_acc(self) -> float | None:
-        """Test accuracy of the selected config (its mean over the seeds when confirmed)."""
+    def test_value(self) -> float | None:
+        """The objective's test metric for the selected config (mean over seeds when confirmed)."""
         if self.confirmed:
-            return self.confirmed.mean_test_acc
-        return final_test_acc(self.winner, self.study.budget) if self.winner else None
+            return self.confirmed.mean_test_value
+        return self.final(self.winner, self.objective.test_metric)
+
+    def final(self, trial: TrialRecord | None, name: str) -> float | None:
+        """Metric ``name`` of ``trial`` at the study's final epoch (the selected epoch)."""
+        return final_metric(trial, self.study.budget, name) if trial else None
 
     @property
     def trial_number(self) -> int | None:
@@ -91,19 +116,23 @@ class StudyBest:
         return dict(self.winner.params) if self.winner else {}
 
     @property
-    def paper_val_acc(self) -> float | None:
+    def paper_value(self) -> float | None:
         if self.paper_confirmed:
-            return self.paper_confirmed.mean_val_acc
-        return self.paper.val_acc if self.paper and self.paper.state == COMPLETE else None
+            return self.paper_confirmed.mean_value
+        return (self.paper.objective_value if self.paper and self.paper.state == COMPLETE
+                else None)
 
     @property
     def gain(self) -> float | None:
-        return _difference(self.val_acc, self.paper_val_acc)
+        return _difference(self.value, self.paper_value)
 
     @property
     def val_se(self) -> float | None:
-        """Binomial standard error of the selected val_acc, from the validation set's size."""
-        return binomial_se(self.val_acc, self.val_size)
+        """Standard error of the selected value: binomial from the validation size (accuracy,
+        rank-1), else the one the selected trial reported (``val_map_se``)."""
+        if self.objective.binomial:
+            return binomial_se(self.value, self.val_size)
+        return self.final(self.selected, self.objective.se_metric or "")
 
     @property
     def default_selected(self) -> bool:
@@ -113,18 +142,38 @@ class StudyBest:
     @property
     def verdict(self) -> Verdict:
         """Whether the selected config beats the paper default beyond noise (analysis.verdict)."""
-        return verdict(self.val_acc, self.paper_val_acc, val_size=self.val_size,
+        reported: dict[str, Any] = {}
+        if not self.objective.binomial:
+            paper_se = (self.final(self.paper, self.objective.se_metric or "")
+                        if self.paper_value is not None else None)
+            reported = {"best_se": self.val_se, "paper_se": paper_se,
+                        "se_basis": self.objective.se_metric}
+        return verdict(self.value, self.paper_value, val_size=self.val_size,
                        default_selected=self.default_selected,
-                       best_seeds=self.confirmed.val_accs if self.confirmed else None,
-                       paper_seeds=self.paper_confirmed.val_accs if self.paper_confirmed else None)
+                       best_seeds=self.confirmed.values if self.confirmed else None,
+                       paper_seeds=self.paper_confirmed.values if self.paper_confirmed else None,
+                       **reported)
 
     @property
     def gain_over_plain_kd(self) -> float | None:
-        return _difference(self.val_acc, self.plain_kd_val_acc)
+        return _difference(self.value, self.plain_kd_value)
+
+    def metric_values(self) -> dict[str, float | None]:
+        """The task's metrics for the selected config at its final epoch; the objective and its
+        test metric are ``value`` / ``test_value`` (means over seeds when confirmed)."""
+        objective = self.objective
+        own = {objective.name: self.value, objective.test_metric: self.test_value}
+        return {name: own[name] if name in own else self.final(self.selected, name)
+                for name in task_metrics(objective)}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``mgkd best --format json`` (and the report)."""
-        s = self.study
+        """Plain data for ``mgkd best --format json`` (and the report).
+
+        ``value`` / ``test_value`` are the objective and its test metric whatever the objective;
+        the same numbers also appear under the metrics' own names (``val_acc``, ``test_acc``;
+        for re-ID ``val_rank1``, ``test_rank1``, ``val_map``, ``test_map``), and ``<objective>_std``,
+        ``paper_default_<objective>``, ``plain_kd_<objective>`` repeat the generic keys."""
+        s, name = self.study, self.objective.name
         out = {"study": s.key, "teacher": s.teacher, "student": s.student, "method": s.method,
                "mode": s.mode, "epoch_budget": s.budget, "trials": sum(self.counts.values()),
                "complete": self.counts[COMPLETE], "pruned": self.counts["PRUNED"],
@@ -132,31 +181,38 @@ class StudyBest:
                "unknown": self.counts["UNKNOWN"], "selected_by": self.selected_by,
                "trial_number": self.trial_number,
                "ray_trial_id": self.selected.ray_trial_id if self.selected else None,
-               "val_acc": self.val_acc, "val_acc_std": self.val_acc_std,
-               "val_size": self.val_size, "val_se": self.val_se,
-               "test_acc": self.test_acc, "epochs": self.epochs,
-               "paper_default_val_acc": self.paper_val_acc, "gain_over_paper_default": self.gain,
+               "objective": name, "test_metric": self.objective.test_metric,
+               "value": self.value, "value_std": self.value_std,
+               "val_size": self.val_size, "val_se": self.val_se, "test_value": self.test_value,
+               **self.metric_values(), f"{name}_std": self.value_std,
+               "epochs": self.epochs, "paper_default_value": self.paper_value,
+               f"paper_default_{name}": self.paper_value, "gain_over_paper_default": self.gain,
                **self.verdict.to_dict(),
-               "plain_kd_val_acc": self.plain_kd_val_acc,
+               "plain_kd_value": self.plain_kd_value, f"plain_kd_{name}": self.plain_kd_value,
                "gain_over_plain_kd": self.gain_over_plain_kd, "params": self.params,
                "notes": list(self.notes)}
         if self.confirmed:
-            out["confirmation"] = {"seeds": self.confirmed.seeds, "val_accs": self.confirmed.val_accs,
-                                   "test_accs": self.confirmed.test_accs}
-            out["single_run"] = ({"trial_number": self.winner.trial_number,
-                                  "val_acc": self.winner.val_acc,
-                                  "test_acc": final_test_acc(self.winner, s.budget)}
-                                 if self.winner else None)
+            out["confirmation"] = {"objective": name, "seeds": self.confirmed.seeds,
+                                   "val_accs": self.confirmed.values,
+                                   "test_accs": self.confirmed.test_values}
+            out["single_run"] = (self._single_run() if self.winner else None)
         return out
+
+    def _single_run(self) -> dict[str, Any]:
+        assert self.winner is not None
+        value = self.winner.objective_value
+        test = self.final(self.winner, self.objective.test_metric)
+        return {"trial_number": self.winner.trial_number, "value": value, "test_value": test,
+                self.objective.name: value, self.objective.test_metric: test}
 
 
 def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def final_test_acc(trial: TrialRecord, budget: int | None) -> float | None:
-    """Test accuracy at the epoch whose validation accuracy is the trial's value."""
-    return trial.metric_at(budget if budget is not None else trial.epochs, "test_acc")
+def final_metric(trial: TrialRecord, budget: int | None, name: str) -> float | None:
+    """Metric ``name`` at the epoch whose objective value is the trial's value (its last)."""
+    return trial.metric_at(budget if budget is not None else trial.epochs, name)
 
 
 def _check_winner(best: StudyBest) -> None:
@@ -170,21 +226,28 @@ def _check_winner(best: StudyBest) -> None:
                               f"or unknown, {best.counts['PRUNED']} pruned, {best.counts['FAIL']} "
                               "errored).")
         return
-    final = trial.metric_at(budget if budget is not None else trial.epochs, "val_acc")
+    objective = best.objective
+    final = final_metric(trial, budget, objective.name)
+    test = objective.test_metric
     if trial.trial_dir is None or not trial.history:
-        best.notes.append(f"trial {trial.trial_number} has no result.json: its test_acc and epochs "
+        best.notes.append(f"trial {trial.trial_number} has no result.json: its {test} and epochs "
                           "are unknown.")
     elif final is None:
         best.notes.append(f"trial {trial.trial_number}'s result.json lacks its final epoch "
-                          f"({budget}): its test_acc is unknown.")
+                          f"({budget}): its {test} is unknown.")
     elif final != trial.value and trial.value is not None:
-        best.notes.append(f"trial {trial.trial_number}: optuna.db says val_acc {trial.value:.2f}, "
-                          f"its result.json {final:.2f}; optuna.db's value is used.")
+        best.notes.append(f"trial {trial.trial_number}: optuna.db says {objective.name} "
+                          f"{trial.value:.2f}, its result.json {final:.2f}; optuna.db's value is "
+                          "used.")
 
 
 def _apply_confirmation(best: StudyBest, data: dict[str, Any] | None,
                         trials: list[TrialRecord]) -> None:
     if data is None:
+        return
+    if data.get("objective", best.objective.name) != best.objective.name:
+        best.notes.append(f"its confirmation ranks by {data['objective']}, not the study's "
+                          f"objective {best.objective.name}; the single-run winner stands.")
         return
     ranking = confirmed_ranking(data)
     if not ranking:
@@ -230,7 +293,7 @@ def best_of_run(run: Run) -> list[StudyBest]:
         s = best.study
         baseline = by_key.get(study_key(s.teacher, s.student, *PLAIN_KD))
         if baseline is not None and baseline is not best:
-            best.plain_kd_val_acc = baseline.val_acc
+            best.plain_kd_value = baseline.value
     return bests
 
 

@@ -1,7 +1,8 @@
 """``mgkd board``: TensorBoard on the top trials of every study, each run named readably.
 
 TensorBoard names a run by its directory under the logdir, so a link tree is built with one
-directory per shown trial, ``<teacher>__<student>/<method>-<mode>/#<rank> val <acc> trial <n>``,
+directory per shown trial, ``<teacher>__<student>/<method>-<mode>/#<rank> val <value> trial <n>``
+(``val`` for val_acc; the objective's label otherwise, e.g. ``val mAP``),
 holding symbolic links to that trial's event files (a copy where links are not possible). The tree
 lives outside the run dir (which is never written): under the system's temp dir by default, or
 where the user says.
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from analysis.best import ranked
+from analysis.best import ranked, study_objective
 from analysis.formats import fmt_number
-from analysis.records import COMPLETE, FAIL, Run, TrialRecord
+from analysis.records import COMPLETE, DEFAULT_OBJECTIVE, FAIL, Run, TrialRecord
 from mgkd.errors import MgkdError
+from mgkd.objectives import Objective
 from mgkd.paths import writable_dir
 
 log = logging.getLogger(__name__)
@@ -51,19 +53,25 @@ class Board:
 
 
 def board_order(trials: list[TrialRecord]) -> list[TrialRecord]:
-    """Complete trials by validation accuracy (ties: earlier), then unfinished ones (running,
-    pruned, unknown) by their latest val_acc, so a running sweep shows its leaders too."""
+    """Complete trials by their objective (ties: earlier), then unfinished ones (running,
+    pruned, unknown) by their latest value of it, so a running sweep shows its leaders too."""
     complete = ranked(trials)
-    rest = [t for t in trials if t.state not in (COMPLETE, FAIL) and t.val_acc is not None]
-    rest.sort(key=lambda t: (-t.val_acc, t.trial_number or 0))
+    rest = [t for t in trials if t.state not in (COMPLETE, FAIL) and t.objective_value is not None]
+    rest.sort(key=lambda t: (-t.objective_value, t.trial_number or 0))
     return complete + rest
+
+
+def value_tag(objective: Objective) -> str:
+    """How a run name calls the objective: ``val`` for accuracy, else e.g. ``val mAP``."""
+    return "val" if objective.name == DEFAULT_OBJECTIVE else f"val {objective.label}"
 
 
 def run_name(run: Run, trial: TrialRecord, rank: int, width: int) -> str:
     study = run.studies[trial.study]
     marker = "" if trial.state == COMPLETE else f" {trial.state.lower()}"
-    return (f"{study.pair}/{study.method}-{study.mode}/#{rank:0{width}d} val "
-            f"{fmt_number(trial.val_acc)} trial {trial.trial_number}{marker}")
+    return (f"{study.pair}/{study.method}-{study.mode}/#{rank:0{width}d} "
+            f"{value_tag(study_objective(study))} {fmt_number(trial.objective_value)} trial "
+            f"{trial.trial_number}{marker}")
 
 
 def _link(target: Path, link: Path) -> None:

@@ -77,7 +77,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         _warn(run.notes)
     for item in written:
-        print(f"{item.path}  (trial {item.trial_number}, val_acc {fmt_number(item.val_acc)}, "
+        print(f"{item.path}  (trial {item.trial_number}, {item.config.objective} "
+              f"{fmt_number(item.value)}, "
               f"epochs {item.config.epochs}, val_fraction 0)")
     print(f"final training: mgkd train --config {written[0].path} --out DIR")
     return 0
@@ -123,10 +124,11 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "best", help="the best config of every study of a sweep",
-        description="One row per study: trial counts, the best val_acc (selects) and its "
-                    "standard error, its test_acc (reported, never used to select), the paper "
-                    "default's val_acc, the gain over it and the verdict (beats default / within "
-                    "noise / default best), and the winning hyperparameters.")
+        description="One row per study: trial counts, the best value of the sweep's objective "
+                    "(val_acc; val_map or val_rank1 for re-ID; it selects) and its standard "
+                    "error, its test metric (test_acc, test_map, ...: reported, never used to "
+                    "select), the paper default's value, the gain over it and the verdict (beats "
+                    "default / within noise / default best), and the winning hyperparameters.")
     p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     p.add_argument("--format", choices=list(FORMATS), default="table",
                    help=f"output format: {', '.join(FORMATS)} (default table)")
@@ -147,7 +149,7 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "board", help="TensorBoard on the top trials of every study",
         description="Build a tree of links to the event files of every study's top trials, each "
-                    "named <pair>/<method>-<mode>/#<rank> val <acc> trial <n>, outside the run "
+                    "named <pair>/<method>-<mode>/#<rank> val <value> trial <n>, outside the run "
                     "dir, and start TensorBoard on it.")
     p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     p.add_argument("--top", type=_positive, default=3, metavar="K",

@@ -1,5 +1,7 @@
 """Reading confirmation results (``mgkd best --confirm``): ``confirm/<study key>.json`` holds the top
-configs of a study re-run with further seeds, ranked by mean validation accuracy."""
+configs of a study re-run with further seeds, ranked by the mean of the sweep's objective. The file
+keeps its first key names for every objective: ``val_accs`` / ``mean_val_acc`` / ``std_val_acc`` hold
+the objective's values (e.g. val_map) and ``test_accs`` its test metric's (``search.confirm``)."""
 from __future__ import annotations
 
 import json
@@ -17,19 +19,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Confirmation:
-    """One re-run config: its validation (and test) accuracy over several seeds."""
+    """One re-run config: its objective (and test metric) over several seeds."""
 
     trial_number: int
     params: dict[str, Any]
-    val_accs: list[float]
-    test_accs: list[float]
-    mean_val_acc: float
-    std_val_acc: float
+    values: list[float]  # the objective per seed (the file's val_accs)
+    test_values: list[float]  # its test metric per seed (test_accs)
+    mean_value: float
+    std_value: float
     seeds: list[Any] = field(default_factory=list)
 
     @property
-    def mean_test_acc(self) -> float | None:
-        return statistics.fmean(self.test_accs) if self.test_accs else None
+    def mean_test_value(self) -> float | None:
+        return statistics.fmean(self.test_values) if self.test_values else None
 
 
 def _numbers(values: Any) -> list[float]:
@@ -39,18 +41,18 @@ def _numbers(values: Any) -> list[float]:
 def _entry(data: Any, seeds: list[Any]) -> Confirmation | None:
     if not isinstance(data, dict) or not isinstance(data.get("trial_number"), int):
         return None
-    val_accs = _numbers(data.get("val_accs"))
+    values = _numbers(data.get("val_accs"))
     mean = finite(data.get("mean_val_acc"))
-    if mean is None and val_accs:
-        mean = statistics.fmean(val_accs)
+    if mean is None and values:
+        mean = statistics.fmean(values)
     if mean is None:
         return None
     std = finite(data.get("std_val_acc"))
     if std is None:
-        std = statistics.pstdev(val_accs) if len(val_accs) > 1 else 0.0
+        std = statistics.pstdev(values) if len(values) > 1 else 0.0
     return Confirmation(trial_number=data["trial_number"], params=dict(data.get("params") or {}),
-                        val_accs=val_accs, test_accs=_numbers(data.get("test_accs")),
-                        mean_val_acc=mean, std_val_acc=std, seeds=list(seeds))
+                        values=values, test_values=_numbers(data.get("test_accs")),
+                        mean_value=mean, std_value=std, seeds=list(seeds))
 
 
 def read_confirmations(run_dir: str | Path, notes: list[str] | None = None
@@ -75,8 +77,7 @@ def read_confirmations(run_dir: str | Path, notes: list[str] | None = None
 
 
 def confirmed_ranking(data: dict[str, Any]) -> list[Confirmation]:
-    """A confirmation file's valid entries, best mean validation accuracy first (ties: the
-    earlier trial)."""
+    """A confirmation file's valid entries, best mean objective first (ties: the earlier trial)."""
     seeds = data.get("seeds") if isinstance(data.get("seeds"), list) else []
     entries = [e for e in (_entry(item, seeds) for item in data.get("entries", [])) if e]
-    return sorted(entries, key=lambda e: (-e.mean_val_acc, e.trial_number))
+    return sorted(entries, key=lambda e: (-e.mean_value, e.trial_number))

@@ -1,5 +1,6 @@
 """``mgkd export``: each study's selected config as an ExperimentConfig YAML for ``mgkd train``,
-with the sweep's full epoch budget and the full training set (``val_fraction: 0``)."""
+with the sweep's full epoch budget, the full training set (``val_fraction: 0``) and the sweep's
+``objective`` (so a re-ID config says it was chosen on, e.g., val_map)."""
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,7 @@ class Exported:
     study: str
     path: Path
     trial_number: int | None
-    val_acc: float | None
+    value: float | None  # the selected config's objective (``config.objective``)
     config: ExperimentConfig
 
 
@@ -38,16 +39,17 @@ def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig,
             final: ExperimentConfig) -> list[str]:
     trial = best.selected
     assert trial is not None
-    spread = (f" ± {best.confirmed.std_val_acc:.2f} over {len(best.confirmed.val_accs)} seeds"
+    spread = (f" ± {best.confirmed.std_value:.2f} over {len(best.confirmed.values)} seeds"
               if best.confirmed else "")
     epochs = trial.epochs or trial_config.epochs
+    objective = best.objective
     lines = [
         f"Best config of study {best.study.key} in sweep {run.name} ({run.path}), written by "
         "`mgkd export`.",
-        f"Selected by validation accuracy ({best.selected_by}): trial {trial.trial_number} (Ray "
-        f"trial {trial.ray_trial_id or '?'}), val_acc {fmt_number(best.val_acc)}{spread} after "
-        f"{epochs} epochs; its test_acc {fmt_number(best.test_acc)} is reported, never used to "
-        "select.",
+        f"Selected by validation {objective.label} ({best.selected_by}): trial "
+        f"{trial.trial_number} (Ray trial {trial.ray_trial_id or '?'}), {objective.name} "
+        f"{fmt_number(best.value)}{spread} after {epochs} epochs; its {objective.test_metric} "
+        f"{fmt_number(best.test_value)} is reported, never used to select.",
         f"Hyperparameters: {fmt_params(best.params)}.",
         f"Changed from the trial: epochs {trial_config.epochs} -> {final.epochs} (the sweep's "
         f"budget), val_fraction {trial_config.val_fraction:g} -> 0 (the full training set; the "
@@ -57,7 +59,8 @@ def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig,
         f"Paths are not the sweep machine's: cache_dir {final.cache_dir} and data_dir "
         f"{final.data_dir} are the defaults; point them elsewhere with `mgkd train --config "
         "THIS_FILE --out DIR --set data_dir=PATH cache_dir=PATH`.",
-        "Reproduce the trial (the same val_acc, exactly on CPU with the trial's thread count):",
+        f"Reproduce the trial (the same {objective.name}, exactly on CPU with the trial's thread "
+        "count):",
         f"  mgkd train --config THIS_FILE --out DIR --threads {threads_of(run)} --set "
         f"epochs={epochs} val_fraction={trial_config.val_fraction:g}",
         f"  (add cache_dir={run.path / 'cache'} to load the sweep's teacher and heads instead of "
@@ -84,7 +87,8 @@ def study_export(run: Run, best: StudyBest) -> tuple[ExperimentConfig, str]:
     # training write into the run dir, or fail on another machine; the defaults are the user's.
     defaults = ExperimentConfig()
     changes: dict = {"epochs": best.study.budget or trial_config.epochs, "val_fraction": 0.0,
-                     "cache_dir": defaults.cache_dir, "data_dir": defaults.data_dir}
+                     "cache_dir": defaults.cache_dir, "data_dir": defaults.data_dir,
+                     "objective": best.objective.name}
     final = trial_config.replace(**changes)
     header = _header(run, best, trial_config, final)
     return final, "\n".join(header) + "\n" + final.to_yaml()
@@ -104,7 +108,7 @@ def export_run(run: Run, out_dir: str | Path) -> list[Exported]:
         path = out / f"{best.study.key}.yaml"
         atomic_write_text(path, text)
         log.debug("exported %s", path)
-        written.append(Exported(best.study.key, path, best.trial_number, best.val_acc, config))
+        written.append(Exported(best.study.key, path, best.trial_number, best.value, config))
     if not written:
         raise MgkdError(f"nothing to export from {run.path}: no study has a trial that finished its "
                         "epoch budget yet; wait for the sweep (or resume it with `mgkd tune "

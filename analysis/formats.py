@@ -7,24 +7,61 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+from mgkd.objectives import OBJECTIVES, Objective
+
 if TYPE_CHECKING:  # kept light: the command line lists the formats without loading the analysis
     from analysis.best import StudyBest
     from analysis.records import Run
 
 Formatter = Callable[["Run", "list[StudyBest]"], str]
-HEADERS: tuple[str, ...] = ("study", "done", "pruned", "err", "running", "val_acc (selects)",
-                            "val se", "test_acc (reported)",
-                            "epochs", "trial", "selected by", "paper val_acc", "gain", "verdict",
-                            "vs plain kd", "hyperparameters")
-RIGHT_ALIGNED = frozenset({"done", "pruned", "err", "running", "val_acc (selects)", "val se",
-                           "test_acc (reported)", "epochs",
-                           "paper val_acc", "gain", "vs plain kd"})
-VERDICT_NOTE = ("val se: the standard error of val_acc from the validation set's size, "
-                "sqrt(p(1-p)/n); verdict: 'beats default' only when the gain exceeds twice the "
-                "standard error of the difference (with --confirm: of the spread over seeds), "
-                "'within noise' otherwise, 'default best' when the paper default is the winner "
-                "(ties go to it).")
-TEST_NOTE = "test_acc is reported beside the winner and never used to select it."
+# The columns; VALUE / TEST / PAPER are named after the sweep's objective (``headers``).
+VALUE, TEST, PAPER = "{objective} (selects)", "{test} (reported)", "paper {objective}"
+_COLUMNS: tuple[str, ...] = ("study", "done", "pruned", "err", "running", VALUE, "val se", TEST,
+                             "epochs", "trial", "selected by", PAPER, "gain", "verdict",
+                             "vs plain kd", "hyperparameters")
+_RIGHT: frozenset[str] = frozenset({"done", "pruned", "err", "running", VALUE, "val se", TEST,
+                                    "epochs", PAPER, "gain", "vs plain kd"})
+_VERDICT_RULE = ("verdict: 'beats default' only when the gain exceeds twice the standard error of "
+                 "the difference (with --confirm: of the spread over seeds), 'within noise' "
+                 "otherwise, 'default best' when the paper default is the winner (ties go to it).")
+
+
+def run_objective(bests: list[StudyBest]) -> Objective:
+    """The objective of a run's studies (one per sweep: the data set is sweep-wide)."""
+    return bests[0].objective if bests else OBJECTIVES["val_acc"]
+
+
+def _name(column: str, objective: Objective) -> str:
+    return column.format(objective=objective.name, test=objective.test_metric)
+
+
+def headers(objective: Objective) -> list[str]:
+    """The table's column titles, e.g. ``val_acc (selects)`` or ``val_map (selects)``."""
+    return [_name(c, objective) for c in _COLUMNS]
+
+
+def right_aligned(objective: Objective) -> frozenset[str]:
+    return frozenset(_name(c, objective) for c in _RIGHT)
+
+
+def verdict_note(objective: Objective) -> str:
+    """How ``val se`` and the verdict are worked out for this objective."""
+    if objective.binomial:
+        n = ("the number of validation queries" if objective.task != "classification"
+             else "the validation set's size")
+        se = f"val se: the standard error of {objective.name} from {n}, sqrt(p(1-p)/n); "
+    else:
+        se = (f"val se: the standard error of {objective.name} the trial reported with it "
+              f"({objective.se_metric}); ")
+    return se + _VERDICT_RULE
+
+
+def test_note(objective: Objective) -> str:
+    return f"{objective.test_metric} is reported beside the winner and never used to select it."
+
+
+VERDICT_NOTE = verdict_note(OBJECTIVES["val_acc"])  # the classification wording
+TEST_NOTE = test_note(OBJECTIVES["val_acc"])
 
 
 def fmt_number(value: float | None, sign: bool = False) -> str:
@@ -43,24 +80,25 @@ def fmt_params(params: dict[str, Any]) -> str:
 
 
 def _val(best: StudyBest) -> str:
-    text = fmt_number(best.val_acc)
-    if best.val_acc_std is not None:
-        text += f" ± {best.val_acc_std:.2f}"
+    text = fmt_number(best.value)
+    if best.value_std is not None:
+        text += f" ± {best.value_std:.2f}"
     return text
 
 
-def display_rows(bests: list[StudyBest]) -> list[dict[str, str]]:
-    """The human-readable columns of the table and markdown formats."""
+def display_rows(bests: list[StudyBest], objective: Objective) -> list[dict[str, str]]:
+    """The human-readable columns of the table and markdown formats (keys: ``headers``)."""
     rows = []
     for b in bests:
         c = b.counts
         rows.append({"study": b.study.key, "done": str(c["COMPLETE"]), "pruned": str(c["PRUNED"]),
                      "err": str(c["FAIL"]), "running": str(c["RUNNING"] + c["UNKNOWN"]),
-                     "val_acc (selects)": _val(b), "val se": fmt_number(b.val_se),
-                     "test_acc (reported)": fmt_number(b.test_acc),
+                     _name(VALUE, objective): _val(b), "val se": fmt_number(b.val_se),
+                     _name(TEST, objective): fmt_number(b.test_value),
                      "epochs": "-" if b.epochs is None else str(b.epochs),
                      "trial": "-" if b.trial_number is None else f"#{b.trial_number}",
-                     "selected by": b.selected_by, "paper val_acc": fmt_number(b.paper_val_acc),
+                     "selected by": b.selected_by,
+                     _name(PAPER, objective): fmt_number(b.paper_value),
                      "gain": fmt_number(b.gain, sign=True), "verdict": b.verdict.verdict,
                      "vs plain kd": fmt_number(b.gain_over_plain_kd, sign=True),
                      "hyperparameters": fmt_params(b.params)})
@@ -73,31 +111,34 @@ def _notes(run: Run, bests: list[StudyBest]) -> list[str]:
 
 
 def _footer(run: Run, bests: list[StudyBest]) -> list[str]:
-    lines = ["", TEST_NOTE,
-             "val_acc: the winner's last-epoch validation accuracy (mean ± std over seeds when "
-             "confirmed); gain: over the paper default; vs plain kd: over the same pair's kd/plain "
-             "study.", VERDICT_NOTE]
+    objective = run_objective(bests)
+    lines = ["", test_note(objective),
+             f"{objective.name}: the winner's last-epoch validation {objective.label} (mean ± std "
+             "over seeds when confirmed); gain: over the paper default; vs plain kd: over the "
+             "same pair's kd/plain study.", verdict_note(objective)]
     return lines + _notes(run, bests) + ["", f"run dir: {run.path}"]
 
 
 def format_table(run: Run, bests: list[StudyBest]) -> str:
-    rows = display_rows(bests)
-    headers = list(HEADERS)
-    widths = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in headers}
+    objective = run_objective(bests)
+    rows = display_rows(bests, objective)
+    titles, right = headers(objective), right_aligned(objective)
+    widths = {h: max([len(h)] + [len(r[h]) for r in rows]) for h in titles}
 
     def line(values: dict[str, str]) -> str:
-        cells = [values[h].rjust(widths[h]) if h in RIGHT_ALIGNED else values[h].ljust(widths[h])
-                 for h in headers[:-1]]
-        return "  ".join(cells + [values[headers[-1]]])
-    body = [line({h: h for h in headers}), *(line(r) for r in rows)]
+        cells = [values[h].rjust(widths[h]) if h in right else values[h].ljust(widths[h])
+                 for h in titles[:-1]]
+        return "  ".join(cells + [values[titles[-1]]])
+    body = [line({h: h for h in titles}), *(line(r) for r in rows)]
     return "\n".join(body + _footer(run, bests)) + "\n"
 
 
 def format_markdown(run: Run, bests: list[StudyBest]) -> str:
-    rows = display_rows(bests)
-    headers = list(HEADERS)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(r[h].replace("|", "\\|") for h in headers) + " |" for r in rows]
+    objective = run_objective(bests)
+    rows = display_rows(bests, objective)
+    titles = headers(objective)
+    lines = ["| " + " | ".join(titles) + " |", "|" + "|".join("---" for _ in titles) + "|"]
+    lines += ["| " + " | ".join(r[h].replace("|", "\\|") for h in titles) + " |" for r in rows]
     return "\n".join(lines + _footer(run, bests)) + "\n"
 
 

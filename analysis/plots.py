@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.flatten import LEVEL_FIELDS, NUM_LEVELS, parse_level_column
 from analysis.records import COMPLETE, PRUNED, TrialRecord
+from mgkd.objectives import OBJECTIVES, Objective
 
 DPI = 100
 LOG_SPAN = 20.0  # an undeclared axis whose positive values span more than this factor is log10
@@ -31,14 +32,15 @@ def _save(figure: Figure, path: Path) -> Path:
 
 
 def curves_png(trials: list[TrialRecord], paper: TrialRecord | None, title: str,
-               path: Path) -> Path:
-    """Validation accuracy per epoch of ``trials`` (ranked), the paper default dashed."""
+               path: Path, objective: Objective = OBJECTIVES["val_acc"]) -> Path:
+    """The objective (validation accuracy, mAP, ...) per epoch of ``trials`` (ranked), the paper
+    default dashed."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.add_subplot()
     shown = list(trials) + ([paper] if paper is not None and paper not in trials else [])
     for rank, trial in enumerate(shown, 1):
-        points = [(r["epoch"], r["val_acc"]) for r in trial.history
-                  if isinstance(r.get("val_acc"), (int, float))]
+        points = [(r["epoch"], r[objective.name]) for r in trial.history
+                  if isinstance(r.get(objective.name), (int, float))]
         if not points:
             continue
         x, y = zip(*points)
@@ -52,7 +54,7 @@ def curves_png(trials: list[TrialRecord], paper: TrialRecord | None, title: str,
         axes.plot(x, y, marker="o", markersize=3, label=label, **style)
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_ylabel("validation accuracy (%)")
+    axes.set_ylabel(f"validation {objective.label} (%) [{objective.name}]")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     if axes.lines:
@@ -116,19 +118,21 @@ def _axis(name: str, values: list[Any], log: bool | None = None) -> Axis | None:
 
 
 def parallel_png(trials: list[TrialRecord], names: list[str], title: str, path: Path,
-                 log_params: set[str] | None = None) -> Path:
-    """Parallel coordinates: one line per complete (coloured by val_acc) or pruned (grey) trial
-    across its hyperparameters and its final validation accuracy. Parameters in ``log_params``
+                 log_params: set[str] | None = None,
+                 objective: Objective = OBJECTIVES["val_acc"]) -> Path:
+    """Parallel coordinates: one line per complete (coloured by the objective) or pruned (grey)
+    trial across its hyperparameters and its final objective value. Parameters in ``log_params``
     (sampled log-uniformly) get log axes; parameters no shown trial has are left out. Drawn at
     the report page's width with labels legible there."""
-    shown = [t for t in trials if t.state in (COMPLETE, PRUNED) and t.val_acc is not None]
+    shown = [t for t in trials if t.state in (COMPLETE, PRUNED) and t.objective_value is not None]
     declared = log_params or set()
+    metric = objective.name
     columns = [_axis(n, [t.params.get(n) for t in shown], log=True if n in declared else None)
-               for n in names] + [_axis("val_acc", [t.val_acc for t in shown], log=False)]
+               for n in names] + [_axis(metric, [t.objective_value for t in shown], log=False)]
     columns = [c for c in columns if c is not None]  # none when no trial ended yet
     figure = Figure(figsize=(PAGE_WIDTH_IN, 5.5), layout="constrained")
     axes = figure.add_subplot()
-    complete = [t.val_acc for t in shown if t.state == COMPLETE]
+    complete = [t.objective_value for t in shown if t.state == COMPLETE]
     norm = Normalize(min(complete, default=0.0), max(complete, default=1.0))
     cmap = colormaps["viridis"]
     xs = range(len(columns))
@@ -137,7 +141,8 @@ def parallel_png(trials: list[TrialRecord], names: list[str], title: str, path: 
             if trial.state != order:
                 continue
             y = [math.nan if c.scaled[i] is None else c.scaled[i] for c in columns]
-            colour = cmap(norm(trial.val_acc)) if order == COMPLETE else (0.6, 0.6, 0.6, 0.7)
+            colour = (cmap(norm(trial.objective_value)) if order == COMPLETE
+                      else (0.6, 0.6, 0.6, 0.7))
             axes.plot(xs, y, color=colour, linewidth=2.0 if order == COMPLETE else 1.2,
                       marker="o", markersize=4, zorder=3 if order == COMPLETE else 2)
     for x, column in enumerate(columns):
@@ -155,9 +160,9 @@ def parallel_png(trials: list[TrialRecord], names: list[str], title: str, path: 
     axes.set_ylim(-0.05, 1.05)
     for side in ("left", "right", "top"):
         axes.spines[side].set_visible(False)
-    axes.set_title(f"{title}: colour = val_acc of complete trials, grey = pruned",
+    axes.set_title(f"{title}: colour = {metric} of complete trials, grey = pruned",
                    fontsize=LABEL_FONT + 1)
     bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, pad=0.01, aspect=30)
-    bar.set_label("val_acc", fontsize=LABEL_FONT)
+    bar.set_label(metric, fontsize=LABEL_FONT)
     bar.ax.tick_params(labelsize=TICK_FONT)
     return _save(figure, path)

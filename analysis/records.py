@@ -10,7 +10,7 @@ from typing import Any
 # Trial states as the analysis reports them; Optuna's WAITING (queued, never started) is not a trial.
 COMPLETE, PRUNED, FAIL, RUNNING, UNKNOWN = "COMPLETE", "PRUNED", "FAIL", "RUNNING", "UNKNOWN"
 STATES: tuple[str, ...] = (COMPLETE, PRUNED, FAIL, RUNNING, UNKNOWN)
-METRIC = "val_acc"  # what selects; test_acc is reported beside it and never used to choose
+DEFAULT_OBJECTIVE = "val_acc"  # what selects unless the sweep names another (mgkd.objectives)
 
 
 def study_key(teacher: str, student: str, method: str, mode: str) -> str:
@@ -44,6 +44,7 @@ class StudyInfo:
     mode: str
     budget: int | None = None  # the sweep's epochs for this study (a COMPLETE trial ran them all)
     base: dict[str, Any] | None = None  # the study's base experiment config, when sweep.yaml parses
+    objective: str | None = None  # the metric that selects (val_acc, val_map, ...); None: unknown
 
     @property
     def pair(self) -> str:
@@ -59,12 +60,13 @@ class TrialRecord:
     ray_trial_id: str | None
     state: str
     paper_default: bool = False
-    value: float | None = None  # Optuna's objective: the last epoch's val_acc of a COMPLETE trial
+    value: float | None = None  # Optuna's value: the last epoch's objective of a COMPLETE trial
     params: dict[str, Any] = field(default_factory=dict)  # the flat search params
     experiment: dict[str, Any] | None = None  # the trial's ExperimentConfig as a dict
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch, by epoch
     trial_dir: Path | None = None
     error: str | None = None
+    objective: str = DEFAULT_OBJECTIVE  # its study's objective
 
     @property
     def label(self) -> str:
@@ -83,9 +85,9 @@ class TrialRecord:
         return int(epoch) if epoch is not None else None
 
     @property
-    def val_acc(self) -> float | None:
-        """The trial's validation accuracy: Optuna's value, else its last reported epoch's."""
-        return self.value if self.value is not None else finite(self.last.get(METRIC))
+    def objective_value(self) -> float | None:
+        """The trial's objective (e.g. val_acc): Optuna's value, else its last reported epoch's."""
+        return self.value if self.value is not None else finite(self.last.get(self.objective))
 
     def metric_at(self, epoch: int | None, name: str) -> float | None:
         """Metric ``name`` at ``epoch`` (None when that epoch was not reported)."""

@@ -1,7 +1,9 @@
 """``mgkd report``: a self-contained HTML page (``index.html`` with its PNGs beside it).
 
-Across studies: the best-per-study table (the numbers of ``mgkd best``) and a table in the layout of
-the paper's CIFAR-100 table (rows: method x mode, columns: teacher -> student pairs). Per study: the
+Across studies: the best-per-study table (the numbers of ``mgkd best``), a table in the layout of
+the paper's CIFAR-100 table (rows: method x mode, columns: teacher -> student pairs) and, for re-ID
+sweeps, one in the layout of its Market-1501 table (``analysis.reid_table``). Every number is the
+sweep's objective (val_acc, or val_map / val_rank1 for re-ID) or its test metric. Per study: the
 validation curves of the top trials, the selected config beside the paper default, fANOVA
 hyperparameter importances and a parallel-coordinates view. Every number cell carries
 ``data-study`` / ``data-field`` attributes naming the ``mgkd best --format json`` value it shows.
@@ -16,11 +18,12 @@ from typing import Any
 
 from analysis.best import StudyBest, best_of_run
 from analysis.board import board_order
-from analysis.formats import TEST_NOTE, VERDICT_NOTE, fmt_number, fmt_value
+from analysis.formats import fmt_number, fmt_value, run_objective, test_note, verdict_note
 from analysis.importance import study_importances
 from analysis.optuna_db import log_sampled
 from analysis.plots import curves_png, importance_png, param_order, parallel_png
 from analysis.records import COMPLETE, Run, StudyInfo
+from analysis.reid_table import reid_table
 from analysis.run import read_run
 from analysis.rundir import OPTUNA_DB
 from mgkd.io import atomic_write_text
@@ -61,9 +64,11 @@ def _int_text(value: int | None) -> str:
 
 # ---- across studies ----------------------------------------------------------------------------
 def summary_table(bests: list[StudyBest]) -> str:
+    objective = run_objective(bests)
+    name, test = objective.name, objective.test_metric
     head = ("<tr><th>study</th><th>complete</th><th>pruned</th><th>errored</th><th>running</th>"
-            "<th>best val_acc</th><th>val se</th><th>its test_acc</th><th>epochs</th><th>trial</th>"
-            "<th>selected by</th><th>paper default val_acc</th><th>gain</th><th>verdict</th>"
+            f"<th>best {name}</th><th>val se</th><th>its {test}</th><th>epochs</th><th>trial</th>"
+            f"<th>selected by</th><th>paper default {name}</th><th>gain</th><th>verdict</th>"
             "<th>vs plain kd</th></tr>")
     rows = []
     for b in bests:
@@ -73,13 +78,13 @@ def summary_table(bests: list[StudyBest]) -> str:
             + _num(key, "complete", str(d["complete"])) + _num(key, "pruned", str(d["pruned"]))
             + _num(key, "errored", str(d["errored"]))
             + _num(key, "running", str(d["running"] + d["unknown"]))
-            + _num(key, "val_acc", fmt_number(d["val_acc"]))
+            + _num(key, name, fmt_number(d[name]))
             + _num(key, "val_se", fmt_number(d["val_se"]))
-            + _num(key, "test_acc", fmt_number(d["test_acc"]))
+            + _num(key, test, fmt_number(d[test]))
             + _num(key, "epochs", _int_text(d["epochs"]))
             + _num(key, "trial_number", _int_text(d["trial_number"]))
             + f"<td>{_e(d['selected_by'])}</td>"
-            + _num(key, "paper_default_val_acc", fmt_number(d["paper_default_val_acc"]))
+            + _num(key, f"paper_default_{name}", fmt_number(d[f"paper_default_{name}"]))
             + _num(key, "gain_over_paper_default", fmt_number(d["gain_over_paper_default"], True))
             + _num(key, "verdict", d["verdict"])
             + _num(key, "gain_over_plain_kd", fmt_number(d["gain_over_plain_kd"], True)) + "</tr>")
@@ -95,7 +100,9 @@ def _row_keys(studies: list[StudyInfo]) -> list[tuple[str, str]]:
 
 
 def paper_table(bests: list[StudyBest]) -> str:
-    """Rows method x mode, columns pairs; each cell the best val_acc and its test_acc."""
+    """Rows method x mode, columns pairs; each cell the best objective value and its test
+    metric (val_acc / test_acc for classification)."""
+    objective = run_objective(bests)
     by_cell = {(b.study.method, b.study.mode, b.study.pair): b for b in bests}
     pairs = list(dict.fromkeys(b.study.pair for b in bests))
     head = "<tr><th>method</th>" + "".join(
@@ -110,13 +117,15 @@ def paper_table(bests: list[StudyBest]) -> str:
                 cells.append('<td class="muted">—</td>')
                 continue
             key = b.study.key
-            cells.append(f'<td><span data-study="{_e(key)}" data-field="val_acc">'
-                         f'{_e(fmt_number(b.val_acc))}</span> / <span data-study="{_e(key)}" '
-                         f'data-field="test_acc">{_e(fmt_number(b.test_acc))}</span></td>')
+            cells.append(f'<td><span data-study="{_e(key)}" data-field="{objective.name}">'
+                         f'{_e(fmt_number(b.value))}</span> / <span data-study="{_e(key)}" '
+                         f'data-field="{objective.test_metric}">{_e(fmt_number(b.test_value))}'
+                         "</span></td>")
         rows.append(f"<tr><td>{_e(label)}</td>{''.join(cells)}</tr>")
     return (f"<table>{head}{''.join(rows)}</table><p class=\"muted\">Each cell: best validation "
-            "accuracy / the test accuracy of that config (%). Rows: method and mode (plain: the "
-            "method alone; MAG: granularity-wise; MAS: stable excitation).</p>")
+            f"{objective.label} ({objective.name}) / the {objective.test_metric} of that config "
+            "(%). Rows: method and mode (plain: the method alone; MAG: granularity-wise; MAS: "
+            "stable excitation).</p>")
 
 
 # ---- per study ---------------------------------------------------------------------------------
@@ -146,10 +155,11 @@ def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[P
              f"running or unknown; epoch budget {_e(best.study.budget or '?')}.</p>"]
     parts += [f'<p class="note">{_e(note)}</p>' for note in best.notes]
 
+    objective = best.objective
     shown = [t for t in board_order(trials) if t.history][:top]
-    parts.append(f"<h3>Validation curves of the top {top} trials</h3>")
+    parts.append(f"<h3>Validation curves ({_e(objective.name)}) of the top {top} trials</h3>")
     if shown:
-        path = curves_png(shown, best.paper, key, out / f"{key}-curves.png")
+        path = curves_png(shown, best.paper, key, out / f"{key}-curves.png", objective)
         parts.append(_img(out, path, f"validation curves of {key}", images))
     else:
         parts.append('<p class="muted">No trial has reported an epoch yet.</p>')
@@ -172,14 +182,14 @@ def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[P
 
     parts.append("<h3>Parallel coordinates</h3>")
     names = param_order([n for t in trials for n in t.params])
-    drawable = [t for t in trials if t.params and t.val_acc is not None]
+    drawable = [t for t in trials if t.params and t.objective_value is not None]
     if len(drawable) >= 2 and names:
         path = parallel_png(drawable, names, key, out / f"{key}-parallel.png",
-                            log_params=log_sampled(run.path / OPTUNA_DB, key))
+                            log_params=log_sampled(run.path / OPTUNA_DB, key), objective=objective)
         parts.append(_img(out, path, f"parallel coordinates of {key}", images))
     else:
-        parts.append('<p class="muted">Fewer than two trials with a validation accuracy: nothing '
-                     "to compare.</p>")
+        parts.append(f'<p class="muted">Fewer than two trials with a {_e(objective.name)}: '
+                     "nothing to compare.</p>")
     return "\n".join(parts) + "</section>"
 
 
@@ -187,15 +197,23 @@ def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[P
 def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[Path]) -> str:
     sections = [study_section(run, b, out, top, images) for b in bests]
     warnings = "".join(f"<li>{_e(n)}</li>" for n in run.notes)
+    objective = run_objective(bests)
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>MGKD-Tune report: {_e(run.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>Sweep {_e(run.name)}</h1>", f'<p class="muted">run dir: {_e(run.path)}</p>',
         f'<h2>Warnings</h2><ul class="note">{warnings}</ul>' if warnings else "",
-        "<h2>Best config per study</h2>", summary_table(bests), f"<p>{_e(TEST_NOTE)}</p>",
-        f"<p>{_e(VERDICT_NOTE)}</p>",
+        f"<p>Objective: <b>{_e(objective.name)}</b> (validation {_e(objective.label)}) selects; "
+        f"{_e(objective.test_metric)} is reported beside it.</p>",
+        "<h2>Best config per study</h2>", summary_table(bests), f"<p>{_e(test_note(objective))}</p>",
+        f"<p>{_e(verdict_note(objective))}</p>",
         "<h2>All pairs (layout of the paper's CIFAR-100 table)</h2>", paper_table(bests),
-        *sections, "</body></html>"])
+        *_reid_section(bests), *sections, "</body></html>"])
+
+
+def _reid_section(bests: list[StudyBest]) -> list[str]:
+    table = reid_table(bests)
+    return ["<h2>Re-ID (layout of the paper's Market-1501 table)</h2>", table] if table else []
 
 
 def write_report(run_dir: str | Path | Run, out_dir: str | Path, top: int = DEFAULT_TOP) -> Report:

@@ -11,8 +11,8 @@ from optuna.trial import FrozenTrial
 
 from analysis.flatten import rebuild_experiment
 from analysis.optuna_db import PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR, read_studies, state_name
-from analysis.records import (COMPLETE, FAIL, METRIC, RUNNING, UNKNOWN, Run, StudyInfo,
-                              TrialRecord, finite, split_study_key)
+from analysis.records import (COMPLETE, DEFAULT_OBJECTIVE, FAIL, RUNNING, UNKNOWN, Run,
+                              StudyInfo, TrialRecord, finite, split_study_key)
 from analysis.rundir import OPTUNA_DB, locate, read_sweep, scan
 from analysis.trialdir import TrialDir, read_trial_dir
 from mgkd.errors import ConfigError
@@ -43,27 +43,54 @@ class _Dirs:
         return found
 
 
-def _curve_from_optuna(trial: FrozenTrial) -> list[dict[str, Any]]:
-    return [{"epoch": int(epoch), METRIC: value}
+def _curve_from_optuna(trial: FrozenTrial, objective: str) -> list[dict[str, Any]]:
+    return [{"epoch": int(epoch), objective: value}
             for epoch, value in sorted(trial.intermediate_values.items())]
 
 
-def _from_optuna(key: str, trial: FrozenTrial, state: str, found: TrialDir | None,
-                 notes: list[str]) -> TrialRecord:
+def experiment_objective(experiment: dict[str, Any] | None) -> str | None:
+    """The objective a trial's config selects on: its ``objective``, else its data set's
+    default; None when the config does not say (older configs of unknown data sets)."""
+    if not experiment:
+        return None
+    from mgkd.objectives import OBJECTIVES, dataset_task, default_objective
+
+    named = experiment.get("objective")
+    if isinstance(named, str) and named in OBJECTIVES:
+        return named
+    try:
+        return default_objective(dataset_task(str(experiment.get("dataset", "cifar100")),
+                                              experiment.get("data_options") or None)).name
+    except (ConfigError, TypeError, ValueError, KeyError):
+        return None
+
+
+def _fill_objectives(studies: dict[str, StudyInfo], dirs: list[TrialDir]) -> None:
+    """Studies whose sweep.yaml did not say: the objective of their trials' configs, else
+    val_acc (every sweep before the objective existed selected on it)."""
+    for study in studies.values():
+        if study.objective is None:
+            found = (experiment_objective(d.experiment) for d in dirs if d.study == study.key)
+            study.objective = next((name for name in found if name), DEFAULT_OBJECTIVE)
+
+
+def _from_optuna(key: str, objective: str, trial: FrozenTrial, state: str,
+                 found: TrialDir | None, notes: list[str]) -> TrialRecord:
     record = TrialRecord(
-        study=key, trial_number=trial.number, ray_trial_id=trial.user_attrs.get(RAY_TRIAL_ATTR),
+        study=key, trial_number=trial.number,
+        ray_trial_id=trial.user_attrs.get(RAY_TRIAL_ATTR),
         state=state, paper_default=bool(trial.user_attrs.get(PAPER_DEFAULT_ATTR)),
         value=finite(trial.value) if state == COMPLETE else None, params=dict(trial.params),
-        error=trial.user_attrs.get("error"))
+        error=trial.user_attrs.get("error"), objective=objective)
     if found is not None:
         record.ray_trial_id = record.ray_trial_id or found.ray_trial_id
         record.params = record.params or dict(found.params)
         record.experiment, record.history, record.trial_dir = found.experiment, found.history, found.path
         record.error = found.error or record.error
     elif record.ray_trial_id is not None:  # Ray ran it, but its dir is gone
-        record.history = _curve_from_optuna(trial)
+        record.history = _curve_from_optuna(trial, objective)
         notes.append(f"{record.label}: its trial dir (Ray trial {record.ray_trial_id}) is missing; "
-                     "its curve is Optuna's intermediate val_acc only (no test_acc).")
+                     f"its curve is Optuna's intermediate {objective} only (no test metric).")
     return record
 
 
@@ -81,12 +108,14 @@ def _from_files(found: TrialDir, study: StudyInfo | None) -> TrialRecord:
     if budget is None and found.experiment:
         budget = found.experiment.get("epochs")
     state = _infer_state(found, budget)
-    value = finite(found.history[-1].get(METRIC)) if state == COMPLETE else None
+    objective = (study.objective if study else None) or DEFAULT_OBJECTIVE
+    value = finite(found.history[-1].get(objective)) if state == COMPLETE else None
     return TrialRecord(study=found.study or "?", trial_number=found.trial_number,
                        ray_trial_id=found.ray_trial_id, state=state,
                        paper_default=found.trial_number == 0, value=value,
                        params=dict(found.params), experiment=found.experiment,
-                       history=found.history, trial_dir=found.path, error=found.error)
+                       history=found.history, trial_dir=found.path, error=found.error,
+                       objective=objective)
 
 
 def _leftover(found: TrialDir, studies: dict[str, StudyInfo],
@@ -183,13 +212,16 @@ def read_run(run_dir: str | Path) -> Run:
     studies = dict(sweep.studies)
     _add_studies(studies, [*optuna_trials, *(d.study for d in dirs.all if d.study)],
                  bool(sweep.studies), notes)
+    _fill_objectives(studies, dirs.all)
 
     trials: list[TrialRecord] = []
     for key, frozen in optuna_trials.items():
+        objective = (studies[key].objective if key in studies else None) or DEFAULT_OBJECTIVE
         for trial in frozen:
             state = state_name(trial)
             if state is not None:
-                trials.append(_from_optuna(key, trial, state, dirs.find(key, trial), notes))
+                trials.append(_from_optuna(key, objective, trial, state, dirs.find(key, trial),
+                                           notes))
     _fill_budgets(studies, trials)
     for found in dirs.all:
         if found.path not in dirs.used:

@@ -99,13 +99,18 @@ def _from_spec(spec: Any, notes: list[str]) -> dict[str, StudyInfo]:
                      f"from {OPTUNA_DB} and the trial dirs, without their base configs.")
         return _from_raw(spec.to_dict())
     return {s.key: StudyInfo(s.key, s.pair.teacher, s.pair.student, s.method, s.mode,
-                             budget=s.base.epochs, base=s.base.to_dict()) for s in studies}
+                             budget=s.base.epochs, base=s.base.to_dict(),
+                             objective=s.base.objective) for s in studies}
 
 
 def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
     """Studies from a sweep mapping this version cannot parse: pairs x methods x modes."""
+    from mgkd.objectives import OBJECTIVES
+
     base = data.get("base") if isinstance(data.get("base"), dict) else {}
     budget = base.get("epochs") if isinstance(base.get("epochs"), int) else None
+    named = data.get("objective")
+    objective = named if isinstance(named, str) and named in OBJECTIVES else None
     studies: dict[str, StudyInfo] = {}
     pairs, methods, modes = (data.get(k) if isinstance(data.get(k), list) else default
                              for k, default in (("pairs", []), ("methods", ["kd"]),
@@ -117,7 +122,8 @@ def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
             for mode in modes:
                 key = f"{pair['teacher']}__{pair['student']}__{method}__{mode}"
                 studies[key] = StudyInfo(key, str(pair["teacher"]), str(pair["student"]),
-                                         str(method), str(mode), budget=budget)
+                                         str(method), str(mode), budget=budget,
+                                         objective=objective)
     return studies
 
 

@@ -4,7 +4,10 @@ The one place that decides it; ``mgkd tune``'s summary, ``mgkd best`` (every for
 all call ``verdict``.
 
 * A validation accuracy ``acc`` (in %) measured on ``n`` images has the binomial standard error
-  ``100 · sqrt(p (1 − p) / n)`` with ``p = acc / 100`` (``val_se``).
+  ``100 · sqrt(p (1 − p) / n)`` with ``p = acc / 100`` (``val_se``); so has a re-ID rank-1 over
+  ``n`` validation queries. An objective that is not a share of items (re-ID mAP) has no such
+  formula: its trials report its standard error (``val_map_se``), passed as ``best_se`` /
+  ``paper_se``.
 * Single runs: the gain of the best config over the paper default has the standard error
   ``sqrt(se_best² + se_paper²)`` (the two accuracies' binomial errors, treated as independent).
 * Confirmed runs (``mgkd best --confirm``): the spread over seeds replaces it. Each side's mean has
@@ -67,13 +70,16 @@ def _decide(gain: float | None, gain_se: float | None, default_selected: bool) -
 
 def verdict(best_acc: float | None, paper_acc: float | None, *, val_size: int | None,
             default_selected: bool = False, best_seeds: list[float] | None = None,
-            paper_seeds: list[float] | None = None) -> Verdict:
+            paper_seeds: list[float] | None = None, best_se: float | None = None,
+            paper_se: float | None = None, se_basis: str | None = None) -> Verdict:
     """Compare a study's selected config with its paper default.
 
     ``best_acc`` / ``paper_acc``: validation accuracies (%; means over seeds when confirmed).
     ``val_size``: validation images (the binomial error's ``n``). ``default_selected``: the paper
     default is the selected config. ``best_seeds`` / ``paper_seeds``: per-seed validation accuracies
     of a confirmation (``--confirm``); when given, their spread decides instead of ``val_size``.
+    ``se_basis``: the name of the metric the trials reported their standard errors in
+    (``best_se`` / ``paper_se``, e.g. val_map_se); given, those errors replace the binomial ones.
     """
     gain = None if best_acc is None or paper_acc is None else best_acc - paper_acc
     if best_seeds:
@@ -87,10 +93,15 @@ def verdict(best_acc: float | None, paper_acc: float | None, *, val_size: int | 
         if sd_best is not None:
             gain_se = math.sqrt(sd_best ** 2 / len(best_seeds) + sd_paper ** 2 / len(paper_runs))
             return Verdict(_decide(gain, gain_se, default_selected), gain, gain_se, basis)
-    se_best, se_paper = binomial_se(best_acc, val_size), binomial_se(paper_acc, val_size)
+    if se_basis is not None:
+        se_best, se_paper = best_se, paper_se
+        basis = f"reported {se_basis}"
+    else:
+        se_best, se_paper = binomial_se(best_acc, val_size), binomial_se(paper_acc, val_size)
+        basis = (f"validation set ({val_size} images)" if val_size
+                 else "validation set size unknown")
     gain_se = (None if se_best is None or se_paper is None
                else math.sqrt(se_best ** 2 + se_paper ** 2))
-    basis = (f"validation set ({val_size} images)" if val_size else "validation set size unknown")
     return Verdict(_decide(gain, gain_se, default_selected), gain, gain_se, basis)
 
 

@@ -80,6 +80,8 @@ class ExperimentConfig:
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = False
     cache_dir: str = "~/.cache/mgkd"
+    # selection (mgkd.objectives): None = the data set's default (val_acc; val_map for re-ID)
+    objective: str | None = None
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -164,6 +166,10 @@ def _coerce(key: str, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"teacher_checkpoint: expected a file path or null, got {value!r}.")
         return value
+    if key == "objective":
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"objective: expected a metric name or null, got {value!r}.")
+        return value
     if key == "train_subset":
         return None if value is None else _as_int(key, value)
     if key in ("data_options", "method_options"):
@@ -238,6 +244,7 @@ def validate(config: ExperimentConfig) -> None:
     if config.device not in DEVICES and not config.device.startswith("cuda:"):
         raise ConfigError(f"device: unknown value '{config.device}'; allowed: auto, cpu, cuda, cuda:N.")
     validate_data_options(config.dataset, config.data_options)
+    _check_objective(config)
     get_method(config.method).resolve_options(config.method_options, config.teacher, config.student)
 
     _check_range("val_fraction", config.val_fraction, 0.0, 0.5)
@@ -270,6 +277,13 @@ def validate(config: ExperimentConfig) -> None:
     if config.mode == "mas" and config.logit_weight == 0.0:
         raise ConfigError("logit_weight: 0 with mode mas; the stable target enters through the logit "
                           "term, so mas would equal mag. Set logit_weight > 0 or use mode mag.")
+
+
+def _check_objective(config: ExperimentConfig) -> None:
+    """The objective must be one the data set's task can select on (None: its default)."""
+    from mgkd.objectives import check_objective
+
+    check_objective(config.objective, config.dataset, config.data_options)
 
 
 # ---- defaults ----------------------------------------------------------------------------------

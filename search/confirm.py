@@ -1,9 +1,11 @@
 """`mgkd best --confirm K --seeds S`: re-run each study's top K configs with S further seeds through
 Ray (the same trainable), so the exported winner is not a lucky seed.
 
-Results go to ``<run dir>/confirm/<study key>.json``, ranked by mean validation accuracy:
-``{"study", "seeds", "entries": [{"trial_number", "params", "val_accs", "test_accs",
-"mean_val_acc", "std_val_acc"}, ...]}``. The trial's own run counts as its first seed.
+Results go to ``<run dir>/confirm/<study key>.json``, ranked by the mean of the sweep's objective:
+``{"study", "objective", "seeds", "entries": [{"trial_number", "params", "val_accs", "test_accs",
+"mean_val_acc", "std_val_acc"}, ...]}``. The trial's own run counts as its first seed. The keys keep
+their first names for every objective: ``val_accs`` hold the objective's values (e.g. val_map) and
+``test_accs`` its test metric's (e.g. test_map), as ``objective`` says.
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ from ray import tune
 
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text
+from mgkd.objectives import Objective
 from search.multistudy import PAPER_DEFAULT_ATTR
 from search.sweep import SweepSpec, plan
 from search.tune import (build_trainable, connect, load_run_spec, quiet_ray,
-                          storage_url, study_entries)
+                          storage_url, study_entries, sweep_objective, trial_final)
 from spaces import build_space
 
 log = logging.getLogger(__name__)
@@ -67,33 +70,25 @@ def plan_jobs(spec: SweepSpec, top_k: int, seeds: int) -> tuple[list[Job], dict[
     return jobs, tops
 
 
-def trial_final(run_dir: Path, key: str, number: int) -> dict[str, Any]:
-    """The last line of a sweep trial's result.json (its final metrics), or {}."""
-    for folder in run_dir.glob(f"{key}_{number:03d}_*"):
-        lines = [line for line in (folder / "result.json").read_text().splitlines() if line.strip()]
-        if lines:
-            return json.loads(lines[-1])
-    return {}
-
-
 def _rank(run_dir: Path, key: str, trials: list, jobs: list[Job],
-          runs: dict[tuple[str, int, int], dict[str, Any]]) -> dict[str, Any]:
+          runs: dict[tuple[str, int, int], dict[str, Any]], objective: Objective) -> dict[str, Any]:
     entries = []
     for trial in trials:
         own = trial_final(run_dir, key, trial.number)
         own_seed = int(own.get("config", {}).get("experiment", {}).get("seed", 0))
         seeds = [own_seed] + [j.seed for j in jobs if j.study == key and j.trial_number == trial.number]
-        results = [{"val_acc": trial.value, "test_acc": own.get("test_acc")}]
+        results = [{"value": trial.value, "test_value": own.get(objective.test_metric)}]
         results += [runs.get((key, trial.number, seed), {}) for seed in seeds[1:]]
-        val_accs = [r.get("val_acc") for r in results]
+        val_accs = [r.get("value") for r in results]
         finite = [v for v in val_accs if v is not None]
         entries.append({
             "trial_number": trial.number, "params": dict(trial.params), "seeds": seeds,
-            "val_accs": val_accs, "test_accs": [r.get("test_acc") for r in results],
+            "val_accs": val_accs, "test_accs": [r.get("test_value") for r in results],
             "mean_val_acc": statistics.fmean(finite) if finite else None,
             "std_val_acc": statistics.pstdev(finite) if len(finite) > 1 else 0.0})
     entries.sort(key=lambda e: (-(e["mean_val_acc"] or float("-inf")), e["trial_number"]))
-    return {"study": key, "seeds": entries[0]["seeds"] if entries else [], "entries": entries}
+    return {"study": key, "objective": objective.name,
+            "seeds": entries[0]["seeds"] if entries else [], "entries": entries}
 
 
 def confirm(run_dir: str | Path, top_k: int, seeds: int) -> dict[str, dict[str, Any]]:
@@ -106,6 +101,7 @@ def confirm(run_dir: str | Path, top_k: int, seeds: int) -> dict[str, dict[str, 
     if not jobs:
         raise ConfigError(f"{run_dir}: no study has a completed trial to confirm yet.")
     studies = plan(spec)
+    objective = sweep_objective(studies)
     quiet_ray()
     connect(spec.ray_address)
     # Re-runs are short and never resumed: checkpoint only at the end.
@@ -125,13 +121,13 @@ def confirm(run_dir: str | Path, top_k: int, seeds: int) -> dict[str, dict[str, 
         job = by_config[json.dumps(result.config["experiment"], sort_keys=True)]
         metrics = result.metrics or {}
         if result.error is None:
-            runs[(job.study, job.trial_number, job.seed)] = {"val_acc": metrics.get("val_acc"),
-                                                             "test_acc": metrics.get("test_acc")}
+            runs[(job.study, job.trial_number, job.seed)] = {
+                "value": metrics.get(objective.name), "test_value": metrics.get(objective.test_metric)}
     out = {}
     for key, trials in tops.items():
         if not trials:
             continue
-        ranking = _rank(run_dir, key, trials, jobs, runs)
+        ranking = _rank(run_dir, key, trials, jobs, runs, objective)
         atomic_write_text(run_dir / CONFIRM_DIR / f"{key}.json", json.dumps(ranking, indent=1))
         out[key] = ranking
     return out

@@ -100,7 +100,7 @@ class MultiStudySearcher(Searcher):
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
                               **spec: Any) -> bool:
-        return True  # metric and mode are fixed at construction (val_acc, max)
+        return True  # metric and mode are fixed at construction (the sweep's objective, max)
 
     # ---- studies --------------------------------------------------------------------------------
     def study(self, key: str) -> optuna.Study:

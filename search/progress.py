@@ -1,5 +1,5 @@
 """Sweep progress without a wall of logs: per study, trials running / done / pruned / errored and
-the best validation accuracy so far, printed every few seconds and when the sweep ends."""
+the best value of the sweep's objective (val_acc, val_map, ...) so far, printed every few seconds and when the sweep ends."""
 from __future__ import annotations
 
 import logging
@@ -21,7 +21,7 @@ class StudyCounts:
     pruned: int = 0
     errored: int = 0
     interrupted: int = 0  # running when the sweep was stopped (Ctrl-C): they re-run on --resume
-    best_val_acc: float | None = None
+    best_value: float | None = None  # of the sweep's objective
     errors: list[str] = field(default_factory=list)
 
 
@@ -37,8 +37,10 @@ def classify(status: str, last_result: dict[str, Any], epochs: int) -> str:
 
 
 def count_trials(trials: list, epochs: dict[str, int],
-                 interrupted: frozenset[str] = frozenset()) -> dict[str, StudyCounts]:
-    """Per study; trials whose ids are in ``interrupted`` count as interrupted, not pruned."""
+                 interrupted: frozenset[str] = frozenset(),
+                 metric: str = "val_acc") -> dict[str, StudyCounts]:
+    """Per study; trials whose ids are in ``interrupted`` count as interrupted, not pruned;
+    ``metric``: the sweep's objective."""
     counts = {key: StudyCounts() for key in epochs}
     for trial in trials:
         key = trial.config.get("study")
@@ -51,21 +53,23 @@ def count_trials(trials: list, epochs: dict[str, int],
         setattr(study, kind, getattr(study, kind) + 1)
         if kind == "errored" and trial.error_file:
             study.errors.append(trial.error_file)
-        best = (trial.last_result or {}).get("val_acc")  # the studies' objective
+        best = (trial.last_result or {}).get(metric)
         if best is not None and math.isfinite(best):
-            study.best_val_acc = best if study.best_val_acc is None else max(study.best_val_acc, best)
+            study.best_value = best if study.best_value is None else max(study.best_value, best)
     return counts
 
 
-def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int]) -> str:
+def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int],
+                  metric: str = "val_acc") -> str:
     width = max([len("study")] + [len(k) for k in counts])
     stopped = any(c.interrupted for c in counts.values())  # the column only after a Ctrl-C
-    lines = [f"{'study':<{width}}  total  run  done  pruned  err  best val_acc"
+    head = f"best {metric}"
+    lines = [f"{'study':<{width}}  total  run  done  pruned  err  {head}"
              + ("  interrupted" if stopped else "")]
     for key, c in counts.items():
-        best = "-" if c.best_val_acc is None else f"{c.best_val_acc:.2f}"
+        best = "-" if c.best_value is None else f"{c.best_value:.2f}"
         lines.append(f"{key:<{width}}  {samples[key]:>5}  {c.running:>3}  {c.done:>4}  "
-                     f"{c.pruned:>6}  {c.errored:>3}  {best:>12}"
+                     f"{c.pruned:>6}  {c.errored:>3}  {best:>{len(head)}}"
                      + (f"  {c.interrupted:>11}" if stopped else ""))
     return "\n".join(lines)
 
@@ -73,9 +77,11 @@ def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int]) -> st
 class ProgressTable(Callback):
     """A Tune callback printing the per-study table every ``interval`` seconds."""
 
-    def __init__(self, epochs: dict[str, int], samples: dict[str, int], interval: float = 15.0):
+    def __init__(self, epochs: dict[str, int], samples: dict[str, int], interval: float = 15.0,
+                 metric: str = "val_acc"):
         self.epochs = epochs
         self.samples = samples
+        self.metric = metric  # the sweep's objective
         self.interval = interval
         self._last = 0.0
         self._running: set[str] = set()  # ids of trials running and not yet ended
@@ -85,8 +91,8 @@ class ProgressTable(Callback):
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            log.info("sweep progress\n%s", format_counts(count_trials(trials, self.epochs),
-                                                         self.samples))
+            counts = count_trials(trials, self.epochs, metric=self.metric)
+            log.info("sweep progress\n%s", format_counts(counts, self.samples, self.metric))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._running.discard(trial.trial_id)  # finished, or stopped by ASHA
@@ -99,6 +105,6 @@ class ProgressTable(Callback):
         # running here were interrupted, not pruned.
         interrupted = frozenset(t.trial_id for t in trials if t.trial_id in self._running
                                 and t.status != "ERROR")
-        counts = count_trials(trials, self.epochs, interrupted)
+        counts = count_trials(trials, self.epochs, interrupted, self.metric)
         title = "sweep interrupted" if interrupted else "sweep finished"
-        log.info("%s\n%s", title, format_counts(counts, self.samples))
+        log.info("%s\n%s", title, format_counts(counts, self.samples, self.metric))

@@ -101,6 +101,7 @@ class SweepSpec:
     base: dict
     ray_address: str | None = None
     checkpoint_every: int = 2
+    objective: str | None = None  # None: the data set's default (see "the objective" below)
 
     @property
     def run_dir(self) -> Path:
@@ -124,6 +125,7 @@ class SweepSpec:
             "base": copy.deepcopy(self.base),
             "ray_address": self.ray_address,
             "checkpoint_every": self.checkpoint_every,
+            "objective": self.objective,
         }
 
     def to_yaml(self) -> str:
@@ -149,6 +151,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
     "base": {},
     "ray_address": None,
     "checkpoint_every": 2,
+    "objective": None,
 }
 SWEEP_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SweepSpec))
 
@@ -348,7 +351,8 @@ def _parse_sweep(data: Any) -> SweepSpec:
     return SweepSpec(name=name, storage_path=storage, pairs=pairs, methods=methods, modes=modes,
                      space=space, num_samples=num_samples, max_concurrent_trials=concurrent,
                      resources_per_trial=resources, scheduler=scheduler, searcher=searcher,
-                     base=base, ray_address=address, checkpoint_every=every)
+                     base=base, ray_address=address, checkpoint_every=every,
+                     objective=_parse_objective(values["objective"], base))
 
 
 # ---- files and the built-in demo ---------------------------------------------------------------
@@ -466,8 +470,36 @@ def plan(spec: SweepSpec) -> list[Study]:
                     config = _study_config(spec, pair, method, mode)
                 except ConfigError as err:
                     raise _base_error(err, key) from None
+                config = config.replace(objective=study_objective(spec, config))
                 studies.append(Study(pair=pair, method=method, mode=mode, base=config))
     return studies
+
+
+# ---- the objective (issue 10): what TPE, ASHA, `mgkd best`, export and the report select on ------
+def _parse_objective(value: Any, base: dict) -> str | None:
+    """The sweep's ``objective`` key: a registered name or null (checked against the data set
+    when the studies are planned). ``base`` may not set it: it is the sweep's, for every study."""
+    from mgkd.objectives import OBJECTIVES
+
+    if "objective" in base:
+        _fail("base.objective", "the objective is set for the whole sweep: move it to the top "
+                                f"level of the sweep file (objective: {base['objective']}).")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in OBJECTIVES:
+        _fail("objective", f"unknown objective {value!r}; allowed: {', '.join(OBJECTIVES)} "
+                           "(val_acc for classification data sets; val_map or val_rank1 for "
+                           "re-ID), or leave it out for the data set's default.")
+    return value
+
+
+def study_objective(spec: SweepSpec, config: ExperimentConfig) -> str:
+    """The objective written into a study's base config: the sweep's, checked against the data
+    set's task, else that task's default."""
+    from mgkd.objectives import check_objective
+
+    return check_objective(spec.objective, config.dataset, config.data_options,
+                           key="sweep objective").name
 
 
 # ---- validation --------------------------------------------------------------------------------

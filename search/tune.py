@@ -2,6 +2,7 @@
 Tuner, resume an interrupted sweep, and summarise the best config per study."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from analysis.verdict import (BEATS_DEFAULT, DEFAULT_BEST, WITHIN_NOISE, Verdict
 from mgkd.config import validation_size
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text
+from mgkd.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, Objective, get_objective
 from search.multistudy import (PAPER_DEFAULT_ATTR, MultiStudySearcher, PerStudyASHA,
                                StudyEntry)
 from search.progress import ProgressTable
@@ -33,7 +35,6 @@ from trainables.prepare import prepare_teachers
 log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.yaml"
 OPTUNA_DB = "optuna.db"
-METRIC = "val_acc"
 
 
 def storage_url(run_dir: Path) -> str:
@@ -42,31 +43,42 @@ def storage_url(run_dir: Path) -> str:
 
 @dataclass
 class StudySummary:
+    """One study's outcome on the sweep's objective (``objective.name``, e.g. val_acc)."""
+
     key: str
     trials: int
     complete: int
     pruned: int
     failed: int
-    best_val_acc: float | None
+    best_value: float | None  # the best trial's objective value
     best_params: dict[str, Any] = field(default_factory=dict)
     best_experiment: dict[str, Any] = field(default_factory=dict)
-    paper_val_acc: float | None = None
-    val_size: int | None = None  # validation images (the n of the standard errors)
+    paper_value: float | None = None
+    val_size: int | None = None  # validation images / queries (the n of binomial errors)
     default_selected: bool = False  # the paper-default trial is the best one (ties go to it)
+    objective: Objective = field(default_factory=lambda: OBJECTIVES[DEFAULT_OBJECTIVE])
+    best_se: float | None = None  # reported standard errors (objectives that are not binomial)
+    paper_se: float | None = None
 
     @property
     def gain(self) -> float | None:
-        if self.best_val_acc is None or self.paper_val_acc is None:
+        if self.best_value is None or self.paper_value is None:
             return None
-        return self.best_val_acc - self.paper_val_acc
+        return self.best_value - self.paper_value
 
     @property
     def val_se(self) -> float | None:
-        return binomial_se(self.best_val_acc, self.val_size)
+        if not self.objective.binomial:
+            return self.best_se
+        return binomial_se(self.best_value, self.val_size)
 
     @property
     def verdict(self) -> Verdict:
-        return verdict(self.best_val_acc, self.paper_val_acc, val_size=self.val_size,
+        if not self.objective.binomial:
+            return verdict(self.best_value, self.paper_value, val_size=None,
+                           default_selected=self.default_selected, best_se=self.best_se,
+                           paper_se=self.paper_se, se_basis=self.objective.se_metric)
+        return verdict(self.best_value, self.paper_value, val_size=self.val_size,
                        default_selected=self.default_selected)
 
 
@@ -143,20 +155,26 @@ def quiet_ray() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def sweep_objective(studies: list[Study]) -> Objective:
+    """The objective every study of a sweep selects on (written into each base config by
+    ``search.sweep.plan``; the data set, and so the objective, is sweep-wide)."""
+    return get_objective(studies[0].base.objective or DEFAULT_OBJECTIVE)
+
+
 def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
-               callbacks: list[tune.Callback]):
+               callbacks: list[tune.Callback], metric: str):
     run_dir = spec.run_dir
     searcher = MultiStudySearcher(entries, storage_url(run_dir), seed=spec.searcher.seed,
-                                  multivariate=spec.searcher.multivariate, metric=METRIC)
+                                  multivariate=spec.searcher.multivariate, metric=metric)
     scheduler = PerStudyASHA({e.key: e.epochs for e in entries},
                              grace_period=spec.scheduler.grace_period,
-                             reduction_factor=spec.scheduler.reduction_factor, metric=METRIC)
+                             reduction_factor=spec.scheduler.reduction_factor, metric=metric)
     progress = ProgressTable({e.key: e.epochs for e in entries},
-                             {e.key: e.num_samples for e in entries})
+                             {e.key: e.num_samples for e in entries}, metric=metric)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, metric=METRIC, mode="max",
+            search_alg=searcher, scheduler=scheduler, metric=metric, mode="max",
             num_samples=sum(e.num_samples for e in entries),
             max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True,
             trial_dirname_creator=_trial_dirname),
@@ -187,6 +205,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
         raise ConfigError(f"{run_dir} already holds a sweep; continue it with `mgkd tune --resume "
                           f"{run_dir}` or give the sweep another name.")
     entries = study_entries(spec, studies)
+    objective = sweep_objective(studies)
     quiet_ray()
     connect(spec.ray_address)
     validate_sweep(spec, cluster_resources=ray.cluster_resources(), check_data=False)
@@ -201,12 +220,12 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False)
     else:
-        tuner = _new_tuner(spec, entries, trainable, list(callbacks or []))
+        tuner = _new_tuner(spec, entries, trainable, list(callbacks or []), objective.name)
     # The first Ctrl-C makes Tune stop its trials, save its state and return (a second one
     # raises KeyboardInterrupt at once); an incomplete sweep after fit() means it was interrupted.
     tuner.fit()
     sizes = {e.key: validation_size(e.space.base) for e in entries}
-    summaries = summarize(run_dir, [e.key for e in entries], sizes)
+    summaries = summarize(run_dir, [e.key for e in entries], sizes, objective)
     unfinished = [s.key for s in summaries if s.complete + s.pruned + s.failed < spec.num_samples]
     return SweepResult(run_dir, summaries, interrupted=bool(unfinished))
 
@@ -230,17 +249,39 @@ def resume_sweep(run_dir: str | Path) -> SweepResult:
 
 
 # ---- summary ------------------------------------------------------------------------------------
-def summarize(run_dir: Path, keys: list[str],
-              val_sizes: dict[str, int] | None = None) -> list[StudySummary]:
-    """Per study, from ``optuna.db`` alone: counts, the best trial (ties: the earlier one) and the
-    paper default's value; ``val_sizes`` (validation images per study) gives the verdicts their n."""
+def trial_final(run_dir: Path, key: str, number: int) -> dict[str, Any]:
+    """The last line of a sweep trial's result.json (its final metrics), or {}."""
+    for folder in run_dir.glob(f"{key}_{number:03d}_*"):
+        path = folder / "result.json"
+        lines = [line for line in path.read_text().splitlines() if line.strip()] \
+            if path.is_file() else []
+        if lines:
+            return json.loads(lines[-1])
+    return {}
+
+
+def _reported_se(run_dir: Path, key: str, trial, objective: Objective) -> float | None:
+    """The standard error a trial reported with its final objective value (None for binomial
+    objectives, whose error follows from the validation size)."""
+    if trial is None or objective.se_metric is None:
+        return None
+    value = trial_final(run_dir, key, trial.number).get(objective.se_metric)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def summarize(run_dir: Path, keys: list[str], val_sizes: dict[str, int] | None = None,
+              objective: Objective | None = None) -> list[StudySummary]:
+    """Per study, from ``optuna.db`` (and, for a reported standard error, the trial's last
+    result): counts, the best trial (ties: the earlier one) and the paper default's value;
+    ``val_sizes`` (validation images / queries per study) gives binomial verdicts their n."""
     summaries = []
     val_sizes = val_sizes or {}
+    objective = objective or OBJECTIVES[DEFAULT_OBJECTIVE]
     for key in keys:
         try:
             study = optuna.load_study(study_name=key, storage=storage_url(run_dir))
         except KeyError:
-            summaries.append(StudySummary(key, 0, 0, 0, 0, None))
+            summaries.append(StudySummary(key, 0, 0, 0, 0, None, objective=objective))
             continue
         trials = study.get_trials(deepcopy=False)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -251,10 +292,13 @@ def summarize(run_dir: Path, keys: list[str],
             key=key, trials=len(trials), complete=len(complete),
             pruned=sum(t.state == TrialState.PRUNED for t in trials),
             failed=sum(t.state == TrialState.FAIL for t in trials),
-            best_val_acc=best.value if best else None,
+            best_value=best.value if best else None,
             best_params=dict(best.params) if best else {},
-            paper_val_acc=paper_value, val_size=val_sizes.get(key) or None,
-            default_selected=best is not None and paper is not None and best.number == paper.number))
+            paper_value=paper_value, val_size=val_sizes.get(key) or None,
+            default_selected=best is not None and paper is not None and best.number == paper.number,
+            objective=objective, best_se=_reported_se(run_dir, key, best, objective),
+            paper_se=_reported_se(run_dir, key, paper if paper_value is not None else None,
+                                  objective)))
     return summaries
 
 
@@ -266,15 +310,18 @@ def _fmt(value: float | None, sign: bool = False) -> str:
 
 def format_summary(result: SweepResult) -> str:
     width = max([len("study")] + [len(s.key) for s in result.studies])
-    lines = [f"{'study':<{width}}  done  pruned  err  best val_acc  val se  paper default  gain  "
+    name = result.studies[0].objective.name if result.studies else DEFAULT_OBJECTIVE
+    best_head = f"best {name}"
+    lines = [f"{'study':<{width}}  done  pruned  err  {best_head:>12}  val se  paper default  gain  "
              f"{'verdict':<13}  best hyperparameters"]
     verdicts = []
     for s in result.studies:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s.best_params.items()))
         judged = s.verdict
         lines.append(f"{s.key:<{width}}  {s.complete:>4}  {s.pruned:>6}  {s.failed:>3}  "
-                     f"{_fmt(s.best_val_acc):>12}  {_fmt(s.val_se):>6}  {_fmt(s.paper_val_acc):>13}  "
-                     f"{_fmt(s.gain, True):>5}  {judged.verdict:<13}  {params}")
+                     f"{_fmt(s.best_value):>{len(best_head)}}  {_fmt(s.val_se):>6}  "
+                     f"{_fmt(s.paper_value):>13}  {_fmt(s.gain, True):>5}  {judged.verdict:<13}  "
+                     f"{params}")
         verdicts.append(f"{s.key}: {_verdict_sentence(s, judged)}")
     lines += ["", *verdicts, "",
               f"run dir:      {result.run_dir}",
@@ -285,8 +332,9 @@ def format_summary(result: SweepResult) -> str:
 
 def _verdict_sentence(s: StudySummary, judged: Verdict) -> str:
     twice = "-" if judged.gain_se is None else f"{2 * judged.gain_se:.2f}"
+    what = f"validation {s.objective.label}"
     if judged.verdict == BEATS_DEFAULT:
-        return (f"beats default: the best config is {s.gain:.2f} points of validation accuracy "
+        return (f"beats default: the best config is {s.gain:.2f} points of {what} "
                 f"above the paper default, more than twice the difference's standard error "
                 f"({twice}; {judged.basis}).")
     if judged.verdict == WITHIN_NOISE:
@@ -294,7 +342,7 @@ def _verdict_sentence(s: StudySummary, judged: Verdict) -> str:
                 f"not more than twice the difference's standard error ({twice}; {judged.basis}); "
                 "the search did NOT clearly beat the paper default.")
     if judged.verdict == DEFAULT_BEST:
-        return ("default best: the search did NOT beat the paper default on validation accuracy; "
+        return (f"default best: the search did NOT beat the paper default on {what}; "
                 "the paper default is the best config found.")
     return "no comparison (the paper-default trial did not complete)."
 

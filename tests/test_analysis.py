@@ -505,10 +505,10 @@ def test_a_truncated_result_line_is_noted_and_the_rest_analysed(real_run, tmp_pa
     rows = frame[(frame.study == key) & (frame.trial_number == winner.number)]
     assert list(rows.epoch) == [1, 2, 3]  # the complete lines
     (best,) = [b for b in best_trials(run_dir) if b.study.key == key]
-    assert best.trial_number == winner.number and best.val_acc == winner.value  # optuna.db's value
-    assert best.test_acc is None and any("final epoch" in n for n in best.notes)
+    assert best.trial_number == winner.number and best.value == winner.value  # optuna.db's value
+    assert best.test_value is None and any("final epoch" in n for n in best.notes)
     other = [b for b in best_trials(run_dir) if b.study.key != key][0]
-    assert other.test_acc is not None and not any("epoch" in n for n in other.notes)
+    assert other.test_value is not None and not any("epoch" in n for n in other.notes)
 
 
 def test_missing_files_and_unknown_entries_are_noted_and_the_rest_analysed(real_run, tmp_path):
@@ -619,7 +619,7 @@ def test_an_unparseable_sweep_file_and_a_missing_optuna_db(real_run, tmp_path):
             assert inferred == expected[trial.state.name]
     bests = {b.study.key: b for b in best_trials(run)}
     for key, winner in expected_winners(real_run).items():
-        assert bests[key].trial_number == winner.number and bests[key].val_acc == winner.value
+        assert bests[key].trial_number == winner.number and bests[key].value == winner.value
 
 
 # ---- bad input ---------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_each_study_has_exactly_its_trials_paper_default_first(sweep):
         assert len(trials) == spec.num_samples
         assert all(t.state.is_finished() for t in trials)
         assert trials[0].user_attrs[PAPER_DEFAULT_ATTR] is True
-        assert summary.best_val_acc == max(t.value for t in trials if t.value is not None)
+        assert summary.best_value == max(t.value for t in trials if t.value is not None)
         assert (result.run_dir / "optuna.db").is_file()
 
 

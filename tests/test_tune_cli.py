@@ -64,8 +64,8 @@ def test_progress_counts_per_study():
               trial("b", "TERMINATED", 4, 70.0)]
     counts = count_trials(trials, {"a": 4, "b": 4})
     a, b = counts["a"], counts["b"]
-    assert (a.running, a.done, a.pruned, a.errored, a.best_val_acc) == (1, 1, 1, 1, 90.0)
-    assert (b.pending, b.done, b.best_val_acc) == (1, 1, 70.0)
+    assert (a.running, a.done, a.pruned, a.errored, a.best_value) == (1, 1, 1, 1, 90.0)
+    assert (b.pending, b.done, b.best_value) == (1, 1, 70.0)
     table = format_counts(counts, {"a": 5, "b": 2})
     assert table.splitlines()[1].split() == ["a", "5", "1", "1", "1", "1", "90.00"]
 

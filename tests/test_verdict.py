@@ -63,11 +63,11 @@ def test_validation_size_comes_from_the_experiment_config():
 def test_the_tune_summary_prints_standard_errors_and_verdicts():
     from search.tune import StudySummary, SweepResult, format_summary
 
-    studies = [StudySummary("a__b__kd__mas", 8, 8, 0, 0, 99.0, {"lr": 0.1}, paper_val_acc=90.0,
+    studies = [StudySummary("a__b__kd__mas", 8, 8, 0, 0, 99.0, {"lr": 0.1}, paper_value=90.0,
                             val_size=100),
-               StudySummary("a__b__kd__mag", 8, 8, 0, 0, 94.0, {"lr": 0.1}, paper_val_acc=90.0,
+               StudySummary("a__b__kd__mag", 8, 8, 0, 0, 94.0, {"lr": 0.1}, paper_value=90.0,
                             val_size=100),
-               StudySummary("a__b__at__mas", 8, 8, 0, 0, 90.0, {}, paper_val_acc=90.0,
+               StudySummary("a__b__at__mas", 8, 8, 0, 0, 90.0, {}, paper_value=90.0,
                             val_size=100, default_selected=True)]
     text = format_summary(SweepResult(Path("runs/x"), studies))
     lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("a__b")}
