@@ -72,7 +72,7 @@ def test_plain_mode_resolves_to_no_granularities():
     ({"method_options": {"nope": 1}}, ["method_options", "nope"]),
     ({"mode": "mas", "logit_weight": 0}, ["logit_weight", "mas"]),
     ({"batch_size": "64"}, ["batch_size", "integer"]),
-    ({"colour": "red"}, ["unknown config key", "colour", "teacher"]),
+    ({"colour": "red"}, ["unknown key(s)", "colour", "teacher"]),
     ({"device": "tpu"}, ["device", "cpu"]),
 ])
 def test_bad_values_are_rejected_naming_key_and_allowed(changes, words):
