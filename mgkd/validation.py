@@ -45,9 +45,10 @@ Int = Annotated[int, BeforeValidator(_whole_float_as_int), Strict()]
 Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
-Name = Annotated[str, Strict(), Field(pattern=r"\S")]  # not empty, not only blanks
-Options = Annotated[dict, _none_as_empty(dict)]
+Name = Annotated[str, Strict(), Field(pattern=r"\S", description="a name that is not blank")]
+EMPTY_MAPPING_IF_NONE = _none_as_empty(dict)
 EMPTY_LIST_IF_NONE = _none_as_empty(list)
+Options = Annotated[dict, EMPTY_MAPPING_IF_NONE]
 
 
 def one_of(names: tuple[str, ...]) -> AfterValidator:
@@ -93,13 +94,13 @@ def value_type(cls: type, name: str) -> Any:
 
 
 def _metadata(hint: Any) -> list[Any]:
-    """Every Annotated item on ``hint``, through ``X | None``, with FieldInfo unpacked."""
+    """Every Annotated item on ``hint``, through ``X | None``, FieldInfo unpacked, inner first."""
     found: list[Any] = []
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Annotated:
+    if origin is Annotated:  # inner first: the outermost (latest) description wins
+        found += _metadata(args[0])
         found += [item for extra in hint.__metadata__
                   for item in ([extra, *extra.metadata] if isinstance(extra, FieldInfo) else [extra])]
-        found += _metadata(args[0])
     elif origin in (typing.Union, types.UnionType):
         for arg in args:
             found += _metadata(arg)
@@ -191,6 +192,8 @@ def to_config_error(error: ValidationError, root: type, prefix: str = "") -> Con
     else:
         first = errors[0]
         where, problem = _where(first["loc"]), _problem(first, _locate(root, first["loc"]))
+        if not where and first["type"] == "check":  # a check of several keys names its key itself
+            return ConfigError(f"{prefix} {problem}".strip())
     head = " ".join(part for part in (prefix, where) if part)
     return ConfigError(f"{head}: {problem}" if head else problem)
 
