@@ -44,6 +44,8 @@ class StudyInfo:
     mode: str
     budget: int | None = None  # the sweep's epochs for this study (a COMPLETE trial ran them all)
     base: dict[str, Any] | None = None  # the study's base experiment config, when sweep.yaml parses
+    # The pair's teacher_checkpoint as the sweep file wrote it (None: given none, or unknown).
+    teacher_checkpoint: str | None = None
 
     @property
     def pair(self) -> str:
