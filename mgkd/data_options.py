@@ -62,7 +62,7 @@ def check_int_options(dataset: str, options: Any, schema: Mapping[str, IntOption
         if options:
             raise ConfigError(
                 f"data.options: data set {dataset!r} takes no options (got {sorted(options)}); "
-                "remove data_options or pick a data set that takes them"
+                f"remove data_options or pick a data set that takes them ({', '.join(DATA_OPTIONS)})"
             )
         return {}
     allowed = ", ".join(schema)
