@@ -35,8 +35,24 @@ def threads_of(run: Run) -> int:
     return max(1, int(math.floor(run.cpus_per_trial or 1)))
 
 
+def _portable_checkpoint(run: Run, best: StudyBest, path: str | None) -> tuple[str | None, str]:
+    """The export's teacher_checkpoint for a trial's ``path``, and a header line saying why."""
+    if path is None:
+        return None, ""
+    if Path(path).expanduser().resolve().is_relative_to(run.path.resolve()):
+        return None, ("teacher_checkpoint is null: the sweep trained this teacher itself (into its "
+                      "run dir); final training trains it again or finds it under cache_dir.")
+    written = best.study.teacher_checkpoint
+    if written is not None:
+        return written, (f"teacher_checkpoint {written} is as the sweep file gave it (a relative path "
+                         "is relative to where `mgkd tune` ran); change it with --set "
+                         "teacher_checkpoint=PATH.")
+    return path, (f"teacher_checkpoint {path} is the sweep machine's path (sweep.yaml does not "
+                  "record the pair's own); point it at your copy with --set teacher_checkpoint=PATH.")
+
+
 def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig,
-            final: ExperimentConfig) -> list[str]:
+            final: ExperimentConfig, checkpoint_note: str) -> list[str]:
     trial = best.selected
     assert trial is not None
     spread = (f" ± {best.confirmed.std_value:.2f} over {len(best.confirmed.values)} seeds"
@@ -59,6 +75,7 @@ def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig,
         f"Paths are not the sweep machine's: cache_dir {final.cache_dir} and data_dir "
         f"{final.data_dir} are the defaults; point them elsewhere with `mgkd train --config "
         "THIS_FILE --out DIR --set data_dir=PATH cache_dir=PATH`.",
+        *([checkpoint_note] if checkpoint_note else []),
         f"Reproduce the trial (the same {objective.name}, exactly on CPU with the trial's thread "
         "count):",
         f"  mgkd train --config THIS_FILE --out DIR --threads {threads_of(run)} --set "
@@ -84,13 +101,15 @@ def study_export(run: Run, best: StudyBest) -> tuple[ExperimentConfig, str]:
         raise ConfigError(f"study {best.study.key}: trial {trial.trial_number}'s config does not "
                           f"load with this version ({err}).") from None
     # Portable: the sweep's absolute cache_dir (<run dir>/cache) and data_dir would make the final
-    # training write into the run dir, or fail on another machine; the defaults are the user's.
+    # training write into the run dir, or fail on another machine; the defaults are the user's,
+    # and a teacher the sweep trained itself is trained (or found in the cache) again.
     defaults = ExperimentConfig()
+    checkpoint, checkpoint_note = _portable_checkpoint(run, best, trial_config.teacher_checkpoint)
     changes: dict = {"epochs": best.study.budget or trial_config.epochs, "val_fraction": 0.0,
                      "cache_dir": defaults.cache_dir, "data_dir": defaults.data_dir,
-                     "objective": best.objective.name}
+                     "objective": best.objective.name, "teacher_checkpoint": checkpoint}
     final = trial_config.replace(**changes)
-    header = _header(run, best, trial_config, final)
+    header = _header(run, best, trial_config, final, checkpoint_note)
     return final, "\n".join(header) + "\n" + final.to_yaml()
 
 

@@ -45,6 +45,8 @@ class StudyInfo:
     budget: int | None = None  # the sweep's epochs for this study (a COMPLETE trial ran them all)
     base: dict[str, Any] | None = None  # the study's base experiment config, when sweep.yaml parses
     objective: str | None = None  # the metric that selects (val_acc, val_map, ...); None: unknown
+    # The pair's teacher_checkpoint as the sweep file wrote it (None: given none, or unknown).
+    teacher_checkpoint: str | None = None
 
     @property
     def pair(self) -> str:

@@ -100,7 +100,8 @@ def _from_spec(spec: Any, notes: list[str]) -> dict[str, StudyInfo]:
         return _from_raw(spec.to_dict())
     return {s.key: StudyInfo(s.key, s.pair.teacher, s.pair.student, s.method, s.mode,
                              budget=s.base.epochs, base=s.base.to_dict(),
-                             objective=s.base.objective) for s in studies}
+                             objective=s.base.objective,
+                             teacher_checkpoint=s.pair.teacher_checkpoint) for s in studies}
 
 
 def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
@@ -121,9 +122,12 @@ def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
         for method in methods:
             for mode in modes:
                 key = f"{pair['teacher']}__{pair['student']}__{method}__{mode}"
+                checkpoint = pair.get("teacher_checkpoint")
                 studies[key] = StudyInfo(key, str(pair["teacher"]), str(pair["student"]),
                                          str(method), str(mode), budget=budget,
-                                         objective=objective)
+                                         objective=objective,
+                                         teacher_checkpoint=(checkpoint if isinstance(checkpoint, str)
+                                                             else None))
     return studies
 
 

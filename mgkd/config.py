@@ -7,15 +7,21 @@ lr) means "the method's / architecture's default"; ``resolve`` fills those in, s
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field, model_validator, with_config
 
+from mgkd.data_options import validate_data_options
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, read_yaml_file
+from mgkd.method_defaults import method_defaults
+from mgkd.names import DATASET_NAMES, DATASET_TASKS, METHOD_NAMES, MODEL_NAMES, TASK_NAMES
+from mgkd.objectives import check_objective
+from mgkd.validation import (EMPTY_LIST_IF_NONE, Bool, Float, Int, Options, Schema, Str, fail,
+                             one_of)
 
 MODES = ("plain", "mag", "mas")
 DEVICES = ("auto", "cpu", "cuda")
@@ -23,17 +29,31 @@ MAX_GRANULARITIES = 8
 # Students RepDistiller trains with lr 0.01 instead of 0.05.
 LOW_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
+Epochs = Annotated[Int, Field(ge=1, le=100_000)]
+Seed = Annotated[Int, Field(ge=0, le=2**31 - 1)]
+Temperature = Annotated[Float, Field(gt=0.0, le=100.0)]
+Weight = Annotated[Float | None, Field(ge=0.0, le=1e7)]
 
+
+def _check_milestones(milestones: list[float]) -> list[float]:
+    if any(not 0.0 < m <= 1.0 for m in milestones) or milestones != sorted(set(milestones)):
+        fail(f"{milestones} must be increasing fractions of epochs in (0, 1], e.g. "
+             "[0.625, 0.75, 0.875].")
+    return milestones
+
+
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
 class Granularity:
     """One granularity level: a head squeezing the embedding to ``dim`` at temperature T."""
 
-    dim: int
-    temperature: float
-    weight: float = 1.0
+    KEY_HINT: ClassVar[str] = "a level is {dim, temperature, weight (default 1)}"
+    dim: Annotated[Int, Field(ge=1, le=4096)]
+    temperature: Temperature
+    weight: Annotated[Float, Field(ge=0.0, le=1e4)] = 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dim": self.dim, "temperature": self.temperature, "weight": self.weight}
+        return dataclasses.asdict(self)
 
 
 def paper_granularities() -> list[Granularity]:
@@ -41,72 +61,77 @@ def paper_granularities() -> list[Granularity]:
     return [Granularity(64, 2.0, 1.0), Granularity(256, 8.0, 1.0)]
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass
 class ExperimentConfig:
     # the pair
-    teacher: str = "resnet32x4"
-    teacher_checkpoint: str | None = None  # None: train one (cached under cache_dir)
-    teacher_epochs: int = 240
-    teacher_seed: int = 0  # seed of the teacher's knowledge: teacher training and head training
-    student: str = "resnet8x4"
+    teacher: Annotated[Str, one_of(MODEL_NAMES)] = "resnet32x4"
+    # None: train one (cached under cache_dir)
+    teacher_checkpoint: Annotated[Str | None, Field(description="a file path or null")] = None
+    teacher_epochs: Epochs = 240
+    teacher_seed: Seed = 0  # seed of the teacher's knowledge: teacher training and head training
+    student: Annotated[Str, one_of(MODEL_NAMES)] = "resnet8x4"
     # data
-    dataset: str = "cifar100"
-    data_dir: str = "./data"
-    data_options: dict[str, Any] = field(default_factory=dict)  # synthetic only
-    val_fraction: float = 0.1
-    split_seed: int = 0  # the train/val split; fixed across training seeds so val stays comparable
-    train_subset: int | None = None
+    dataset: Annotated[Str, one_of(DATASET_NAMES)] = "cifar100"
+    data_dir: Str = "./data"
+    data_options: Options = field(default_factory=dict)  # synthetic only
+    val_fraction: Annotated[Float, Field(ge=0.0, le=0.5)] = 0.1
+    split_seed: Seed = 0  # the train/val split; fixed across training seeds so val stays comparable
+    train_subset: Annotated[Int, Field(ge=2, le=10**9)] | None = None
     # the loss
-    method: str = "kd"
-    mode: str = "mas"
-    ce_weight: float | None = None
-    logit_weight: float | None = None
-    temperature: float = 4.0
-    feature_weight: float | None = None
-    method_options: dict[str, Any] = field(default_factory=dict)
-    granularities: list[Granularity] = field(default_factory=paper_granularities)
-    head_epochs: int = 30
+    method: Annotated[Str, one_of(METHOD_NAMES)] = "kd"
+    mode: Annotated[Str, one_of(MODES)] = "mas"
+    ce_weight: Weight = None
+    logit_weight: Weight = None
+    temperature: Temperature = 4.0
+    feature_weight: Weight = None
+    method_options: Options = field(default_factory=dict)
+    granularities: Annotated[list[Granularity], EMPTY_LIST_IF_NONE,
+                             Field(max_length=MAX_GRANULARITIES)] = field(
+        default_factory=paper_granularities)
+    head_epochs: Epochs = 30
     # optimisation
-    epochs: int = 240
-    batch_size: int = 64
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_milestones: list[float] = field(default_factory=lambda: [0.625, 0.75, 0.875])
-    lr_decay: float = 0.1
-    seed: int = 0
+    epochs: Epochs = 240
+    batch_size: Annotated[Int, Field(ge=1, le=65_536)] = 64
+    lr: Annotated[Float | None, Field(gt=0.0, le=10.0)] = None
+    momentum: Annotated[Float, Field(ge=0.0, le=0.999)] = 0.9
+    weight_decay: Annotated[Float, Field(ge=0.0, le=1.0)] = 5e-4
+    lr_milestones: Annotated[list[Float], AfterValidator(_check_milestones)] = field(
+        default_factory=lambda: [0.625, 0.75, 0.875])
+    lr_decay: Annotated[Float, Field(gt=0.0, le=1.0)] = 0.1
+    seed: Seed = 0
     # execution
-    device: str = "auto"
-    amp: bool = False  # bf16 autocast on CUDA
-    channels_last: bool = False
-    cache_dir: str = "~/.cache/mgkd"
-    # selection (mgkd.objectives): None = the data set's default (val_acc; val_map for re-ID)
-    objective: str | None = None
+    device: Annotated[Str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+                                 description="auto, cpu, cuda or cuda:N")] = "auto"
+    amp: Bool = False  # bf16 autocast on CUDA
+    channels_last: Bool = False
+    cache_dir: Str = "~/.cache/mgkd"
+    # the task: null = the data set's (classification; reid for market1501)
+    task: Annotated[Str, one_of(TASK_NAMES)] | None = None
+    # what selects the best epoch / trial (mgkd.objectives): null = the task's (val_acc; val_map)
+    objective: Annotated[Str | None, Field(description="val_acc, val_map, val_rank1 or null")] = None
+    # a weights file that initialises the student's backbone (e.g. ImageNet weights); null: random
+    student_init: Annotated[Str | None, Field(description="a file path or null")] = None
+
+    @model_validator(mode="after")
+    def _mas_needs_a_logit_term(self) -> "ExperimentConfig":
+        if self.mode == "mas" and self.logit_weight == 0.0:
+            fail("logit_weight: 0 with mode mas; the stable target enters through the logit term, "
+                 "so mas would equal mag. Set logit_weight > 0 or use mode mag.")
+        return self
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "granularities":
-                value = [g.to_dict() for g in value]
-            elif isinstance(value, (list, dict)):
-                value = _plain_copy(value)
-            out[f.name] = value
-        return out
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
         """Build and validate a config; unknown keys and bad values raise ConfigError."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a config must be a mapping of keys to values, got {type(data).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; allowed keys: {', '.join(sorted(known))}.")
-        values = {name: _coerce(name, value) for name, value in data.items()}
-        config = cls(**values)
-        validate(config)
+        config = _SCHEMA.parse(data)
+        options = validate_data_options(config.dataset, config.data_options)
+        method_defaults(config.method).resolve_options(config.method_options, config.teacher,
+                                                       config.student)
+        _check_task(config, options)
         return config
 
     def replace(self, **changes: Any) -> "ExperimentConfig":
@@ -116,174 +141,27 @@ class ExperimentConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _plain_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain_copy(v) for v in value]
-    return value
+_SCHEMA: Schema[ExperimentConfig] = Schema(ExperimentConfig)
 
 
-# ---- type coercion -----------------------------------------------------------------------------
-_INT_KEYS = {"teacher_epochs", "teacher_seed", "split_seed", "head_epochs", "epochs", "batch_size",
-             "seed"}
-_FLOAT_KEYS = {"val_fraction", "temperature", "momentum", "weight_decay", "lr_decay"}
-_OPTIONAL_FLOAT_KEYS = {"ce_weight", "logit_weight", "feature_weight", "lr"}
-_STR_KEYS = {"teacher", "student", "dataset", "data_dir", "method", "mode", "device", "cache_dir"}
-_BOOL_KEYS = {"amp", "channels_last"}
-
-
-def _as_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}.")
-    return int(value)
-
-
-def _as_float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}: expected a number, got {value!r}.")
-    if not math.isfinite(value):
-        raise ConfigError(f"{key}: expected a finite number, got {value!r}.")
-    return float(value)
-
-
-def _coerce(key: str, value: Any) -> Any:
-    if key in _INT_KEYS:
-        return _as_int(key, value)
-    if key in _FLOAT_KEYS:
-        return _as_float(key, value)
-    if key in _OPTIONAL_FLOAT_KEYS:
-        return None if value is None else _as_float(key, value)
-    if key in _STR_KEYS:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}.")
-        return value
-    if key in _BOOL_KEYS:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}.")
-        return value
-    if key == "teacher_checkpoint":
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"teacher_checkpoint: expected a file path or null, got {value!r}.")
-        return value
-    if key == "objective":
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"objective: expected a metric name or null, got {value!r}.")
-        return value
-    if key == "train_subset":
-        return None if value is None else _as_int(key, value)
-    if key in ("data_options", "method_options"):
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of option names to values, got {value!r}.")
-        return dict(value)
-    if key == "lr_milestones":
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"lr_milestones: expected a list of fractions of epochs, got {value!r}.")
-        return [_as_float("lr_milestones", v) for v in value]
-    if key == "granularities":
-        return _coerce_granularities(value)
-    raise AssertionError(f"no coercion rule for config key {key}")  # a new field without a rule
-
-
-def _coerce_granularities(value: Any) -> list[Granularity]:
-    if value is None:
-        return []
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError("granularities: expected a list of {dim, temperature, weight} mappings, "
-                          f"got {value!r}.")
-    levels = []
-    for i, item in enumerate(value):
-        if isinstance(item, Granularity):
-            levels.append(item)
-            continue
-        if not isinstance(item, dict):
-            raise ConfigError(f"granularities[{i}]: expected a mapping with dim, temperature, weight; "
-                              f"got {item!r}.")
-        unknown = sorted(set(item) - {"dim", "temperature", "weight"})
-        missing = sorted({"dim", "temperature"} - set(item))
-        if unknown or missing:
-            raise ConfigError(f"granularities[{i}]: unknown keys {unknown} / missing keys {missing}; "
-                              "allowed: dim, temperature, weight (default 1).")
-        levels.append(Granularity(dim=_as_int(f"granularities[{i}].dim", item["dim"]),
-                                  temperature=_as_float(f"granularities[{i}].temperature",
-                                                        item["temperature"]),
-                                  weight=_as_float(f"granularities[{i}].weight",
-                                                   item.get("weight", 1.0))))
-    return levels
-
-
-# ---- validation --------------------------------------------------------------------------------
-def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: unknown value '{value}'; allowed: {', '.join(allowed)}.")
-
-
-def _check_range(key: str, value: float | None, low: float, high: float, *,
-                 low_open: bool = False) -> None:
-    if value is None:
-        return
-    bad = value < low or value > high or (low_open and value == low)
-    if bad:
-        bracket = "(" if low_open else "["
-        raise ConfigError(f"{key}: {value} is out of range; allowed: {bracket}{low}, {high}].")
+def _check_task(config: ExperimentConfig, options: dict[str, Any]) -> None:
+    """The task and objective must fit the data set; a re-ID batch holds whole identities."""
+    task = DATASET_TASKS[config.dataset]
+    if config.task is not None and config.task != task:
+        raise ConfigError(f"task: {config.task!r} does not fit data set {config.dataset}, a {task} "
+                          f"data set; set task: {task} or leave it out (it follows the data set).")
+    check_objective(config.objective, config.dataset, config.data_options)
+    instances = options.get("instances")
+    if task == "reid" and instances and config.batch_size % instances:
+        raise ConfigError(f"batch_size: {config.batch_size} is not a multiple of "
+                          f"data_options.instances ({instances}); a re-ID batch holds P identities "
+                          f"x {instances} images each. Use e.g. batch_size: "
+                          f"{max(1, config.batch_size // instances) * instances}.")
 
 
 def validate(config: ExperimentConfig) -> None:
     """Reject unknown names and out-of-range values, naming the key and what is allowed."""
-    from mgkd.data import DATASET_NAMES, validate_data_options
-    from mgkd.methods import METHOD_NAMES, get_method
-    from mgkd.models import MODEL_NAMES
-
-    _check_choice("teacher", config.teacher, MODEL_NAMES)
-    _check_choice("student", config.student, MODEL_NAMES)
-    _check_choice("dataset", config.dataset, DATASET_NAMES)
-    _check_choice("method", config.method, METHOD_NAMES)
-    _check_choice("mode", config.mode, MODES)
-    if config.device not in DEVICES and not config.device.startswith("cuda:"):
-        raise ConfigError(f"device: unknown value '{config.device}'; allowed: auto, cpu, cuda, cuda:N.")
-    validate_data_options(config.dataset, config.data_options)
-    _check_objective(config)
-    get_method(config.method).resolve_options(config.method_options, config.teacher, config.student)
-
-    _check_range("val_fraction", config.val_fraction, 0.0, 0.5)
-    if config.train_subset is not None:
-        _check_range("train_subset", config.train_subset, 2, 10**9)
-    for key in ("teacher_epochs", "head_epochs", "epochs"):
-        _check_range(key, getattr(config, key), 1, 100_000)
-    _check_range("batch_size", config.batch_size, 1, 65_536)
-    for key in ("teacher_seed", "split_seed", "seed"):
-        _check_range(key, getattr(config, key), 0, 2**31 - 1)
-    for key in ("ce_weight", "logit_weight", "feature_weight"):
-        _check_range(key, getattr(config, key), 0.0, 1e7)
-    _check_range("temperature", config.temperature, 0.0, 100.0, low_open=True)
-    _check_range("lr", config.lr, 0.0, 10.0, low_open=True)
-    _check_range("momentum", config.momentum, 0.0, 0.999)
-    _check_range("weight_decay", config.weight_decay, 0.0, 1.0)
-    _check_range("lr_decay", config.lr_decay, 0.0, 1.0, low_open=True)
-    milestones = config.lr_milestones
-    if any(not 0.0 < m <= 1.0 for m in milestones) or milestones != sorted(set(milestones)):
-        raise ConfigError(f"lr_milestones: {milestones} must be increasing fractions of epochs in (0, 1], "
-                          "e.g. [0.625, 0.75, 0.875].")
-
-    if len(config.granularities) > MAX_GRANULARITIES:
-        raise ConfigError(f"granularities: {len(config.granularities)} levels; allowed: 0 to "
-                          f"{MAX_GRANULARITIES}.")
-    for i, level in enumerate(config.granularities):
-        _check_range(f"granularities[{i}].dim", level.dim, 1, 4096)
-        _check_range(f"granularities[{i}].temperature", level.temperature, 0.0, 100.0, low_open=True)
-        _check_range(f"granularities[{i}].weight", level.weight, 0.0, 1e4)
-    if config.mode == "mas" and config.logit_weight == 0.0:
-        raise ConfigError("logit_weight: 0 with mode mas; the stable target enters through the logit "
-                          "term, so mas would equal mag. Set logit_weight > 0 or use mode mag.")
-
-
-def _check_objective(config: ExperimentConfig) -> None:
-    """The objective must be one the data set's task can select on (None: its default)."""
-    from mgkd.objectives import check_objective
-
-    check_objective(config.objective, config.dataset, config.data_options)
+    ExperimentConfig.from_dict(config.to_dict())
 
 
 # ---- defaults ----------------------------------------------------------------------------------
@@ -299,9 +177,7 @@ def paper_logit_weight(method: str, mode: str) -> float:
     to every feature method, so a method whose own default is 0 gets a logit term of weight 1 (T 4)
     there; in mas a zero weight would also silently erase the stable target. kd keeps 0.2 / 0.8.
     """
-    from mgkd.methods import get_method
-
-    default = get_method(method).default_logit_weight
+    default = method_defaults(method).logit_weight
     if mode in ("mag", "mas") and default == 0.0:
         return 1.0
     return default
@@ -309,12 +185,10 @@ def paper_logit_weight(method: str, mode: str) -> float:
 
 def resolve(config: ExperimentConfig) -> ExperimentConfig:
     """Fill every defaultable field with its value for this method, mode and pair."""
-    from mgkd.methods import get_method
-
-    method = get_method(config.method)
+    method = method_defaults(config.method)
     options = method.resolve_options(config.method_options, config.teacher, config.student)
     changes = {
-        "ce_weight": method.default_ce_weight if config.ce_weight is None else config.ce_weight,
+        "ce_weight": method.ce_weight if config.ce_weight is None else config.ce_weight,
         "logit_weight": (paper_logit_weight(config.method, config.mode) if config.logit_weight is None
                          else config.logit_weight),
         "feature_weight": (method.feature_weight_default(options) if config.feature_weight is None
@@ -322,6 +196,8 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
         "lr": default_lr(config.student) if config.lr is None else config.lr,
         "method_options": options,
         "granularities": [] if config.mode == "plain" else config.granularities,
+        "task": DATASET_TASKS[config.dataset],
+        "objective": check_objective(config.objective, config.dataset, config.data_options).name,
     }
     return config.replace(**changes)
 
@@ -331,7 +207,8 @@ def validation_size(config: ExperimentConfig) -> int:
     from mgkd.data import validation_size as split_validation_size
 
     return split_validation_size(config.dataset, config.data_options, config.val_fraction,
-                                 config.train_subset)
+                                 config.train_subset, data_dir=Path(config.data_dir).expanduser(),
+                                 seed=config.split_seed)
 
 
 def default_config(teacher: str, student: str, dataset: str, **overrides: Any) -> ExperimentConfig:

@@ -14,3 +14,8 @@ METHOD_NAMES: tuple[str, ...] = (
     "kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "kdsvd",
     "afd", "dkd")
 DATASET_NAMES: tuple[str, ...] = ("cifar100", "cifar10", "digits", "synthetic", "market1501")
+# The task each data set serves (mgkd.tasks): what it trains, how it is scored.
+DATASET_TASKS: dict[str, str] = {"cifar100": "classification", "cifar10": "classification",
+                                 "digits": "classification", "synthetic": "classification",
+                                 "market1501": "reid"}
+TASK_NAMES: tuple[str, ...] = ("classification", "reid")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mgkd.errors import ConfigError
+from mgkd.names import DATASET_TASKS
 
 CLASSIFICATION = "classification"
 REID = "reid"
@@ -75,10 +76,9 @@ def default_objective(task: str) -> Objective:
 
 
 def dataset_task(dataset: str, options: dict | None = None) -> str:
-    """The task of a data set (``mgkd.data.dataset_spec(...).task``); imports the data module."""
-    from mgkd.data import dataset_spec
-
-    return getattr(dataset_spec(dataset, options), "task", CLASSIFICATION)
+    """The task of a data set (what ``mgkd.data.dataset_spec(...).task`` says; read from the
+    torch-free table in mgkd.names)."""
+    return DATASET_TASKS.get(dataset, CLASSIFICATION)
 
 
 def check_objective(name: str | None, dataset: str, options: dict | None = None, *,

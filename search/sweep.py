@@ -1,8 +1,8 @@
 """Sweep files: what to tune (pairs x methods x modes), how (TPE + ASHA) and on what (resources).
 
 A sweep is YAML holding the keys of :class:`SweepSpec`; ``name`` and ``pairs`` are required, every
-other key has the default in :data:`SWEEP_DEFAULTS`. :meth:`SweepSpec.from_dict` checks the file's
-shape, types and ranges; :func:`validate_sweep` adds the checks that need the model / method
+other key has its default there. :meth:`SweepSpec.from_dict` checks the file's shape, types and
+ranges (pydantic, through :mod:`mgkd.validation`); :func:`validate_sweep` adds the checks that need the model / method
 registries, the base experiment config, the file system, the Ray cluster and the search space, so
 every mistake is reported before Ray starts. :func:`plan` turns a sweep into its studies, one Optuna
 study per (pair, method, mode).
@@ -15,37 +15,66 @@ holds everything the sweep made.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 import re
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, ClassVar, NoReturn
 
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field, model_validator, with_config
 
 from mgkd.config import MODES, ExperimentConfig
 from mgkd.errors import ConfigError, DataError
 from mgkd.io import read_yaml_file
+from mgkd.objectives import OBJECTIVES, check_objective
+from mgkd.validation import (EMPTY_MAPPING_IF_NONE, Bool, Float, Int, Name, Options, Schema, Str,
+                             fail)
 
-PAIR_KEYS: tuple[str, ...] = ("teacher", "student", "teacher_checkpoint")
-# Set per study by pairs / methods / modes, so never in ``base``.
-STUDY_KEYS: tuple[str, ...] = PAIR_KEYS + ("method", "mode")
-REQUIRED_KEYS: tuple[str, ...] = ("name", "pairs")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_SEED = 2**31 - 1
 # mgkd.data names some config keys by their role; map them back to the config key users write.
 _MESSAGE_KEYS: tuple[tuple[str, str], ...] = (("data.options", "data_options"), ("data.name", "dataset"))
 _LEADING_KEY = re.compile(r"([A-Za-z_][\w.\[\]]*): (.*)", re.S)
 
+Count = Annotated[Int, Field(ge=1)]
+Arch = Annotated[Name, Field(description="an architecture name")]
+Amount = Annotated[Float, Field(ge=0, description="fractions such as 0.5 share one device")]
 
+
+def _whole_gpus_above_one(gpu: float) -> float:
+    if gpu > 1 and gpu != int(gpu):
+        fail(f"{gpu:g}: Ray accepts a fraction of a GPU only below 1; give a fraction below 1 or a "
+             "whole number.")
+    return gpu
+
+
+def _not_a_uri(path: str) -> str:
+    if "://" in path:
+        fail(f"{path!r} is a URI; the run dir holds optuna.db, teachers and the head bank, so it "
+             "must be a file-system path: on a cluster mount shared storage (e.g. NFS) at the same "
+             "path on every node and give that path.")
+    return path
+
+
+def _preset_or_mapping(space: Any) -> str | dict:
+    if isinstance(space, dict) or (isinstance(space, str) and space.strip()):
+        return copy.deepcopy(space)
+    fail("expected a preset name (granularity, weights, full) or a mapping {preset: NAME, <param>: "
+         f"{{type, low, high, log, choices}}}}; got {space!r}.")
+
+
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
 class Pair:
     """A teacher -> student pair; ``teacher_checkpoint`` None trains (and caches) the teacher."""
 
-    teacher: str
-    student: str
-    teacher_checkpoint: str | None = None
+    KEY_HINT: ClassVar[str] = ("a pair is {teacher: ARCH, student: ARCH, teacher_checkpoint: FILE "
+                               "or left out to train one}")
+    teacher: Arch
+    student: Arch
+    teacher_checkpoint: Annotated[Name | None, Field(description="a file path or null")] = None
+    # weights that initialise the student's backbone (e.g. ImageNet-pretrained); null: random
+    student_init: Annotated[Name | None, Field(description="a file path or null")] = None
 
     @property
     def label(self) -> str:
@@ -53,55 +82,119 @@ class Pair:
         return f"{self.teacher}__{self.student}"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"teacher": self.teacher, "student": self.student}
-        if self.teacher_checkpoint is not None:
-            out["teacher_checkpoint"] = self.teacher_checkpoint
-        return out
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
 class SchedulerSpec:
     """ASHA: the first rung after ``grace_period`` epochs, 1/``reduction_factor`` goes on per rung."""
 
-    grace_period: int = 1
-    reduction_factor: float = 3.0
+    grace_period: Annotated[Int, Field(ge=1, description="ASHA's first rung needs at least 1 epoch: "
+                                                         "allowed 1 to base.epochs")] = 1
+    reduction_factor: Annotated[Float, Field(gt=1, description="1/reduction_factor of the trials "
+                                                                 "go on at each rung; 2 to 4 are "
+                                                                 "usual")] = 3.0
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
 class SearcherSpec:
     """Optuna's TPE sampler: its seed and whether it models parameters jointly."""
 
-    seed: int = 0
-    multivariate: bool = True
+    seed: Annotated[Int, Field(ge=0, le=_MAX_SEED)] = 0
+    multivariate: Bool = True
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
 class Resources:
     """What one trial reserves in Ray; fractions share a CPU / GPU (logically: memory is not split)."""
 
-    cpu: float = 1.0
-    gpu: float = 0.0
+    cpu: Amount = 1.0
+    gpu: Annotated[Amount, AfterValidator(_whole_gpus_above_one)] = 0.0
 
 
-@dataclass
+def _known_objective(value: str | None) -> str | None:
+    """A registered objective name (checked against the data set's task when studies are
+    planned), or null for the data set's default."""
+    if value is not None and value not in OBJECTIVES:
+        fail(f"unknown objective {value!r}; allowed: {', '.join(OBJECTIVES)} (val_acc for "
+             "classification data sets; val_map or val_rank1 for re-ID), or leave it out for the "
+             "data set's default.")
+    return value
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(kw_only=True)
 class SweepSpec:
-    """One sweep file: its studies (pairs x methods x modes), search space, budget and resources."""
+    """One sweep file: its studies (pairs x methods x modes), search space, budget and resources.
 
-    name: str
-    storage_path: str
-    pairs: list[Pair]
-    methods: list[str]
-    modes: list[str]
-    space: str | dict
-    num_samples: int
-    max_concurrent_trials: int | None
-    resources_per_trial: Resources
-    scheduler: SchedulerSpec
-    searcher: SearcherSpec
-    base: dict
-    ray_address: str | None = None
-    checkpoint_every: int = 2
-    objective: str | None = None  # None: the data set's default (see "the objective" below)
+    ``name`` and ``pairs`` are required; every other key has its default here.
+    """
+
+    KEY_HINT: ClassVar[str] = ("a sweep needs a name (its run dir is <storage_path>/<name>) and "
+                               "pairs, e.g. pairs: [{teacher: resnet32x4, student: resnet8x4}]; "
+                               "experiment settings such as epochs or dataset go under base")
+    name: Annotated[Str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                               description="a safe directory name: letters, digits, '.', '_' and "
+                                           "'-', starting with a letter or digit")]
+    storage_path: Annotated[Name, AfterValidator(_not_a_uri),
+                            Field(description="a directory path")] = "./runs"
+    pairs: Annotated[list[Pair], Field(min_length=1, description="a non-empty list of pairs, e.g. "
+                                       "[{teacher: resnet32x4, student: resnet8x4}]")]
+    methods: Annotated[list[Name], Field(min_length=1, description="a non-empty list, e.g. "
+                                         "[kd, crd]")] = field(default_factory=lambda: ["kd"])
+    modes: Annotated[list[Name], Field(min_length=1, description="a non-empty list, e.g. "
+                                       "[plain, mag, mas]")] = field(default_factory=lambda: ["mas"])
+    space: Annotated[Any, AfterValidator(_preset_or_mapping)] = "full"
+    num_samples: Count = 20
+    max_concurrent_trials: Count | None = None
+    resources_per_trial: Annotated[Resources, EMPTY_MAPPING_IF_NONE,
+                                   Field(description="e.g. {cpu: 1, gpu: 0.5}")] = field(
+        default_factory=Resources)
+    scheduler: Annotated[SchedulerSpec, EMPTY_MAPPING_IF_NONE,
+                         Field(description="e.g. {grace_period: 2, reduction_factor: 3}")] = field(
+        default_factory=SchedulerSpec)
+    searcher: Annotated[SearcherSpec, EMPTY_MAPPING_IF_NONE,
+                        Field(description="e.g. {seed: 0, multivariate: true}")] = field(
+        default_factory=SearcherSpec)
+    base: Annotated[Options, AfterValidator(copy.deepcopy),
+                    Field(description="e.g. {dataset: cifar100, epochs: 240}")] = field(
+        default_factory=dict)
+    ray_address: Annotated[Name | None, Field(description="a Ray address such as auto or "
+                                              "ray://HOST:10001, or null for a local Ray")] = None
+    checkpoint_every: Count = 2
+    # what TPE, ASHA, `mgkd best`, export and the report select on; null: the data set's default
+    objective: Annotated[Str | None, AfterValidator(_known_objective)] = None
+
+    @model_validator(mode="after")
+    def _check_together(self) -> "SweepSpec":
+        for i, pair in enumerate(self.pairs):
+            first = next(j for j, other in enumerate(self.pairs) if other.label == pair.label)
+            if first < i:
+                fail(f"pairs[{i}]: {pair.teacher} -> {pair.student} repeats pairs[{first}]; a "
+                     "pair's studies are keyed by its architectures, so list it once.")
+        for key in ("methods", "modes"):
+            names = getattr(self, key)
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    fail(f"{key}[{i}]: '{name}' is listed twice; each entry makes its own studies, "
+                         "so list it once.")
+        if "objective" in self.base:
+            fail(f"base.objective: the objective is set for the whole sweep: move it to the top "
+                 f"level of the sweep file (objective: {self.base['objective']}).")
+        inside = [k for k in STUDY_KEYS if k in self.base]
+        if inside:
+            fail(f"base.{inside[0]}: {', '.join(inside)} cannot be set in base: each study takes its "
+                 "teacher, student and teacher_checkpoint from pairs, its method from methods and "
+                 "its mode from modes. Move them there.")
+        resources = self.resources_per_trial
+        if resources.cpu == 0 and resources.gpu == 0 and self.max_concurrent_trials is None:
+            fail("resources_per_trial: cpu and gpu are both 0 and max_concurrent_trials is null, "
+                 "so Ray would start every trial at once; reserve cpu: 1 (or a GPU share) per "
+                 "trial, or set max_concurrent_trials.")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -110,23 +203,7 @@ class SweepSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (YAML-able); ``SweepSpec.from_dict(spec.to_dict()) == spec``."""
-        return {
-            "name": self.name,
-            "storage_path": self.storage_path,
-            "pairs": [pair.to_dict() for pair in self.pairs],
-            "methods": list(self.methods),
-            "modes": list(self.modes),
-            "space": copy.deepcopy(self.space),
-            "num_samples": self.num_samples,
-            "max_concurrent_trials": self.max_concurrent_trials,
-            "resources_per_trial": dataclasses.asdict(self.resources_per_trial),
-            "scheduler": dataclasses.asdict(self.scheduler),
-            "searcher": dataclasses.asdict(self.searcher),
-            "base": copy.deepcopy(self.base),
-            "ray_address": self.ray_address,
-            "checkpoint_every": self.checkpoint_every,
-            "objective": self.objective,
-        }
+        return {**dataclasses.asdict(self), "pairs": [pair.to_dict() for pair in self.pairs]}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -134,26 +211,13 @@ class SweepSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "SweepSpec":
         """Parse a sweep mapping, checking its keys, types and ranges (ConfigError names the key)."""
-        return _parse_sweep(data)
+        return _SCHEMA.parse(data)
 
 
-# Defaults of the keys a sweep file may leave out (``name`` and ``pairs`` are required).
-SWEEP_DEFAULTS: dict[str, Any] = {
-    "storage_path": "./runs",
-    "methods": ["kd"],
-    "modes": ["mas"],
-    "space": "full",
-    "num_samples": 20,
-    "max_concurrent_trials": None,
-    "resources_per_trial": {},
-    "scheduler": {},
-    "searcher": {},
-    "base": {},
-    "ray_address": None,
-    "checkpoint_every": 2,
-    "objective": None,
-}
-SWEEP_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SweepSpec))
+_SCHEMA: Schema[SweepSpec] = Schema(SweepSpec, prefix="sweep")
+PAIR_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Pair))
+# Set per study by pairs / methods / modes, so never in ``base``.
+STUDY_KEYS: tuple[str, ...] = PAIR_KEYS + ("method", "mode")
 
 
 @dataclass(frozen=True)
@@ -171,188 +235,8 @@ class Study:
         return f"{self.pair.label}__{self.method}__{self.mode}"
 
 
-# ---- parsing: shape, types, ranges -------------------------------------------------------------
 def _fail(key: str, problem: str) -> NoReturn:
     raise ConfigError(f"sweep {key}: {problem}")
-
-
-def _as_int(key: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        _fail(key, f"expected an integer, got {value!r}.")
-    if value < low or (high is not None and value > high):
-        allowed = f"{low} to {high}" if high is not None else f"{low} or more"
-        _fail(key, f"{int(value)} is out of range; allowed: {allowed}.")
-    return int(value)
-
-
-def _as_float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(key, f"expected a finite number, got {value!r}.")
-    return float(value)
-
-
-def _as_str(key: str, value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        _fail(key, f"expected {what}, got {value!r}.")
-    return value
-
-
-def _as_mapping(key: str, value: Any, allowed: tuple[str, ...] | None, example: str) -> dict:
-    if not isinstance(value, dict):
-        _fail(key, f"expected a mapping, e.g. {example}; got {value!r}.")
-    unknown = sorted(str(k) for k in value if allowed is not None and k not in allowed)
-    if unknown:
-        _fail(key, f"unknown key(s) {unknown}; allowed keys: {', '.join(allowed or ())}.")
-    return value
-
-
-def _as_names(key: str, value: Any, example: str) -> list[str]:
-    if not isinstance(value, list) or not value:
-        _fail(key, f"expected a non-empty list, e.g. {example}; got {value!r}.")
-    names = [_as_str(f"{key}[{i}]", v, "a name") for i, v in enumerate(value)]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            _fail(f"{key}[{i}]", f"'{name}' is listed twice; each entry makes its own studies, "
-                                 "so list it once.")
-    return names
-
-
-def _parse_section(cls: type, key: str, value: Any, example: str) -> Any:
-    """A SchedulerSpec / SearcherSpec / Resources from a mapping, coerced to its fields' types."""
-    names = tuple(f.name for f in dataclasses.fields(cls))
-    data = _as_mapping(key, {} if value is None else value, names, example)
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        raw, where = data[f.name], f"{key}.{f.name}"
-        if isinstance(f.default, bool):
-            if not isinstance(raw, bool):
-                _fail(where, f"expected true or false, got {raw!r}.")
-            values[f.name] = raw
-        elif isinstance(f.default, int):
-            values[f.name] = _as_int(where, raw, low=-(2**63))
-        else:
-            values[f.name] = _as_float(where, raw)
-    return cls(**values)
-
-
-def _parse_pair(i: int, item: Any) -> Pair:
-    key = f"pairs[{i}]"
-    data = _as_mapping(key, item, PAIR_KEYS, "{teacher: resnet32x4, student: resnet8x4}")
-    missing = [k for k in ("teacher", "student") if k not in data]
-    if missing:
-        _fail(key, f"missing {' and '.join(missing)}; a pair is {{teacher: ARCH, student: ARCH, "
-                   "teacher_checkpoint: FILE or left out to train one}.")
-    checkpoint = data.get("teacher_checkpoint")
-    if checkpoint is not None:
-        checkpoint = _as_str(f"{key}.teacher_checkpoint", checkpoint, "a file path or null")
-    return Pair(teacher=_as_str(f"{key}.teacher", data["teacher"], "an architecture name"),
-                student=_as_str(f"{key}.student", data["student"], "an architecture name"),
-                teacher_checkpoint=checkpoint)
-
-
-def _parse_sweep(data: Any) -> SweepSpec:
-    if not isinstance(data, dict):
-        raise ConfigError(f"a sweep must be a mapping of keys to values, got {type(data).__name__}; "
-                          "start from sweeps/demo.yaml.")
-    unknown = sorted(str(k) for k in data if k not in SWEEP_KEYS)
-    if unknown:
-        raise ConfigError(f"sweep: unknown key(s) {unknown}; allowed keys: {', '.join(SWEEP_KEYS)} "
-                          "(experiment settings such as epochs or dataset go under base).")
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise ConfigError(f"sweep: missing required key(s) {missing}; a sweep needs a name (its run "
-                          "dir is <storage_path>/<name>) and pairs, e.g. "
-                          "pairs: [{teacher: resnet32x4, student: resnet8x4}].")
-    values = {**SWEEP_DEFAULTS, **data}
-
-    name = _as_str("name", values["name"], "a name")
-    if not _SAFE_NAME.fullmatch(name):
-        _fail("name", f"{name!r} is not a safe directory name; use letters, digits, '.', '_' and "
-                      "'-', starting with a letter or digit.")
-    storage = _as_str("storage_path", values["storage_path"], "a directory path")
-    if "://" in storage:
-        _fail("storage_path", f"{storage!r} is a URI; the run dir holds optuna.db, teachers and the "
-                              "head bank, so it must be a file-system path: on a cluster mount shared "
-                              "storage (e.g. NFS) at the same path on every node and give that path.")
-
-    pairs_raw = values["pairs"]
-    if not isinstance(pairs_raw, list) or not pairs_raw:
-        _fail("pairs", "expected a non-empty list of pairs, e.g. "
-                       f"[{{teacher: resnet32x4, student: resnet8x4}}]; got {pairs_raw!r}.")
-    pairs = [_parse_pair(i, item) for i, item in enumerate(pairs_raw)]
-    for i, pair in enumerate(pairs):
-        for j in range(i):
-            if pairs[j].label == pair.label:
-                _fail(f"pairs[{i}]", f"{pair.teacher} -> {pair.student} repeats pairs[{j}]; a pair's "
-                                     "studies are keyed by its architectures, so list it once.")
-
-    methods = _as_names("methods", values["methods"], "[kd, crd]")
-    modes = _as_names("modes", values["modes"], "[plain, mag, mas]")
-    space = values["space"]
-    if isinstance(space, str):
-        space = _as_str("space", space, "a preset name")
-    elif isinstance(space, dict):
-        space = copy.deepcopy(space)
-    else:
-        _fail("space", f"expected a preset name (granularity, weights, full) or a mapping "
-                       f"{{preset: NAME, <param>: {{type, low, high, log, choices}}}}; got {space!r}.")
-
-    num_samples = _as_int("num_samples", values["num_samples"], low=1)
-    concurrent = values["max_concurrent_trials"]
-    if concurrent is not None:
-        concurrent = _as_int("max_concurrent_trials", concurrent, low=1)
-
-    resources = _parse_section(Resources, "resources_per_trial", values["resources_per_trial"],
-                               "{cpu: 1, gpu: 0.5}")
-    for field_name in ("cpu", "gpu"):
-        amount = getattr(resources, field_name)
-        if amount < 0:
-            _fail(f"resources_per_trial.{field_name}", f"{amount:g} is negative; give 0 or more "
-                                                       "(fractions such as 0.5 share one device).")
-    if resources.gpu > 1 and resources.gpu != int(resources.gpu):
-        _fail("resources_per_trial.gpu", f"{resources.gpu:g}: Ray accepts a fraction of a GPU only "
-                                         "below 1; give a fraction below 1 or a whole number.")
-
-    scheduler = _parse_section(SchedulerSpec, "scheduler", values["scheduler"],
-                               "{grace_period: 2, reduction_factor: 3}")
-    if scheduler.grace_period < 1:
-        _fail("scheduler.grace_period", f"{scheduler.grace_period} is out of range; ASHA's first "
-                                        "rung needs at least 1 epoch: allowed 1 to base.epochs.")
-    if scheduler.reduction_factor <= 1:
-        _fail("scheduler.reduction_factor", f"{scheduler.reduction_factor:g} must be greater than 1 "
-                                            "(1/reduction_factor of the trials go on at each rung); "
-                                            "2 to 4 are usual.")
-    searcher = _parse_section(SearcherSpec, "searcher", values["searcher"],
-                              "{seed: 0, multivariate: true}")
-    if not 0 <= searcher.seed <= _MAX_SEED:
-        _fail("searcher.seed", f"{searcher.seed} is out of range; allowed: 0 to {_MAX_SEED}.")
-
-    base = values["base"]
-    base = copy.deepcopy(_as_mapping("base", {} if base is None else base, None,
-                                     "{dataset: cifar100, epochs: 240}"))
-    inside = [k for k in STUDY_KEYS if k in base]
-    if inside:
-        _fail(f"base.{inside[0]}", f"{', '.join(inside)} cannot be set in base: each study takes its "
-                                   "teacher, student and teacher_checkpoint from pairs, its method "
-                                   "from methods and its mode from modes. Move them there.")
-
-    address = values["ray_address"]
-    if address is not None:
-        address = _as_str("ray_address", address, "a Ray address such as auto or ray://HOST:10001, "
-                                                   "or null for a local Ray")
-    every = _as_int("checkpoint_every", values["checkpoint_every"], low=1)
-    if resources.cpu == 0 and resources.gpu == 0 and concurrent is None:
-        _fail("resources_per_trial", "cpu and gpu are both 0 and max_concurrent_trials is null, so "
-                                     "Ray would start every trial at once; reserve cpu: 1 (or a GPU "
-                                     "share) per trial, or set max_concurrent_trials.")
-
-    return SweepSpec(name=name, storage_path=storage, pairs=pairs, methods=methods, modes=modes,
-                     space=space, num_samples=num_samples, max_concurrent_trials=concurrent,
-                     resources_per_trial=resources, scheduler=scheduler, searcher=searcher,
-                     base=base, ray_address=address, checkpoint_every=every,
-                     objective=_parse_objective(values["objective"], base))
 
 
 # ---- files and the built-in demo ---------------------------------------------------------------
@@ -447,7 +331,8 @@ def _study_config(spec: SweepSpec, pair: Pair, method: str, mode: str) -> Experi
     data = copy.deepcopy(spec.base)
     data.update(teacher=pair.teacher, student=pair.student, method=method, mode=mode,
                 teacher_checkpoint=(None if pair.teacher_checkpoint is None
-                                    else _absolute(pair.teacher_checkpoint)))
+                                    else _absolute(pair.teacher_checkpoint)),
+                student_init=None if pair.student_init is None else _absolute(pair.student_init))
     data_dir = data.get("data_dir", ExperimentConfig().data_dir)
     if isinstance(data_dir, str):  # trials run in their own directories: no relative paths
         data["data_dir"] = _absolute(data_dir)
@@ -475,29 +360,9 @@ def plan(spec: SweepSpec) -> list[Study]:
     return studies
 
 
-# ---- the objective (issue 10): what TPE, ASHA, `mgkd best`, export and the report select on ------
-def _parse_objective(value: Any, base: dict) -> str | None:
-    """The sweep's ``objective`` key: a registered name or null (checked against the data set
-    when the studies are planned). ``base`` may not set it: it is the sweep's, for every study."""
-    from mgkd.objectives import OBJECTIVES
-
-    if "objective" in base:
-        _fail("base.objective", "the objective is set for the whole sweep: move it to the top "
-                                f"level of the sweep file (objective: {base['objective']}).")
-    if value is None:
-        return None
-    if not isinstance(value, str) or value not in OBJECTIVES:
-        _fail("objective", f"unknown objective {value!r}; allowed: {', '.join(OBJECTIVES)} "
-                           "(val_acc for classification data sets; val_map or val_rank1 for "
-                           "re-ID), or leave it out for the data set's default.")
-    return value
-
-
 def study_objective(spec: SweepSpec, config: ExperimentConfig) -> str:
     """The objective written into a study's base config: the sweep's, checked against the data
     set's task, else that task's default."""
-    from mgkd.objectives import check_objective
-
     return check_objective(spec.objective, config.dataset, config.data_options,
                            key="sweep objective").name
 
@@ -554,15 +419,20 @@ def _check_resources(spec: SweepSpec, device: str, cluster: dict | None) -> None
 
 def _check_checkpoints(spec: SweepSpec) -> None:
     for i, pair in enumerate(spec.pairs):
-        if pair.teacher_checkpoint is None:
-            continue
-        path = Path(pair.teacher_checkpoint).expanduser().absolute()
-        if not path.is_file():
-            _fail(f"pairs[{i}].teacher_checkpoint", f"{path} does not exist; give an existing "
-                                                    f"{pair.teacher} checkpoint (`mgkd teacher --arch "
-                                                    f"{pair.teacher} --dataset D --epochs N --out "
-                                                    "DIR` writes DIR/teacher.pt), or leave the key "
-                                                    "out to train and cache one.")
+        if pair.teacher_checkpoint is not None:
+            path = Path(pair.teacher_checkpoint).expanduser().absolute()
+            if not path.is_file():
+                _fail(f"pairs[{i}].teacher_checkpoint",
+                      f"{path} does not exist; give an existing {pair.teacher} checkpoint (`mgkd "
+                      f"teacher --arch {pair.teacher} --dataset D --epochs N --out DIR` writes "
+                      "DIR/teacher.pt), or leave the key out to train and cache one.")
+        if pair.student_init is not None:
+            path = Path(pair.student_init).expanduser().absolute()
+            if not path.is_file():
+                _fail(f"pairs[{i}].student_init",
+                      f"{path} does not exist; give an existing weights file for "
+                      f"{pair.student}'s backbone, or leave the key out to start from random "
+                      "weights.")
 
 
 def _check_data(config: ExperimentConfig) -> None:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from mgkd.config import MAX_GRANULARITIES, ExperimentConfig
+from mgkd.validation import value_type
 
 # Discrete, so the head bank (one trained head per teacher, width and temperature) stays finite.
 WIDTH_CHOICES: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
@@ -41,17 +42,15 @@ STUDY_FIXED_KEYS: Mapping[str, str] = MappingProxyType({
     "epochs": "it is the study's budget, which the early stopper's rungs are built on",
 })
 
-_INT_TYPES = ("int", "int | None")
-_FLOAT_TYPES = ("float", "float | None")
 
 
-def _numeric_keys(types: tuple[str, ...]) -> frozenset[str]:
+def _numeric_keys(kind: type) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(ExperimentConfig)
-                     if str(f.type) in types and f.name not in STUDY_FIXED_KEYS)
+                     if value_type(ExperimentConfig, f.name) is kind and f.name not in STUDY_FIXED_KEYS)
 
 
-INT_CONFIG_KEYS: frozenset[str] = _numeric_keys(_INT_TYPES)
-FLOAT_CONFIG_KEYS: frozenset[str] = _numeric_keys(_FLOAT_TYPES)
+INT_CONFIG_KEYS: frozenset[str] = _numeric_keys(int)
+FLOAT_CONFIG_KEYS: frozenset[str] = _numeric_keys(float)
 CONFIG_KEYS: frozenset[str] = INT_CONFIG_KEYS | FLOAT_CONFIG_KEYS
 
 

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -251,6 +252,50 @@ def test_export_writes_each_winner_for_the_full_budget_on_the_full_training_set(
         assert key in header[0] and f"trial {winner.number}" in header[1]
         assert f"val_acc {winner.value:.2f}" in header[1]
         assert "--set data_dir=PATH cache_dir=PATH" in path.read_text()
+
+
+def test_an_exported_teacher_checkpoint_is_portable(real_run, tmp_path):
+    key = STUDIES[0]
+    winner = best_complete(real_run, key)
+
+    def trial_teacher(path_of: Callable[[Path], str]) -> Callable[[Path], None]:
+        def apply(run_dir: Path) -> None:
+            params = trial_dir_of(run_dir, key, winner.number) / "params.json"
+            data = json.loads(params.read_text())
+            data["experiment"]["teacher_checkpoint"] = path_of(run_dir)
+            params.write_text(json.dumps(data))
+        return apply
+
+    def sweep_file_teacher(run_dir: Path) -> None:
+        sweep = yaml.safe_load((run_dir / "sweep.yaml").read_text())
+        sweep["pairs"][0]["teacher_checkpoint"] = "teachers/r8.pt"
+        (run_dir / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+
+    def export(run_dir: Path) -> tuple[ExperimentConfig, list[str], list[str]]:
+        (exported,) = [e for e in export_configs(run_dir, run_dir.parent / "best") if e.study == key]
+        lines = exported.path.read_text().splitlines()
+        return (load_config(exported.path), [l for l in lines if l.startswith("#")],
+                [l for l in lines if not l.startswith("#")])
+
+    # A teacher the sweep trained and cached in its run dir: null, and no path under the run dir.
+    run_dir = damaged(real_run, tmp_path / "cached",
+                      trial_teacher(lambda d: str(d / "cache" / "teachers" / "resnet8.pt")))
+    config, header, body = export(run_dir)
+    assert config.teacher_checkpoint is None
+    assert not any(str(run_dir) in line for line in body)
+    assert any("teacher_checkpoint is null" in line for line in header)
+    # A teacher the sweep file names: the path as written there, not the absolute one it became.
+    run_dir = damaged(real_run, tmp_path / "given", sweep_file_teacher,
+                      trial_teacher(lambda d: "/elsewhere/teachers/r8.pt"))
+    config, header, _ = export(run_dir)
+    assert config.teacher_checkpoint == "teachers/r8.pt"
+    assert any("as the sweep file gave it" in line for line in header)
+    # Not recorded in the sweep file: kept, and the header says so.
+    run_dir = damaged(real_run, tmp_path / "unrecorded",
+                      trial_teacher(lambda d: "/elsewhere/teachers/r8.pt"))
+    config, header, _ = export(run_dir)
+    assert config.teacher_checkpoint == "/elsewhere/teachers/r8.pt"
+    assert any("is the sweep machine's path" in line for line in header)
 
 
 def test_an_exported_config_reproduces_its_trial_exactly(real_run, tmp_path):

@@ -1,6 +1,8 @@
 """The `mgkd` command: complete default configs, teacher → heads → train, and bad input that
 exits non-zero with one paragraph and no traceback."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,20 @@ def test_config_prints_a_complete_loadable_default():
     assert config.granularities[0].dim == 64 and config.lr == 0.05
     assert all(value is not None for key, value in data.items()
                if key not in ("teacher_checkpoint", "train_subset"))
+
+
+def test_config_loads_no_torch():
+    # `mgkd config` answers fast: the config schema, method defaults and names load without torch.
+    code = ("import sys, io, contextlib; from search.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main(['config', '--teacher', 'resnet32x4', '--student', 'resnet8x4',"
+            " '--dataset', 'cifar100', '--method', 'dkd', '--set', 'epochs=3']) == 0\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'numpy', 'ray', 'optuna', 'pandas')"
+            " if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("args, words", [

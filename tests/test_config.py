@@ -72,7 +72,7 @@ def test_plain_mode_resolves_to_no_granularities():
     ({"method_options": {"nope": 1}}, ["method_options", "nope"]),
     ({"mode": "mas", "logit_weight": 0}, ["logit_weight", "mas"]),
     ({"batch_size": "64"}, ["batch_size", "integer"]),
-    ({"colour": "red"}, ["unknown config key", "colour", "teacher"]),
+    ({"colour": "red"}, ["unknown key(s)", "colour", "teacher"]),
     ({"device": "tpu"}, ["device", "cpu"]),
 ])
 def test_bad_values_are_rejected_naming_key_and_allowed(changes, words):
@@ -102,3 +102,29 @@ def test_missing_and_malformed_files(tmp_path):
     wrong.write_text("epochs: -3\n")
     with pytest.raises(ConfigError, match=r"wrong.yaml: epochs"):
         load_config(wrong)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochs": True}, "epochs: expected an integer, got True."),
+    ({"epochs": 3.5}, "epochs: expected an integer, got 3.5."),
+    ({"lr": float("inf")}, "lr: expected a finite number, got inf."),
+    ({"momentum": "0.9"}, "momentum: expected a number, got '0.9'."),
+    ({"data_dir": 3}, "data_dir: expected a string, got 3."),
+    ({"amp": 1}, "amp: expected true or false, got 1."),
+    ({"granularities": [{"dim": 8, "temperature": 2}, {"dim": 8, "temperature": 2, "weight": -1}]},
+     "granularities[1].weight: -1 is out of range; allowed: [0.0, 10000.0]."),
+    ({"granularities": [{"dim": 8}]}, "granularities[0]: missing required key(s) ['temperature']; "
+                                      "a level is {dim, temperature, weight (default 1)}."),
+])
+def test_strict_values_give_one_exact_paragraph(changes, message):
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig.from_dict({**ExperimentConfig().to_dict(), **changes})
+    assert str(info.value) == message
+
+
+def test_whole_floats_are_integers_and_empty_values_are_empty():
+    config = ExperimentConfig.from_dict({"epochs": 3.0, "lr": 1, "method_options": None,
+                                         "granularities": None})
+    assert type(config.epochs) is int and config.epochs == 3
+    assert type(config.lr) is float and config.lr == 1.0
+    assert (config.method_options, config.granularities) == ({}, [])

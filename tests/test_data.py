@@ -300,6 +300,17 @@ def test_synthetic_bad_options_rejected(options: dict, match: str) -> None:
         D.load_splits("synthetic", "unused", options=options)
 
 
+def test_config_checks_data_options_as_the_sources_do() -> None:
+    # The torch-free table config validation reads is the one every registered source uses.
+    from mgkd import data_options
+
+    for name in D.DATASET_NAMES:
+        assert data_options.validate_data_options(name, None) == D.validate_data_options(name, None)
+        assert data_options.DATA_OPTIONS.get(name, {}).keys() == D.validate_data_options(name, {}).keys()
+    with pytest.raises(ConfigError, match=r"data.options.seed: .* got -1"):
+        data_options.validate_data_options("synthetic", {"seed": -1})
+
+
 def test_validate_data_options_and_spec() -> None:
     assert D.validate_data_options("synthetic", None) == dict(D.SYNTHETIC_DEFAULTS)
     assert D.validate_data_options("synthetic", {"seed": 9})["seed"] == 9

@@ -248,3 +248,6 @@ def test_the_command_line_names_match_the_registries():
     assert names.MODEL_NAMES == models.MODEL_NAMES
     assert names.METHOD_NAMES == methods.METHOD_NAMES
     assert names.DATASET_NAMES == data.DATASET_NAMES
+    assert names.DATASET_TASKS == {name: data.dataset_spec(name).task for name in data.DATASET_NAMES}
+    from mgkd import tasks
+    assert names.TASK_NAMES == tasks.TASK_NAMES

@@ -7,6 +7,8 @@ from mgkd.config import resolve
 from mgkd.data import DeviceBatches, load_splits
 from mgkd.distill import Knowledge, build_task, head_levels
 from mgkd.granularity import TeacherHead
+from mgkd.errors import ConfigError
+from mgkd.method_defaults import METHOD_DEFAULTS
 from mgkd.methods import METHOD_NAMES, METHODS
 from mgkd.models import create_model
 
@@ -19,6 +21,26 @@ EXPECTED = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "
 def test_all_sixteen_methods_are_registered():
     assert METHOD_NAMES == EXPECTED
     assert all(METHODS[name].name == name for name in EXPECTED)
+
+
+def test_torch_free_defaults_are_the_methods_defaults():
+    # One source of truth: `mgkd config` reads the table, the torch classes get it on register.
+    assert tuple(METHOD_DEFAULTS) == METHOD_NAMES
+    for name, cls in METHODS.items():
+        table = METHOD_DEFAULTS[name]
+        assert (cls.default_ce_weight, cls.default_logit_weight, cls.default_feature_weight,
+                cls.uses_feature_weight) == (table.ce_weight, table.logit_weight,
+                                             table.feature_weight, table.uses_feature_weight)
+        assert dict(cls.option_defaults) == dict(table.options)
+        for teacher, student in (("resnet56", "resnet20"), ("vgg13", "vgg8"),
+                                 ("resnet32x4", "resnet8x4")):
+            options = cls.resolve_options({}, teacher, student)
+            assert options == table.resolve_options({}, teacher, student)
+            assert cls.feature_weight_default(options) == table.feature_weight_default(options)
+    assert METHODS["dkd"].resolve_options({}, "resnet56", "resnet20")["beta"] == 2.0
+    assert METHODS["cc"].feature_weight_default({"form": "repdistiller"}) == 0.02
+    with pytest.raises(ConfigError, match=r"method_options: unknown option\(s\) \['nope'\]"):
+        METHODS["at"].resolve_options({"nope": 1})
 
 
 @pytest.fixture(scope="module")

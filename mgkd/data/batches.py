@@ -20,7 +20,7 @@ import torch
 
 from mgkd.data.augment import Augmenter
 from mgkd.data.containers import Batch, DatasetSpec, ImageSplit
-from mgkd.data.options import is_int
+from mgkd.data_options import is_int
 from mgkd.errors import ConfigError
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mgkd.data.containers import DatasetSpec, ImageSplit, SourceData
-from mgkd.data.options import check_int_options
+from mgkd.data_options import check_int_options
 from mgkd.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mgkd.data.containers import DatasetSpec, ImageSplit, SourceData
-from mgkd.data.options import check_int_options
+from mgkd.data_options import check_int_options
 from mgkd.errors import ConfigError
 
 # Measured once on the 1,438-image digits training split after scaling to 0-255 and bilinear

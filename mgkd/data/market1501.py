@@ -18,14 +18,13 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from mgkd.data.containers import DatasetSpec, ImageSplit, RetrievalSplit, SourceData
-from mgkd.data.options import IntOption, check_int_options
+from mgkd.data_options import DATA_OPTIONS, IntOption, check_int_options
 from mgkd.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -44,14 +43,7 @@ _CROP_PADDING = 10
 _RANDOM_ERASING = 0.5
 _MAX_DECODE_THREADS = 8
 
-_SCHEMA: Mapping[str, IntOption] = MappingProxyType(
-    {
-        "height": IntOption(256, 16, 1024),
-        "width": IntOption(128, 16, 1024),
-        "instances": IntOption(4, 1, 64),
-        "max_identities": IntOption(None, 2, None, nullable=True),
-    }
-)
+_SCHEMA: Mapping[str, IntOption] = DATA_OPTIONS["market1501"]
 
 
 def layout_text(data_dir: Path) -> str:

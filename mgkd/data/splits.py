@@ -20,7 +20,7 @@ from typing import Any, Mapping, Protocol, cast
 import torch
 
 from mgkd.data.containers import DatasetSpec, DataSplits, ImageSplit, RetrievalSplit, SourceData
-from mgkd.data.options import is_int
+from mgkd.data_options import is_int
 from mgkd.data.registry import ClassificationSource, DatasetSource, ReidSource, get_source
 from mgkd.errors import ConfigError
 

@@ -11,18 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from mgkd.data.containers import DatasetSpec, ImageSplit, SourceData
-from mgkd.data.options import IntOption, check_int_options
+from mgkd.data_options import DATA_OPTIONS, IntOption, check_int_options
 from mgkd.errors import ConfigError
 
-_SCHEMA: Mapping[str, IntOption] = MappingProxyType(
-    {
-        "num_train": IntOption(512, 1),
-        "num_test": IntOption(128, 1),
-        "num_classes": IntOption(10, 2, 1000),
-        "image_size": IntOption(32, 8, 512),
-        "seed": IntOption(0, 0, 2**63 - 1),
-    }
-)
+_SCHEMA: Mapping[str, IntOption] = DATA_OPTIONS["synthetic"]
 
 #: Default options of the ``synthetic`` data set (read-only; copy before changing).
 SYNTHETIC_DEFAULTS: Mapping[str, int] = MappingProxyType(

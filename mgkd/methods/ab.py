@@ -53,10 +53,6 @@ class ABMethod(InitStageTransfer, DistillMethod):
     """
 
     name = "ab"
-    default_feature_weight = 1.0
-    default_ce_weight = 1.0
-    default_logit_weight = 0.0
-    option_defaults = {"margin": 1.0, "init_fraction": 30 / 240, "form": "paper"}
     has_init_stage = True
     init_trains_student = True
 

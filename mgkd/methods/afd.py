@@ -78,10 +78,6 @@ class AFD(DistillMethod):
     """
 
     name: ClassVar[str] = "afd"
-    default_feature_weight: ClassVar[float] = 200.0
-    default_ce_weight: ClassVar[float] = 1.0
-    default_logit_weight: ClassVar[float] = 0.0
-    option_defaults: ClassVar[dict[str, Any]] = {"qk_dim": 128}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

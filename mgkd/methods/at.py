@@ -28,8 +28,6 @@ class AT(DistillMethod):
     """
 
     name = "at"
-    default_feature_weight = 1000.0
-    option_defaults = {"p": 2}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -7,12 +7,13 @@ and turns teacher/student features into one unweighted scalar loss. The loss com
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from mgkd.errors import ConfigError
+from mgkd.method_defaults import METHOD_DEFAULTS, MethodDefaults
 
 Shape = tuple[int, ...]
 
@@ -45,27 +46,25 @@ class MethodInputs:
 
 
 class DistillMethod(nn.Module):
-    """Base class. Subclasses set the class attributes and implement ``forward``.
+    """Base class. Subclasses set ``name`` (the registry key, as in ``METHOD_NAMES``), the
+    init-stage flags and implement ``forward``; ``register`` gives them their loss-weight and
+    option defaults from the torch-free table ``mgkd.method_defaults``:
+    ``default_feature_weight``, ``default_ce_weight``, ``default_logit_weight``,
+    ``uses_feature_weight``, ``option_defaults``.
 
-    Class attributes:
-      name: registry key (lower case, as in ``METHOD_NAMES``).
-      default_feature_weight: beta from DESIGN.md (RepDistiller's CIFAR-100 scripts); 0.0 for
-        methods whose strength lives in their options (kd: unused, dkd: alpha/beta).
-      uses_feature_weight: False for kd (the logit term is the method).
-      default_ce_weight / default_logit_weight: the method's plain-mode CE and logit-KD weights.
-      option_defaults: every option the method accepts, with its default; unknown options are
-        rejected by ``resolve_options``.
+    Class attributes of the subclass:
       has_init_stage: True for ab, ft, fsp (RepDistiller trains them first for a few epochs).
       init_trains_student: whether the init stage also updates the student (ab, fsp) or only the
         method's own modules (ft's paraphraser).
     """
 
     name: ClassVar[str] = ""
-    default_feature_weight: ClassVar[float] = 0.0
-    uses_feature_weight: ClassVar[bool] = True
-    default_ce_weight: ClassVar[float] = 1.0
-    default_logit_weight: ClassVar[float] = 0.0
-    option_defaults: ClassVar[dict[str, Any]] = {}
+    defaults: ClassVar[MethodDefaults]
+    default_feature_weight: ClassVar[float]
+    uses_feature_weight: ClassVar[bool]
+    default_ce_weight: ClassVar[float]
+    default_logit_weight: ClassVar[float]
+    option_defaults: ClassVar[Mapping[str, Any]]
     has_init_stage: ClassVar[bool] = False
     init_trains_student: ClassVar[bool] = False
 
@@ -75,30 +74,16 @@ class DistillMethod(nn.Module):
         self.options = self.resolve_options(options, context.teacher, context.student)
 
     @classmethod
-    def pair_defaults(cls, teacher: str, student: str) -> dict[str, Any]:
-        """Options whose default depends on the teacher/student pair; override where needed."""
-        return {}
-
-    @classmethod
     def resolve_options(cls, options: dict[str, Any] | None, teacher: str = "",
                         student: str = "") -> dict[str, Any]:
         """Defaults filled in, unknown option names rejected with the allowed ones named."""
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(cls.option_defaults))
-        if unknown:
-            allowed = ", ".join(sorted(cls.option_defaults)) or "none"
-            raise ConfigError(
-                f"method_options: unknown option(s) {unknown} for method '{cls.name}'; "
-                f"allowed: {allowed}.")
-        resolved = {**cls.option_defaults, **cls.pair_defaults(teacher, student)}
-        resolved.update(options)
-        return resolved
+        return cls.defaults.resolve_options(options, teacher, student)
 
     @classmethod
     def feature_weight_default(cls, options: dict[str, Any]) -> float:
         """β for these (resolved) options: ``default_feature_weight`` unless a variant of the
         method (e.g. ``form: repdistiller``) comes with its own published β."""
-        return cls.default_feature_weight
+        return cls.defaults.feature_weight_default(options)
 
     def forward(self, inputs: MethodInputs) -> torch.Tensor:  # pragma: no cover - abstract
         """The unweighted method loss, a scalar tensor."""
@@ -138,9 +123,18 @@ def check_form(method: str, options: dict[str, Any]) -> str:
 
 
 def register(cls: type[DistillMethod]) -> type[DistillMethod]:
-    """Class decorator: adds a method to ``METHODS`` under ``cls.name``."""
-    if not cls.name or cls.name in METHODS:
-        raise RuntimeError(f"method name missing or registered twice: {cls.name!r}")
+    """Class decorator: adds a method to ``METHODS`` under ``cls.name`` with its defaults from
+    ``mgkd.method_defaults``."""
+    if not cls.name or cls.name in METHODS or cls.name not in METHOD_DEFAULTS:
+        raise RuntimeError(f"method name missing, registered twice or without defaults in "
+                           f"mgkd.method_defaults: {cls.name!r}")
+    defaults = METHOD_DEFAULTS[cls.name]
+    cls.defaults = defaults
+    cls.default_feature_weight = defaults.feature_weight
+    cls.uses_feature_weight = defaults.uses_feature_weight
+    cls.default_ce_weight = defaults.ce_weight
+    cls.default_logit_weight = defaults.logit_weight
+    cls.option_defaults = defaults.options
     METHODS[cls.name] = cls
     return cls
 

@@ -40,16 +40,6 @@ class CC(DistillMethod):
     """
 
     name = "cc"
-    default_feature_weight = 2000.0
-    option_defaults = {"embed_dim": 128, "kernel": "gaussian", "gamma": 0.4, "order": 2,
-                       "form": "paper"}
-    repdistiller_feature_weight = 0.02
-
-    @classmethod
-    def feature_weight_default(cls, options: dict[str, Any]) -> float:
-        if options.get("form") == "repdistiller":
-            return cls.repdistiller_feature_weight
-        return cls.default_feature_weight
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -49,10 +49,6 @@ class CRDMethod(DistillMethod):
     """
 
     name = "crd"
-    default_feature_weight = 0.8
-    default_ce_weight = 1.0
-    default_logit_weight = 0.0
-    option_defaults = {"feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_m": 0.5}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

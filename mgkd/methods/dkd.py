@@ -19,10 +19,6 @@ import torch
 from mgkd.errors import ConfigError
 from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, register
 
-# Paper setting: the loss warms up linearly over the first 20 of 240 epochs.
-_WARMUP_FRACTION = 20 / 240
-
-
 def _binary_and_rest_log_probs(logits: torch.Tensor, target_mask: torch.Tensor
                                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of the binary (target, non-target) split, (B, 2), and the log-softmax
@@ -57,7 +53,7 @@ def dkd_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
 class DKD(DistillMethod):
     """Decoupled KD: α·TCKD + β·NCKD on the logits, linearly warmed up.
 
-    Options: ``alpha`` (TCKD weight, 1.0), ``beta`` (NCKD weight, 8.0; pair defaults below),
+    Options: ``alpha`` (TCKD weight, 1.0), ``beta`` (NCKD weight, 8.0; pair defaults in ``mgkd.method_defaults``),
     ``warmup_fraction`` (share of the epoch budget the loss ramps up over, 20/240 as in
     mdistiller's 20 of 240 epochs), ``temperature`` (None → the config's T).
 
@@ -66,25 +62,6 @@ class DKD(DistillMethod):
     """
 
     name: ClassVar[str] = "dkd"
-    default_feature_weight: ClassVar[float] = 1.0
-    default_ce_weight: ClassVar[float] = 1.0
-    default_logit_weight: ClassVar[float] = 0.0
-    option_defaults: ClassVar[dict[str, Any]] = {
-        "alpha": 1.0,
-        "beta": 8.0,
-        "warmup_fraction": _WARMUP_FRACTION,
-        "temperature": None,
-    }
-
-    @classmethod
-    def pair_defaults(cls, teacher: str, student: str) -> dict[str, Any]:
-        """β from mdistiller's CIFAR-100 configs: 2 for resnet56→resnet20 and resnet110→resnet32,
-        6 for vgg teachers and wrn→wrn pairs (its wrn_40_2→ShuffleV1 keeps 8), else 8."""
-        if (teacher, student) in {("resnet56", "resnet20"), ("resnet110", "resnet32")}:
-            return {"beta": 2.0}
-        if teacher.startswith("vgg") or (teacher.startswith("wrn_") and student.startswith("wrn_")):
-            return {"beta": 6.0}
-        return {}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

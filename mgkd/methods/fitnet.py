@@ -69,8 +69,6 @@ class FitNet(DistillMethod):
     """
 
     name = "fitnet"
-    default_feature_weight = 100.0
-    option_defaults = {"hint_layer": 2}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -39,10 +39,6 @@ class FSPMethod(InitStageTransfer, DistillMethod):
     """
 
     name = "fsp"
-    default_feature_weight = 50.0
-    default_ce_weight = 1.0
-    default_logit_weight = 0.0
-    option_defaults = {"init_fraction": 30 / 240, "form": "paper"}
     has_init_stage = True
     init_trains_student = True
 

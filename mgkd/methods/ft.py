@@ -87,10 +87,6 @@ class FTMethod(DistillMethod):
     """
 
     name = "ft"
-    default_feature_weight = 200.0
-    default_ce_weight = 1.0
-    default_logit_weight = 0.0
-    option_defaults = {"rate": 0.5, "factor": "flat", "init_fraction": 30 / 240}
     has_init_stage = True
     init_trains_student = False
 

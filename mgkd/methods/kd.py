@@ -16,12 +16,6 @@ class KD(DistillMethod):
     """Logits only: the feature term is always zero."""
 
     name = "kd"
-    default_feature_weight = 0.0
-    uses_feature_weight = False
-    # The MGKD paper's scripts (RepDistiller itself uses 0.1 / 0.9).
-    default_ce_weight = 0.2
-    default_logit_weight = 0.8
-    option_defaults = {}
 
     def forward(self, inputs: MethodInputs) -> torch.Tensor:
         return inputs.student_logits.new_zeros(())

@@ -122,11 +122,6 @@ class KDSVD(DistillMethod):
     """
 
     name: ClassVar[str] = "kdsvd"
-    default_feature_weight: ClassVar[float] = 1.0
-    default_ce_weight: ClassVar[float] = 1.0
-    default_logit_weight: ClassVar[float] = 0.0
-    option_defaults: ClassVar[dict[str, Any]] = {"k": 1, "extra_candidates": 3, "rbf_width": 8.0,
-                                                 "form": "paper"}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -42,10 +42,6 @@ class NSTMethod(DistillMethod):
     """
 
     name = "nst"
-    default_feature_weight = 50.0
-    default_ce_weight = 1.0
-    default_logit_weight = 0.0
-    option_defaults = {"num_stages": 0}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -28,8 +28,6 @@ class PKT(DistillMethod):
     the logarithm."""
 
     name = "pkt"
-    default_feature_weight = 30000.0
-    option_defaults = {"eps": 1e-7}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -38,8 +38,6 @@ class RKD(DistillMethod):
     on the pooled embeddings (no projection: each network's relations are B×B or B×B×B)."""
 
     name = "rkd"
-    default_feature_weight = 1.0
-    option_defaults = {"distance_weight": 25.0, "angle_weight": 50.0}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

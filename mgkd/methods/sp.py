@@ -25,8 +25,6 @@ class SP(DistillMethod):
     """
 
     name = "sp"
-    default_feature_weight = 3000.0
-    option_defaults = {}
 
     def forward(self, inputs: MethodInputs) -> torch.Tensor:
         # The last feature is the pooled embedding; the one before it is the deepest map.

@@ -50,8 +50,6 @@ class VID(DistillMethod):
     deepest-aligned); the larger map of a pair is average-pooled to the smaller one's size."""
 
     name = "vid"
-    default_feature_weight = 1.0
-    option_defaults = {"init_variance": 5.0, "eps": 1e-5}
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

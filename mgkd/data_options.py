@@ -1,8 +1,13 @@
-"""Checking a data set's ``data_options``: integer options with ranges, completed with defaults."""
+"""Checking a data set's ``data_options``: integer options with ranges, completed with defaults.
+
+Loads without torch (``mgkd config`` and config validation use it): every data set's option table
+lives here, and the sources in :mod:`mgkd.data` validate against it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from mgkd.errors import ConfigError
@@ -57,7 +62,7 @@ def check_int_options(dataset: str, options: Any, schema: Mapping[str, IntOption
         if options:
             raise ConfigError(
                 f"data.options: data set {dataset!r} takes no options (got {sorted(options)}); "
-                "remove data_options or pick a data set that takes them"
+                f"remove data_options or pick a data set that takes them ({', '.join(DATA_OPTIONS)})"
             )
         return {}
     allowed = ", ".join(schema)
@@ -67,3 +72,26 @@ def check_int_options(dataset: str, options: Any, schema: Mapping[str, IntOption
             raise ConfigError(f"data.options.{key}: unknown option for {dataset!r}; allowed: {allowed}")
         result[key] = schema[key].check(dataset, key, value)
     return result
+
+
+#: The options of every data set that takes any (the others accept only ``None`` or ``{}``).
+DATA_OPTIONS: Mapping[str, Mapping[str, IntOption]] = MappingProxyType({
+    "synthetic": MappingProxyType({
+        "num_train": IntOption(512, 1),
+        "num_test": IntOption(128, 1),
+        "num_classes": IntOption(10, 2, 1000),
+        "image_size": IntOption(32, 8, 512),
+        "seed": IntOption(0, 0, 2**63 - 1),
+    }),
+    "market1501": MappingProxyType({
+        "height": IntOption(256, 16, 1024),
+        "width": IntOption(128, 16, 1024),
+        "instances": IntOption(4, 1, 64),
+        "max_identities": IntOption(None, 2, None, nullable=True),
+    }),
+})
+
+
+def validate_data_options(dataset: str, options: Any) -> dict[str, Any]:
+    """``options`` of the (known) data set completed with defaults; ConfigError naming the key."""
+    return check_int_options(dataset, options, DATA_OPTIONS.get(dataset, {}))

@@ -1,0 +1,118 @@
+"""Every KD method's default loss weights and options, as a plain table that loads without torch.
+
+The one source of truth: ``mgkd config`` and config validation read it directly, and
+``mgkd.methods.register`` gives each torch method class its defaults from here (a test checks
+that every registered method has exactly one entry).
+
+Weights are RepDistiller's CIFAR-100 settings (DESIGN.md §4) unless the entry says otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from mgkd.errors import ConfigError
+
+PairOptions = Callable[[str, str], dict[str, Any]]
+
+
+def _no_pair_options(teacher: str, student: str) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """One method's defaults.
+
+    feature_weight: β (0.0 where the strength lives in the options: kd unused, dkd α/β).
+    ce_weight / logit_weight: the method's plain-mode CE and logit-KD weights.
+    uses_feature_weight: False for kd (the logit term is the method).
+    options: every option the method accepts, with its default; others are rejected.
+    form_feature_weights: β of a ``form`` variant that comes with its own published β.
+    pair_options: options whose default depends on the (teacher, student) pair.
+    """
+
+    name: str
+    feature_weight: float
+    ce_weight: float = 1.0
+    logit_weight: float = 0.0
+    uses_feature_weight: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+    form_feature_weights: Mapping[str, float] = field(default_factory=dict)
+    pair_options: PairOptions = _no_pair_options
+
+    def __post_init__(self) -> None:  # read-only tables
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "form_feature_weights",
+                           MappingProxyType(dict(self.form_feature_weights)))
+
+    def resolve_options(self, options: Mapping[str, Any] | None, teacher: str = "",
+                        student: str = "") -> dict[str, Any]:
+        """Defaults filled in, unknown option names rejected with the allowed ones named."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            allowed = ", ".join(sorted(self.options)) or "none"
+            raise ConfigError(f"method_options: unknown option(s) {unknown} for method "
+                              f"'{self.name}'; allowed: {allowed}.")
+        return {**self.options, **self.pair_options(teacher, student), **options}
+
+    def feature_weight_default(self, options: Mapping[str, Any]) -> float:
+        """β for these (resolved) options."""
+        return self.form_feature_weights.get(options.get("form"), self.feature_weight)
+
+
+def _dkd_pair_options(teacher: str, student: str) -> dict[str, Any]:
+    """β from mdistiller's CIFAR-100 configs: 2 for resnet56→resnet20 and resnet110→resnet32,
+    6 for vgg teachers and wrn→wrn pairs (its wrn_40_2→ShuffleV1 keeps 8), else 8."""
+    if (teacher, student) in {("resnet56", "resnet20"), ("resnet110", "resnet32")}:
+        return {"beta": 2.0}
+    if teacher.startswith("vgg") or (teacher.startswith("wrn_") and student.startswith("wrn_")):
+        return {"beta": 6.0}
+    return {}
+
+
+_INIT_FRACTION = 30 / 240  # RepDistiller's init stage: 30 of 240 epochs
+
+METHOD_DEFAULTS: Mapping[str, MethodDefaults] = MappingProxyType({d.name: d for d in (
+    # The MGKD paper's scripts (RepDistiller itself uses ce 0.1 / logit 0.9).
+    MethodDefaults("kd", 0.0, ce_weight=0.2, logit_weight=0.8, uses_feature_weight=False),
+    MethodDefaults("fitnet", 100.0, options={"hint_layer": 2}),
+    MethodDefaults("at", 1000.0, options={"p": 2}),
+    MethodDefaults("sp", 3000.0),
+    # 2000 for the paper's Gaussian-kernel CC; RepDistiller's form comes with its 0.02.
+    MethodDefaults("cc", 2000.0, options={"embed_dim": 128, "kernel": "gaussian", "gamma": 0.4,
+                                          "order": 2, "form": "paper"},
+                   form_feature_weights={"repdistiller": 0.02}),
+    MethodDefaults("vid", 1.0, options={"init_variance": 5.0, "eps": 1e-5}),
+    MethodDefaults("rkd", 1.0, options={"distance_weight": 25.0, "angle_weight": 50.0}),
+    MethodDefaults("pkt", 30000.0, options={"eps": 1e-7}),
+    MethodDefaults("ab", 1.0, options={"margin": 1.0, "init_fraction": _INIT_FRACTION,
+                                       "form": "paper"}),
+    MethodDefaults("ft", 200.0, options={"rate": 0.5, "factor": "flat",
+                                         "init_fraction": _INIT_FRACTION}),
+    MethodDefaults("fsp", 50.0, options={"init_fraction": _INIT_FRACTION, "form": "paper"}),
+    MethodDefaults("nst", 50.0, options={"num_stages": 0}),
+    MethodDefaults("crd", 0.8, options={"feat_dim": 128, "nce_k": 16384, "nce_t": 0.07,
+                                        "nce_m": 0.5}),
+    # mdistiller's CIFAR-100 KDSVD weight (feature 1.0, CE 1.0).
+    MethodDefaults("kdsvd", 1.0, options={"k": 1, "extra_candidates": 3, "rbf_width": 8.0,
+                                          "form": "paper"}),
+    # The authors' CIFAR-100 setting (--beta 200 with CE 1.0).
+    MethodDefaults("afd", 200.0, options={"qk_dim": 128}),
+    # mdistiller has no separate weight: α and β carry the strength; the loss warms up over the
+    # first 20 of 240 epochs; temperature None is the config's T.
+    MethodDefaults("dkd", 1.0, options={"alpha": 1.0, "beta": 8.0, "warmup_fraction": 20 / 240,
+                                        "temperature": None},
+                   pair_options=_dkd_pair_options),
+)})
+
+
+def method_defaults(name: str) -> MethodDefaults:
+    """The defaults of method ``name``; ConfigError naming the known methods otherwise."""
+    try:
+        return METHOD_DEFAULTS[name]
+    except KeyError:
+        raise ConfigError(f"method: unknown method '{name}'; allowed: "
+                          f"{', '.join(METHOD_DEFAULTS)}.") from None
