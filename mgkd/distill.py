@@ -19,6 +19,7 @@ from mgkd.io import file_sha256
 from mgkd.loss import LossWeights, compose_loss
 from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method
 from mgkd.models import create_model, probe_feature_shapes
+from mgkd.models.backbone_init import init_backbone
 from mgkd.tasks import Task, counterpart_on_test, get_task
 from mgkd.teacher import data_identity, ensure_teacher, load_teacher
 
@@ -174,7 +175,11 @@ def build_task(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledg
         head.load_state_dict(knowledge.head_state(dim, temp))
         heads.append(head)
     teacher = FrozenTeacher(teacher_model, heads).to(device)
-    student = create_model(config.student, classes, key="student").to(device)
+    student = create_model(config.student, classes, key="student")
+    if config.student_init:
+        init_backbone(student, Path(config.student_init).expanduser(), key="student_init",
+                      arch=config.student)
+    student = student.to(device)
     granularity = StudentGranularity(student.embedding_dim,
                                      [dim for dim, _ in head_levels(config)]).to(device)
     context = MethodContext(student_shapes=probe_feature_shapes(student, size, splits.spec.channels),

@@ -43,6 +43,10 @@ def preflight(config: ExperimentConfig) -> None:
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).expanduser().is_file():
         raise ConfigError(f"teacher_checkpoint: {config.teacher_checkpoint} does not exist; give an "
                           "existing file or null to train and cache a teacher.")
+    if config.student_init and not Path(config.student_init).expanduser().is_file():
+        raise ConfigError(f"student_init: {config.student_init} does not exist; give an existing "
+                          "weights file for the student's backbone or null to start from random "
+                          "weights.")
 
 
 def check_outputs(config: ExperimentConfig, out: Path) -> None:

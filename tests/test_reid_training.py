@@ -3,16 +3,22 @@ batch-hard triplet term), P x K batches and retrieval metrics per epoch, on a Ma
 of real JPEG files."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
 from market_fixture import write_market1501
+from mgkd.callbacks import reported_metrics
+from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import load_splits, make_batches
+from mgkd.distill import build_task, load_config_splits, prepare_knowledge
 from mgkd.engine import RunState, Trainer
+from mgkd.errors import ConfigError
 from mgkd.models import create_model
 from mgkd.reid.metrics import retrieval_metrics
+from mgkd.runner import run_training
 from mgkd.tasks import get_task
 from mgkd.teacher import ClassifierTask, TeacherRecipe, train_teacher
 
@@ -90,3 +96,70 @@ def test_checkpoints_of_classification_runs_before_objectives_still_load():
     state = RunState.from_dict({"epoch": 3, "init_done": False, "best_val_acc": 71.0,
                                 "best_epoch": 2, "test_acc_at_best_val": 70.5, "history": []})
     assert (state.best_value, state.test_at_best, state.best_epoch) == (71.0, 70.5, 2)
+
+
+def reid_config(data_dir, tmp_path, **changes) -> ExperimentConfig:
+    base = {"dataset": "market1501", "data_dir": str(data_dir), "data_options": SMALL,
+            "teacher": "osnet_x0_25", "student": "osnet_x0_25", "method": "rkd", "mode": "mas",
+            "val_fraction": 0.25, "epochs": 2, "teacher_epochs": 1, "head_epochs": 1,
+            "batch_size": 16, "device": "cpu", "cache_dir": str(tmp_path / "cache"),
+            "granularities": [{"dim": 8, "temperature": 2.0}]}
+    return ExperimentConfig.from_dict({**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def market_dir(tmp_path_factory):
+    # teachers and heads train at batch 64 = 16 identities x 4: at least 16 training identities
+    return write_market1501(tmp_path_factory.mktemp("market-run"), identities=24, cameras=2,
+                            per_camera=2, test_identities=4)
+
+
+def test_a_reid_distillation_run_selects_on_map_and_logs_every_term(market_dir, tmp_path):
+    config = reid_config(market_dir, tmp_path)
+    assert (resolve(config).task, resolve(config).objective) == ("reid", "val_map")
+    result = run_training(config, tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    last = metrics["history"][-1]
+    for key in reported_metrics("reid", "val_map"):
+        assert key in last, key
+    for key in ("loss_triplet", "loss_feature", "loss_granularity", "loss_logit", "loss_ce"):
+        assert last[key] > 0.0, key
+    final = metrics["final"]
+    assert final["best_val_map"] == max(h["val_map"] for h in metrics["history"])
+    best = max(metrics["history"], key=lambda h: h["val_map"])
+    assert final["test_map_at_best_val"] == best["test_map"]
+    assert result.final == final and "val_acc" not in final
+    saved = torch.load(tmp_path / "run" / "student.pt", weights_only=True)
+    assert saved["arch"] == "osnet_x0_25" and saved["objective"] == "val_map"
+
+
+def test_student_init_starts_the_student_from_the_file(market_dir, tmp_path):
+    donor = create_model("osnet_x0_25", 100)  # another identity count: the classifier is skipped
+    torch.save({"state_dict": donor.state_dict()}, tmp_path / "imagenet.pth")
+    config = resolve(reid_config(market_dir, tmp_path, student_init=str(tmp_path / "imagenet.pth"),
+                                 mode="plain"))
+    splits = load_config_splits(config)
+    task = build_task(config, splits, prepare_knowledge(config, splits), torch.device("cpu"))
+    student = task.modules["student"].state_dict()
+    assert torch.equal(student["conv1.conv.weight"], donor.state_dict()["conv1.conv.weight"])
+    assert student["classifier.weight"].shape[0] == splits.spec.num_classes != 100
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"objective": "val_acc"}, ["objective", "val_map", "val_rank1"]),
+    ({"task": "classification"}, ["task", "reid"]),
+    ({"batch_size": 18}, ["batch_size", "instances", "16"]),
+])
+def test_reid_settings_that_do_not_fit_are_refused_before_any_work(market_dir, tmp_path, changes,
+                                                                   words):
+    with pytest.raises(ConfigError) as err:
+        reid_config(market_dir, tmp_path, **changes)
+    assert all(word in str(err.value) for word in words), str(err.value)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_missing_student_init_is_refused_before_training(market_dir, tmp_path):
+    config = reid_config(market_dir, tmp_path, student_init=str(tmp_path / "nope.pth"))
+    with pytest.raises(ConfigError, match="student_init"):
+        run_training(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
