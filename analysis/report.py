@@ -207,8 +207,14 @@ def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[P
         f"{_e(objective.test_metric)} is reported beside it.</p>",
         "<h2>Best config per study</h2>", summary_table(bests), f"<p>{_e(test_note(objective))}</p>",
         f"<p>{_e(verdict_note(objective))}</p>",
-        "<h2>All pairs (layout of the paper's CIFAR-100 table)</h2>", paper_table(bests),
-        *_reid_section(bests), *sections, "</body></html>"])
+        *_classification_section(bests), *_reid_section(bests), *sections, "</body></html>"])
+
+
+def _classification_section(bests: list[StudyBest]) -> list[str]:
+    chosen = [b for b in bests if b.objective.task != "reid"]
+    if not chosen:
+        return []
+    return ["<h2>All pairs (layout of the paper's CIFAR-100 table)</h2>", paper_table(chosen)]
 
 
 def _reid_section(bests: list[StudyBest]) -> list[str]:

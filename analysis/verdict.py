@@ -110,9 +110,9 @@ def experiment_val_size(experiment: dict[str, Any] | None) -> int | None:
     if not experiment:
         return None
     from mgkd.config import ExperimentConfig, validation_size
-    from mgkd.errors import ConfigError
+    from mgkd.errors import ConfigError, DataError
 
-    try:
+    try:  # a re-ID run's query count needs its data set's listing, absent on another machine
         return validation_size(ExperimentConfig.from_dict(dict(experiment))) or None
-    except (ConfigError, TypeError, ValueError, KeyError):
+    except (ConfigError, DataError, TypeError, ValueError, KeyError):
         return None

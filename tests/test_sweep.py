@@ -20,6 +20,7 @@ from search.sweep import (Pair, Resources, SchedulerSpec, SearcherSpec, Study, S
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "sweeps" / "demo.yaml"
 PAPER = ROOT / "sweeps" / "paper-cifar100.yaml"
+PAPER_MARKET = ROOT / "sweeps" / "paper-market1501.yaml"
 SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -48,7 +49,9 @@ def test_default_sweep_equals_demo_file():
     assert default_sweep() == load_sweep(DEMO)
 
 
-@pytest.mark.parametrize("make", [default_sweep, lambda: load_sweep(PAPER)], ids=["demo", "paper"])
+@pytest.mark.parametrize("make", [default_sweep, lambda: load_sweep(PAPER),
+                                  lambda: load_sweep(PAPER_MARKET)],
+                         ids=["demo", "paper", "paper-market1501"])
 def test_round_trip(make: Callable[[], SweepSpec]):
     spec = make()
     assert SweepSpec.from_dict(spec.to_dict()) == spec
@@ -151,6 +154,29 @@ def test_paper_file_validates_without_data():
     studies = validate_sweep(load_sweep(PAPER), check_data=False,
                              cluster_resources={"CPU": 16.0, "GPU": 1.0, "memory": 1e11})
     assert len(studies) == 168
+
+
+def test_market1501_paper_file_plans_the_seeds_two_settings_selected_on_map(tmp_path, monkeypatch):
+    studies = validate_sweep(load_sweep(PAPER_MARKET), check_data=False,
+                             cluster_resources={"CPU": 16.0, "GPU": 1.0, "memory": 1e11})
+    assert [s.key for s in studies] == [f"osnet_x1_0__{student}__rkd__{mode}"
+                                        for student in ("resnet50_reid", "osnet_x0_75")
+                                        for mode in ("plain", "mag", "mas")]
+    assert {(s.base.dataset, s.base.objective, s.base.batch_size) for s in studies} == {
+        ("market1501", "val_map", 64)}
+    # the commented twins name published teacher weights and a student's initial weights
+    lines = PAPER_MARKET.read_text().splitlines()
+    twins = [line.replace("  # - ", "  - ", 1) for line in lines if line.startswith("  # - {teacher:")]
+    data = yaml.safe_load(PAPER_MARKET.read_text())
+    data["pairs"] = [yaml.safe_load(line.strip()[2:]) for line in twins]
+    monkeypatch.chdir(tmp_path)
+    for pair in data["pairs"]:
+        for key in ("teacher_checkpoint", "student_init"):
+            (tmp_path / pair[key]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / pair[key]).touch()
+    studies = check(data, cluster_resources={"CPU": 16.0, "GPU": 1.0, "memory": 1e11})
+    assert {Path(s.base.student_init).name for s in studies} == {
+        "resnet50-imagenet.pth", "osnet_x0_75_imagenet.pth"}
 
 
 def test_paper_file_shows_the_published_teacher_pattern(tmp_path: Path, monkeypatch):
