@@ -136,12 +136,11 @@ class Trainer:
     def __init__(self, task: TrainingTask, splits: DataSplits, schedule: Schedule, *,
                  batch_size: int, seed: int, callbacks: list[EpochCallback] | None = None,
                  amp: bool = False, checkpoint_path: Path | None = None,
-                 objective: str | None = None, eval_batch_size: int | None = None):
+                 objective: str | None = None):
         self.task = task
         self.splits = splits
         self.kind = get_task(splits.spec.task)
         self.objective = objective or self.kind.default_objective
-        self.eval_batch_size = eval_batch_size or batch_size
         self.schedule = schedule
         self.batch_size = batch_size
         self.callbacks = list(callbacks or [])
@@ -218,7 +217,7 @@ class Trainer:
         if train:
             return make_batches(split, self.splits.spec, self.batch_size, train=True,
                                 generator=self.data_rng)
-        return make_batches(split, self.splits.spec, self.eval_batch_size, train=False)
+        return make_batches(split, self.splits.spec, self.batch_size, train=False)
 
     def _run_init_stage(self) -> None:
         stage = self.task.init_stage()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 
 from mgkd.cli import add_core_commands
@@ -49,14 +51,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
         # transactions are atomic, and trials re-run from their last checkpoint.
         print(f"mgkd tune: stopped at once; {_resume_hint(spec.run_dir)} (teachers, heads and "
               "trials continue from their last finished epoch).", file=sys.stderr)
+        _exit_at_once_on_ctrl_c()
         return INTERRUPTED
     print(format_summary(result))
     if result.interrupted:
         print(f"mgkd tune: interrupted before every study had its {spec.num_samples} trials; the "
               f"sweep's state is saved: {_resume_hint(spec.run_dir)} (interrupted trials continue "
               "from their last checkpoint).", file=sys.stderr)
+        _exit_at_once_on_ctrl_c()
         return INTERRUPTED
     return 0
+
+
+def _exit_at_once_on_ctrl_c() -> None:
+    """Only teardown is left (Ray's shutdown at exit): a further Ctrl-C ends the process at once
+    with status 130 instead of interrupting Ray's shutdown half-way, which can crash it. The
+    sweep's state and optuna.db are already written."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(INTERRUPTED))
 
 
 def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -419,20 +419,17 @@ def _check_resources(spec: SweepSpec, device: str, cluster: dict | None) -> None
 
 def _check_checkpoints(spec: SweepSpec) -> None:
     for i, pair in enumerate(spec.pairs):
-        if pair.teacher_checkpoint is not None:
-            path = Path(pair.teacher_checkpoint).expanduser().absolute()
-            if not path.is_file():
-                _fail(f"pairs[{i}].teacher_checkpoint",
-                      f"{path} does not exist; give an existing {pair.teacher} checkpoint (`mgkd "
-                      f"teacher --arch {pair.teacher} --dataset D --epochs N --out DIR` writes "
-                      "DIR/teacher.pt), or leave the key out to train and cache one.")
-        if pair.student_init is not None:
-            path = Path(pair.student_init).expanduser().absolute()
-            if not path.is_file():
-                _fail(f"pairs[{i}].student_init",
-                      f"{path} does not exist; give an existing weights file for "
-                      f"{pair.student}'s backbone, or leave the key out to start from random "
-                      "weights.")
+        fixes = {"teacher_checkpoint": f"give an existing {pair.teacher} checkpoint (`mgkd teacher "
+                                       f"--arch {pair.teacher} --dataset D --epochs N --out DIR` "
+                                       "writes DIR/teacher.pt), or leave the key out to train and "
+                                       "cache one.",
+                 "student_init": f"give an existing weights file for {pair.student}'s backbone, "
+                                 "or leave the key out to start from random weights."}
+        for key, fix in fixes.items():
+            given = getattr(pair, key)
+            if given is not None and not Path(given).expanduser().absolute().is_file():
+                _fail(f"pairs[{i}].{key}", f"{Path(given).expanduser().absolute()} does not exist; "
+                                           f"{fix}")
 
 
 def _check_data(config: ExperimentConfig) -> None:

@@ -73,11 +73,19 @@ def test_splits_junk_out_everywhere_distractors_only_in_test_gallery(market: Pat
     assert splits.train.images.shape[1:] == (3, 64, 32) and splits.train.images.dtype == torch.uint8
 
 
-def test_train_labels_contiguous_and_num_classes_follow_the_held_out_count(market: Path) -> None:
+def test_classes_are_all_training_identities_in_person_id_order(market: Path) -> None:
+    raw = _raw_ids(market)
+    every = sorted(set(raw.values()) - {0, -1})
     for fraction, held in ((0.0, 0), (0.3, 3), (0.05, 1)):
         splits = _load(market, val_fraction=fraction)
-        assert splits.spec.num_classes == IDS - held
-        assert sorted(set(splits.train.labels.tolist())) == list(range(IDS - held))
+        assert splits.spec.num_classes == IDS  # held-out identities keep their (unused) class
+        trained = set(splits.train.labels.tolist())
+        assert len(trained) == IDS - held and trained <= set(range(IDS))
+        for image, label in zip(splits.train.images, splits.train.labels.tolist()):
+            assert every[label] == raw[_digest(image)]
+        if fraction:
+            held_classes = {every.index(pid) for pid in splits.val.query.labels.tolist()}
+            assert held_classes.isdisjoint(trained)
         assert (splits.val is None) == (fraction == 0)
     assert D.dataset_spec("market1501").num_classes == M.OFFICIAL_TRAIN_IDENTITIES
 

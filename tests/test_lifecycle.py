@@ -111,7 +111,7 @@ def test_train_interrupted_in_teacher_training_resumes_to_the_uninterrupted_resu
     whole = run_training(config.replace(cache_dir=str(tmp_path / "whole-cache")),
                          tmp_path / "whole")
 
-    def teacher_stops(label, total):  # Ctrl-C after the teacher's second epoch
+    def teacher_stops(label, total, task="classification"):  # Ctrl-C after the teacher's 2nd epoch
         return StopAfter(2) if label == "teacher" else ProgressLog(label, total)
 
     with monkeypatch.context() as patch:

@@ -163,3 +163,18 @@ def test_a_missing_student_init_is_refused_before_training(market_dir, tmp_path)
     with pytest.raises(ConfigError, match="student_init"):
         run_training(config, tmp_path / "run")
     assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_torchreid_teacher_file_over_every_training_identity_is_distilled_from(market_dir,
+                                                                                  tmp_path):
+    # deep-person-reid saves {"state_dict": ...} with DataParallel's "module." prefix and a
+    # classifier over all training identities; held-out validation identities do not change that.
+    teacher = create_model("osnet_x0_25", 24)
+    state = {f"module.{k}": v for k, v in teacher.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 250}, tmp_path / "osnet_market.pth.tar")
+    path = tmp_path / "osnet_market.pth.tar"
+    config = reid_config(market_dir, tmp_path, teacher_checkpoint=str(path), method="kd",
+                         mode="plain", epochs=1)
+    result = run_training(config, tmp_path / "run")
+    assert result.final["val_map"] is not None
+    assert not (tmp_path / "cache" / "teachers").exists()  # nothing trained: the file is the teacher

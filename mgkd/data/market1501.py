@@ -174,8 +174,8 @@ class Market1501Source:
         return check_int_options(self.name, options, _SCHEMA)
 
     def spec(self, options: dict[str, Any]) -> DatasetSpec:
-        """The nominal spec: all official training identities (``load_splits`` sets the count that
-        remains after validation identities are held out)."""
+        """The nominal spec: all official training identities (``load_splits`` sets the count the
+        folder holds; held-out validation identities keep their classes)."""
         limit = options["max_identities"]
         classes = OFFICIAL_TRAIN_IDENTITIES if limit is None else min(limit, OFFICIAL_TRAIN_IDENTITIES)
         return DatasetSpec(self.name, classes, options["height"], options["width"], 3, _IMAGENET_MEAN,

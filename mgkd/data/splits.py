@@ -4,8 +4,10 @@
   sends ``round(N * val_fraction)`` of them (at least 1) to val.
 * reid: a seeded choice of ``round(val_fraction x identities)`` training identities (at least 1), among
   those seen by two or more cameras, is held out; for each, one image per camera (seeded) becomes a
-  val query and the rest the val gallery. The remaining identities are relabelled 0..n-1 and
-  ``spec.num_classes`` becomes n. The test query / gallery are never used for selection.
+  val query and the rest the val gallery. Class k is the k-th training identity in person-id order
+  (held-out identities keep their classes but no images), so ``spec.num_classes`` is the number of
+  training identities whatever ``val_fraction`` is. The test query / gallery are never used for
+  selection.
 """
 
 from __future__ import annotations
@@ -198,8 +200,13 @@ class ReidSplitter:
         val = None
         if val_fraction > 0:
             val = RetrievalSplit(query=train.select(held.query), gallery=train.select(held.gallery))
+        # Classes are all training identities in ascending person-id order, held-out ones
+        # included (they get no training images): the label space does not depend on
+        # val_fraction, and equals deep-person-reid's, so its Market-1501 models (751-way
+        # classifiers) are teachers whose identity logits line up with ours.
+        identities = torch.unique(train.labels)
         kept = train.select(held.train)
-        identities, labels = torch.unique(kept.labels, return_inverse=True)
+        labels = torch.searchsorted(identities, kept.labels)
         kept = ImageSplit(kept.images, labels.to(torch.int64), kept.cameras)
         spec = dataclasses.replace(spec, num_classes=len(identities))
         return DataSplits(spec=spec, train=kept, val=val, test=data.test)

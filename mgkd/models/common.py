@@ -55,3 +55,23 @@ def pool_and_classify(last: Tensor, classifier: nn.Module, feats: list[Tensor],
         feats.append(embedding)
         return feats, logits
     return logits
+
+
+class EmbeddingNet(nn.Module):
+    """A re-ID network: ``_features(x)`` gives the feature maps and last the pooled embedding,
+    which ``self.classifier`` maps to identity logits."""
+
+    classifier: nn.Module
+
+    def _features(self, x: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The retrieval embedding (B, ``embedding_dim``)."""
+        return self._features(x)[-1]
+
+    def forward(self, x: Tensor, features: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
+        """Logits, or ``(features, logits)`` when ``features`` is true."""
+        feats = self._features(x)
+        logits = self.classifier(feats[-1])
+        return (feats, logits) if features else logits

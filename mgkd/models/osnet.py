@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgkd.models.common import init_weights
+from mgkd.models.common import EmbeddingNet, init_weights
 
 STREAMS = 4  # T: streams of 1..T lite 3x3 layers
 BOTTLENECK_REDUCTION = 4
@@ -133,7 +133,7 @@ def _stage(in_channels: int, out_channels: int, depth: int, transition: bool) ->
     return nn.Sequential(*units)
 
 
-class OSNet(nn.Module):
+class OSNet(EmbeddingNet):
     """OSNet with ``widths`` = channels of [stem, stage 1, stage 2, stage 3].
 
     ``model(x)`` gives identity logits; ``model(x, features=True)`` gives ``([stem (after the
@@ -175,16 +175,6 @@ class OSNet(nn.Module):
         pooled = torch.flatten(F.adaptive_avg_pool2d(self.conv5(x), 1), 1)
         feats.append(self.fc(pooled))
         return feats
-
-    def embed(self, x: Tensor) -> Tensor:
-        """The retrieval embedding (B, ``embedding_dim``)."""
-        return self._features(x)[-1]
-
-    def forward(self, x: Tensor, features: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
-        """Logits, or ``(features, logits)`` when ``features`` is true (see the class doc)."""
-        feats = self._features(x)
-        logits = self.classifier(feats[-1])
-        return (feats, logits) if features else logits
 
 
 def osnet(num_classes: int, *, name: str) -> OSNet:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgkd.models.common import init_weights
+from mgkd.models.common import EmbeddingNet, init_weights
 
 EXPANSION = 4
 
@@ -52,7 +52,7 @@ class Bottleneck(nn.Module):
         return F.relu(out + skip)
 
 
-class ReIDResNet(nn.Module):
+class ReIDResNet(EmbeddingNet):
     """Bottleneck ResNet for re-ID. ``model(x)`` gives identity logits; ``model(x,
     features=True)`` gives ``([stem (after the max-pool), layer1..layer4, embedding], logits)``;
     ``model.embed(x)`` the pooled embedding (B, ``embedding_dim``)."""
@@ -88,16 +88,6 @@ class ReIDResNet(nn.Module):
             feats.append(x)
         feats.append(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
         return feats
-
-    def embed(self, x: Tensor) -> Tensor:
-        """The retrieval embedding (B, ``embedding_dim``)."""
-        return self._features(x)[-1]
-
-    def forward(self, x: Tensor, features: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
-        """Logits, or ``(features, logits)`` when ``features`` is true (see the class doc)."""
-        feats = self._features(x)
-        logits = self.classifier(feats[-1])
-        return (feats, logits) if features else logits
 
 
 def resnet50_reid(num_classes: int) -> ReIDResNet:
