@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from mgkd.engine import EpochReport
 from mgkd.io import atomic_write_text
+from mgkd.objectives import default_objective, get_objective
 from mgkd.tasks import get_task
 
 log = logging.getLogger("mgkd.progress")
@@ -20,7 +21,7 @@ def reported_metrics(task: str = "classification", objective: str | None = None)
     up): losses, the task's metrics on val and test, the best objective value so far and lr."""
     kind = get_task(task)
     evaluated = tuple(f"{split}_{name}" for split in ("val", "test") for name in kind.metric_names)
-    best = f"best_{objective or kind.default_objective}"
+    best = (get_objective(objective) if objective else default_objective(kind.name)).best_metric
     return ("epoch", *_LOSSES, *(f"loss_{name}" for name in kind.extra_losses), *evaluated, best,
             "lr")
 

@@ -20,7 +20,8 @@ from mgkd.loss import LossWeights, compose_loss
 from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method
 from mgkd.models import create_model, probe_feature_shapes
 from mgkd.models.backbone_init import init_backbone
-from mgkd.tasks import Task, counterpart_on_test, get_task
+from mgkd.objectives import OBJECTIVES, Objective
+from mgkd.tasks import Task, get_task
 from mgkd.teacher import data_identity, ensure_teacher, load_teacher
 
 log = logging.getLogger(__name__)
@@ -215,11 +216,11 @@ def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowle
                    checkpoint_path=checkpoint_path, objective=config.objective)
 
 
-def final_metrics(state: Any, objective: str = "val_acc") -> dict[str, Any]:
+def final_metrics(state: Any, objective: Objective = OBJECTIVES["val_acc"]) -> dict[str, Any]:
     """The run's summary: the last epoch's objective and its test counterpart, plus the epoch
     with the best objective value (``best_val_acc``, ``test_acc_at_best_val`` for val_acc)."""
     last = state.history[-1] if state.history else {}
-    test = counterpart_on_test(objective)
-    return {"epochs": state.epoch, objective: last.get(objective), test: last.get(test),
-            f"best_{objective}": state.best_value, "best_epoch": state.best_epoch,
-            f"{test}_at_best_val": state.test_at_best}
+    name, test = objective.name, objective.test_metric
+    return {"epochs": state.epoch, name: last.get(name), test: last.get(test),
+            objective.best_metric: state.best_value, "best_epoch": state.best_epoch,
+            objective.test_at_best: state.test_at_best}

@@ -21,7 +21,8 @@ from mgkd.data import Batch, DataSplits, ImageSplit, make_batches
 from mgkd.errors import TrainingDiverged
 from mgkd.io import atomic_torch_save, safe_torch_load
 from mgkd.models.legacy import upgrade_state
-from mgkd.tasks import counterpart_on_test, get_task
+from mgkd.objectives import default_objective, get_objective
+from mgkd.tasks import get_task
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -137,10 +138,12 @@ class Trainer:
                  batch_size: int, seed: int, callbacks: list[EpochCallback] | None = None,
                  amp: bool = False, checkpoint_path: Path | None = None,
                  objective: str | None = None):
+        """``objective`` (e.g. ``val_map``) picks the best epoch; None: the task's default."""
         self.task = task
         self.splits = splits
         self.kind = get_task(splits.spec.task)
-        self.objective = objective or self.kind.default_objective
+        self.objective = (get_objective(objective) if objective
+                          else default_objective(self.kind.name))
         self.schedule = schedule
         self.batch_size = batch_size
         self.callbacks = list(callbacks or [])
@@ -292,12 +295,12 @@ class Trainer:
         return self.state
 
     def _update_best(self, metrics: dict[str, Any]) -> None:
-        value = metrics.get(self.objective)
+        value = metrics.get(self.objective.name)
         if value is not None and (self.state.best_value is None or value > self.state.best_value):
             self.state.best_value = value
             self.state.best_epoch = metrics["epoch"]
-            self.state.test_at_best = metrics.get(counterpart_on_test(self.objective))
-        metrics[f"best_{self.objective}"] = self.state.best_value
+            self.state.test_at_best = metrics.get(self.objective.test_metric)
+        metrics[self.objective.best_metric] = self.state.best_value
 
 
 def _check_finite(metrics: dict[str, Any], epoch: int) -> None:

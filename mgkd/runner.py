@@ -21,7 +21,7 @@ from mgkd.engine import EpochCallback, RunState, resolve_device
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, file_sha256, safe_torch_load
 from mgkd.paths import sweep_run_dir_of, writable_dir
-from mgkd.tasks import counterpart_on_test
+from mgkd.objectives import get_objective
 from mgkd.teacher import TeacherRecipe, load_teacher, save_teacher, teacher_path, train_teacher
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
 
     board = TensorBoardScalars(out / "tensorboard", run_hparams(config.to_dict(), "mgkd train"),
                                reported_metrics(config.task, config.objective))
-    summary = partial(final_metrics, objective=config.objective)
+    summary = partial(final_metrics, objective=get_objective(config.objective))
     trainer = make_trainer(config, splits, knowledge, checkpoint_path=checkpoint, callbacks=[
         board, MetricsFile(out / "metrics.json", summary),
         ProgressLog(f"{config.teacher}->{config.student}", config.epochs, config.task),
@@ -135,9 +135,9 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
     student = trainer.task.modules["student"]
     objective = trainer.objective
     save_student(student, config.student, splits.spec.num_classes, out / STUDENT,
-                 {"epoch": state.epoch, "objective": objective,
-                  f"best_{objective}": state.best_value,
-                  **{k: final[k] for k in (counterpart_on_test(objective),)}})
+                 {"epoch": state.epoch, "objective": objective.name,
+                  objective.best_metric: state.best_value,
+                  objective.test_metric: final[objective.test_metric]})
     return RunResult(out, state, final)
 
 
@@ -179,10 +179,10 @@ def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool =
         board.close()
     save_teacher(model, recipe.arch, splits.spec.num_classes, out / "teacher.pt",
                  {"recipe": asdict(recipe), "metrics": metrics})
-    history, objective = metrics["history"], metrics["objective"]
-    test = counterpart_on_test(objective)
-    final = {"epochs": len(history), objective: history[-1][objective],
-             test: history[-1][test], f"best_{objective}": metrics[f"best_{objective}"]}
+    history, objective = metrics["history"], get_objective(metrics["objective"])
+    name, test, best = objective.name, objective.test_metric, objective.best_metric
+    final = {"epochs": len(history), name: history[-1][name], test: history[-1][test],
+             best: metrics[best]}
     write_metrics(out / "metrics.json", history, final)
     return RunResult(out, RunState(epoch=len(history), history=history), final)
 

@@ -6,7 +6,7 @@ The *task* (``config.task``, by default the data set's) decides three things and
   label-smoothed identity cross-entropy plus the batch-hard triplet loss for re-ID;
 * how a held-out split is scored each epoch — accuracy and loss, or CMC rank-k and mAP of a
   query set against a gallery;
-* the default objective a run selects its best epoch by (``val_acc`` / ``val_map``).
+and, through :mod:`mgkd.objectives`, the default objective a run selects its best epoch by.
 
 The engine, the distillation task, the trainables, sweeps and analysis stay generic: they ask the
 task, found by name in :data:`TASKS`.
@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from mgkd.data import Batch, ImageSplit, RetrievalSplit
+from mgkd.reid.losses import ReidBaseLoss
+from mgkd.reid.metrics import retrieval_metrics
 
 # Triplet margin and label smoothing of the re-ID base loss: the usual values (DESIGN.md §9).
 REID_LABEL_SMOOTHING = 0.1
@@ -41,7 +43,6 @@ BatchesOf = Callable[[ImageSplit], Iterable[Batch]]
 
 class Task(Protocol):
     name: str
-    default_objective: str
     metric_names: tuple[str, ...]  # what ``evaluate`` returns, without the split prefix
     extra_losses: tuple[str, ...]  # base-loss terms besides ``ce`` (logged as ``loss_<name>``)
     shown_metrics: tuple[str, ...]  # what a progress line shows
@@ -58,7 +59,6 @@ class Task(Protocol):
 @dataclass(frozen=True)
 class Classification:
     name: str = "classification"
-    default_objective: str = "val_acc"
     metric_names: tuple[str, ...] = ("acc", "loss")
     extra_losses: tuple[str, ...] = ()
     shown_metrics: tuple[str, ...] = ("val_acc", "test_acc")
@@ -84,17 +84,15 @@ class Classification:
 @dataclass(frozen=True)
 class PersonReid:
     name: str = "reid"
-    default_objective: str = "val_map"
     metric_names: tuple[str, ...] = ("map", "rank1", "rank5", "rank10", "map_se")
     extra_losses: tuple[str, ...] = ("triplet",)
     shown_metrics: tuple[str, ...] = ("val_map", "val_rank1", "test_map", "test_rank1")
+    loss: ReidBaseLoss = ReidBaseLoss(ce_epsilon=REID_LABEL_SMOOTHING,
+                                      triplet_margin=REID_TRIPLET_MARGIN)
 
     def base_loss(self, logits: torch.Tensor, embedding: torch.Tensor,
                   labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        from mgkd.reid.losses import ReidBaseLoss
-
-        loss = ReidBaseLoss(ce_epsilon=REID_LABEL_SMOOTHING, triplet_margin=REID_TRIPLET_MARGIN)
-        return loss(logits, embedding, labels)
+        return self.loss(logits, embedding, labels)
 
     def _embed_all(self, model: Scorable, split: ImageSplit, batches_of: BatchesOf,
                    autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
@@ -107,8 +105,6 @@ class PersonReid:
     def evaluate(self, model: Scorable, split: RetrievalSplit, batches_of: BatchesOf,
                  autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, float]:
         """CMC rank-1/5/10 and mAP (in %) of the query set against the gallery, on the device."""
-        from mgkd.reid.metrics import retrieval_metrics
-
         query = self._embed_all(model, split.query, batches_of, autocast)
         gallery = self._embed_all(model, split.gallery, batches_of, autocast)
         result = retrieval_metrics(query, split.query.labels, split.query.cameras,
@@ -129,7 +125,3 @@ def get_task(name: str) -> Task:
         from mgkd.errors import ConfigError
         raise ConfigError(f"task: unknown value {name!r}; allowed: {', '.join(TASK_NAMES)}.") from None
 
-
-def counterpart_on_test(objective: str) -> str:
-    """``val_map`` -> ``test_map``: the test split's counterpart of a validation objective."""
-    return "test_" + objective.removeprefix("val_")

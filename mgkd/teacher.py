@@ -136,8 +136,9 @@ def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
                  trainer.state.epoch, recipe.epochs, checkpoint_path)
     state = trainer.fit()
     model.eval()
-    return model, {"history": state.history, "objective": trainer.objective,
-                   f"best_{trainer.objective}": state.best_value}
+    objective = trainer.objective
+    return model, {"history": state.history, "objective": objective.name,
+                   objective.best_metric: state.best_value}
 
 
 def save_teacher(model: nn.Module, arch: str, num_classes: int, path: Path,
