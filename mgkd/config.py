@@ -20,8 +20,8 @@ from mgkd.io import atomic_write_text, read_yaml_file
 from mgkd.method_defaults import method_defaults
 from mgkd.names import DATASET_NAMES, DATASET_TASKS, METHOD_NAMES, MODEL_NAMES, TASK_NAMES
 from mgkd.objectives import check_objective
-from mgkd.validation import (EMPTY_LIST_IF_NONE, Bool, Float, Int, Options, Schema, Str, fail,
-                             one_of)
+from mgkd.validation import (EMPTY_LIST_IF_NONE, AutoBool, AutoCount, Float, Int, Options, Schema,
+                             Str, fail, one_of)
 
 MODES = ("plain", "mag", "mas")
 DEVICES = ("auto", "cpu", "cuda")
@@ -103,8 +103,13 @@ class ExperimentConfig:
     # execution
     device: Annotated[Str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
                                  description="auto, cpu, cuda or cuda:N")] = "auto"
-    amp: Bool = False  # bf16 autocast on CUDA
-    channels_last: Bool = False
+    # how steps execute (mgkd.execution): auto = on for CUDA, off on the CPU
+    amp: AutoBool = "auto"  # bf16 autocast (CUDA only)
+    channels_last: AutoBool = "auto"
+    # record each training step as one CUDA graph; auto: on GPUs for capturable methods
+    cuda_graphs: AutoBool = False
+    # auto: 1024 CIFAR-sized images per batch on a GPU, the training batch size on the CPU
+    eval_batch_size: AutoCount = "auto"
     cache_dir: Str = "~/.cache/mgkd"
     # the task: null = the data set's (classification; reid for market1501)
     task: Annotated[Str, one_of(TASK_NAMES)] | None = None
@@ -118,6 +123,19 @@ class ExperimentConfig:
         if self.mode == "mas" and self.logit_weight == 0.0:
             fail("logit_weight: 0 with mode mas; the stable target enters through the logit term, "
                  "so mas would equal mag. Set logit_weight > 0 or use mode mag.")
+        return self
+
+    @model_validator(mode="after")
+    def _cuda_graphs_can_be_honoured(self) -> "ExperimentConfig":
+        if self.cuda_graphs is not True:
+            return self
+        if self.device == "cpu":
+            fail("cuda_graphs: true with device: cpu; CUDA graphs need a GPU. Use cuda_graphs: "
+                 "auto (on GPUs only) or false.")
+        blocker = method_defaults(self.method).capture_blocker
+        if blocker:
+            fail(f"cuda_graphs: true, but method {self.method}'s step cannot be captured in a "
+                 f"CUDA graph: {blocker}. Use cuda_graphs: auto (it then runs eagerly) or false.")
         return self
 
     # ---- serialisation -------------------------------------------------------------------

@@ -14,10 +14,11 @@ from torch import nn
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import Batch, DataSplits, load_splits
 from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer, resolve_device
+from mgkd.execution import Execution, ExecutionSettings
 from mgkd.granularity import FrozenTeacher, HeadBank, HeadKey, StudentGranularity, TeacherHead
 from mgkd.io import file_sha256
 from mgkd.loss import LossWeights, compose_loss
-from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method
+from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method, get_method
 from mgkd.models import create_model, probe_feature_shapes
 from mgkd.models.backbone_init import init_backbone
 from mgkd.objectives import OBJECTIVES, Objective
@@ -83,7 +84,7 @@ def prepare_knowledge(config: ExperimentConfig, splits: DataSplits, *,
     keys = head_keys(config, teacher_hash, levels)
     bank = head_bank(config)
     if keys:
-        bank.ensure(teacher, keys, splits)
+        bank.ensure(teacher, keys, splits, settings=ExecutionSettings.of(config))
     width = teacher.embedding_dim
     heads = {(k.dim, k.temperature): bank.load(k, width, splits.spec.num_classes).state_dict()
              for k in keys}
@@ -102,7 +103,6 @@ class DistillationTask:
         self.granularity = granularity
         self.method = method
         self.weights = LossWeights.from_config(config, method.uses_feature_weight)
-        self.channels_last = config.channels_last
         # Checkpointed state: everything that trains. The teacher is restored from Knowledge.
         self.modules = nn.ModuleDict({"student": student, "granularity": granularity,
                                       "method": method})
@@ -116,13 +116,15 @@ class DistillationTask:
     def eval(self) -> None:
         self.modules.eval()
 
-    def _images(self, batch: Batch) -> torch.Tensor:
-        if self.channels_last:
-            return batch.images.contiguous(memory_format=torch.channels_last)
-        return batch.images
+    def capture_blocker(self) -> str | None:
+        """Why this task's step cannot be recorded in a CUDA graph (None: it can)."""
+        return self.method.capture_blocker
+
+    def step_constants(self, epoch: int) -> tuple:
+        return self.method.step_constants(epoch)
 
     def _forward(self, batch: Batch, epoch: int):
-        images = self._images(batch)
+        images = batch.images
         t = self.teacher(images)
         s_features, s_logits = self.student(images, features=True)
         inputs = MethodInputs(student_features=s_features, teacher_features=t.features,
@@ -141,13 +143,13 @@ class DistillationTask:
                             decoder_logits=t.decoder_logits)
 
     def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.student(self._images(batch))
+        logits = self.student(batch.images)
         return (F.cross_entropy(logits.float(), batch.labels, reduction="sum"),
                 (logits.argmax(1) == batch.labels).sum())
 
     def embed(self, batch: Batch) -> torch.Tensor:
         """The student's pooled embedding: what re-ID retrieval ranks by."""
-        return self.student(self._images(batch), features=True)[0][-1]
+        return self.student(batch.images, features=True)[0][-1]
 
     def init_stage(self) -> InitStage | None:
         if not self.method.has_init_stage:
@@ -163,9 +165,10 @@ class DistillationTask:
 
 
 def build_task(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledge,
-               device: torch.device) -> DistillationTask:
-    """Models, heads and method on ``device``. Seeds the global RNG with ``config.seed`` first, so
-    the same config always starts from the same weights."""
+               device: torch.device, *, channels_last: bool = False) -> DistillationTask:
+    """Models, heads and method on ``device`` (convolutions channels-last when asked). Seeds the
+    global RNG with ``config.seed`` first, so the same config always starts from the same
+    weights."""
     torch.manual_seed(config.seed)
     classes, size = splits.spec.num_classes, splits.spec.image_shape
     teacher_model = create_model(config.teacher, classes, key="teacher")
@@ -190,7 +193,7 @@ def build_task(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledg
                             epochs=config.epochs, temperature=config.temperature,
                             teacher=config.teacher, student=config.student)
     method = build_method(config.method, context, config.method_options).to(device)
-    if config.channels_last:
+    if channels_last:
         for module in (teacher, student):
             module.to(memory_format=torch.channels_last)
     return DistillationTask(config, teacher, student, granularity, method,
@@ -203,16 +206,26 @@ def schedule_of(config: ExperimentConfig) -> Schedule:
                     decay=config.lr_decay)
 
 
+def execution_of(config: ExperimentConfig, device: torch.device, splits: DataSplits) -> Execution:
+    """How this distillation run's steps execute on ``device`` (``auto`` settings resolved)."""
+    blocker = get_method(config.method).capture_blocker
+    return ExecutionSettings.of(config).resolve(
+        device_type=device.type, batch_size=config.batch_size,
+        image_shape=splits.spec.image_shape, capture_blocker=blocker,
+        what=f"{config.method} distillation")
+
+
 def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledge, *,
                  callbacks: list[EpochCallback] | None = None,
                  checkpoint_path: Path | None = None) -> Trainer:
     """A ready-to-fit distillation trainer; ``splits`` may live on the CPU (moved here)."""
     config = resolve(config)
     device = resolve_device(config.device)
+    execution = execution_of(config, device, splits)  # before any work: it may refuse the config
     splits = splits.to(device)
-    task = build_task(config, splits, knowledge, device)
+    task = build_task(config, splits, knowledge, device, channels_last=execution.channels_last)
     return Trainer(task, splits, schedule_of(config), batch_size=config.batch_size,
-                   seed=config.seed, callbacks=callbacks, amp=config.amp,
+                   seed=config.seed, callbacks=callbacks, execution=execution,
                    checkpoint_path=checkpoint_path, objective=config.objective)
 
 

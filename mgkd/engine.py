@@ -2,7 +2,9 @@
 
 A *task* says what one step computes (its loss components) and how a batch is scored; the
 ``Trainer`` owns everything else: batches, SGD with the milestone schedule, per-epoch metrics,
-callbacks and a checkpoint that continues a run bit-for-bit.
+callbacks and a checkpoint that continues a run bit-for-bit. How steps execute (CUDA graphs, bf16,
+channels-last, the evaluation batch size) is an :class:`~mgkd.execution.Execution`; the steps
+themselves run in :mod:`mgkd.steps`.
 """
 from __future__ import annotations
 
@@ -12,16 +14,19 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Hashable, Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
 
 from mgkd.data import Batch, DataSplits, ImageSplit, make_batches
-from mgkd.errors import TrainingDiverged
+from mgkd.errors import ConfigError, TrainingDiverged
+from mgkd.execution import Execution
 from mgkd.io import atomic_torch_save, safe_torch_load
 from mgkd.models.legacy import upgrade_state
 from mgkd.objectives import default_objective, get_objective
+from mgkd.steps import (ComputeFn, CudaGraphRecorder, EagerSteps, GraphedSteps, Recorder,
+                        StepRunner, capture_key)
 from mgkd.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,12 @@ class TrainingTask(Protocol):
 
     def init_stage(self) -> InitStage | None: ...
 
+    def step_constants(self, epoch: int) -> Hashable:
+        """Python numbers one step of ``epoch`` bakes in besides the learning rate (e.g. DKD's
+        warm-up factor); a recorded CUDA graph is recorded again when they change. Only asked
+        when steps run as CUDA graphs."""
+        ...
+
 
 @dataclass
 class EpochReport:
@@ -136,9 +147,12 @@ class Trainer:
 
     def __init__(self, task: TrainingTask, splits: DataSplits, schedule: Schedule, *,
                  batch_size: int, seed: int, callbacks: list[EpochCallback] | None = None,
-                 amp: bool = False, checkpoint_path: Path | None = None,
-                 objective: str | None = None):
-        """``objective`` (e.g. ``val_map``) picks the best epoch; None: the task's default."""
+                 execution: Execution | None = None, checkpoint_path: Path | None = None,
+                 objective: str | None = None, recorder: Recorder | None = None):
+        """``objective`` (e.g. ``val_map``) picks the best epoch; None: the task's default.
+        ``execution`` says how steps run (default: eager fp32, as on the CPU); with
+        ``execution.cuda_graphs`` full training batches replay a recorded CUDA graph, through
+        ``recorder`` when given (tests pass an :class:`~mgkd.steps.InlineRecorder` on the CPU)."""
         self.task = task
         self.splits = splits
         self.kind = get_task(splits.spec.task)
@@ -149,7 +163,15 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.checkpoint_path = checkpoint_path
         self.device = splits.train.images.device
-        self.amp = amp and self.device.type == "cuda"
+        self.execution = execution or Execution()
+        self.amp = self.execution.amp and self.device.type == "cuda"
+        if self.execution.cuda_graphs and recorder is None:
+            if self.device.type != "cuda":
+                raise ConfigError("cuda_graphs: true needs the run on a CUDA GPU, but its data is "
+                                  f"on {self.device}; use cuda_graphs: auto or false.")
+            recorder = CudaGraphRecorder(self.device)
+        self.recorder = recorder if self.execution.cuda_graphs else None
+        self._steps: StepRunner | None = None
         self.optimizer = schedule.optimizer(task.trainable_parameters())
         self.scheduler = schedule.scheduler(self.optimizer)
         self.data_rng = torch.Generator(device=self.device)
@@ -182,6 +204,8 @@ class Trainer:
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.state = RunState.from_dict(state["run"])
+        if self._steps is not None:  # the optimizer's buffers are new tensors now
+            self._steps.invalidate()
 
     def _upgrade_modules(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Checkpoints of earlier versions name zoo models' tensors ``stem.*``/``stages.*``:
@@ -213,53 +237,74 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            # Autocast's weight-cast cache must be off while a CUDA graph records.
+            return torch.autocast("cuda", dtype=torch.bfloat16,
+                                  cache_enabled=not self.execution.cuda_graphs)
         return contextlib.nullcontext()
 
     def _batches(self, split: ImageSplit, *, train: bool) -> Iterable[Batch]:
         if train:
             return make_batches(split, self.splits.spec, self.batch_size, train=True,
                                 generator=self.data_rng)
-        return make_batches(split, self.splits.spec, self.batch_size, train=False)
+        size = self.execution.eval_batch_size or self.batch_size
+        return _Layout(make_batches(split, self.splits.spec, size, train=False),
+                       self.execution.channels_last)
+
+    def _step_runner(self, optimizer: torch.optim.Optimizer) -> StepRunner:
+        if self.recorder is None:
+            return EagerSteps(optimizer)
+        return GraphedSteps(optimizer, batch_size=self.batch_size, recorder=self.recorder)
+
+    def _compute(self, loss_of: Callable[[Batch], dict[str, torch.Tensor]]) -> ComputeFn:
+        def compute(batch: Batch) -> dict[str, torch.Tensor]:
+            with self._autocast():
+                return loss_of(batch)
+        return compute
+
+    def _run_epoch(self, steps: StepRunner, compute: ComputeFn, key: Hashable) -> dict[str, float]:
+        """One pass over the training split; per-batch means of the components (one host sync)."""
+        batches = self._batches(self.splits.train, train=True)
+        steps.begin_epoch()
+        for batch in _Layout(batches, self.execution.channels_last):
+            steps.step(batch, key, compute)
+        return steps.means(len(batches))
 
     def _run_init_stage(self) -> None:
         stage = self.task.init_stage()
         if stage is None or self.state.init_done:
             return
         optimizer = self.schedule.optimizer(stage.parameters)
+        steps = self._step_runner(optimizer)
         log.info("init stage: %d epoch(s)", stage.epochs)
-        for epoch in range(stage.epochs):
-            self.task.train()
-            total = torch.zeros((), device=self.device)
-            for batch in self._batches(self.splits.train, train=True):
-                with self._autocast():
-                    loss = stage.loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach()
-            value = total.item()
-            _check_finite({"init_loss": value}, epoch + 1)
-            log.info("init epoch %d/%d  loss %.4f", epoch + 1, stage.epochs, value)
+        try:
+            for epoch in range(stage.epochs):
+                self.task.train()
+                compute = self._compute(lambda batch: {"loss": stage.loss(batch)})
+                value = self._run_epoch(steps, compute, capture_key(optimizer))["loss"]
+                _check_finite({"init_loss": value}, epoch + 1)
+                log.info("init epoch %d/%d  mean loss %.4f", epoch + 1, stage.epochs, value)
+        finally:
+            steps.close()
         self.state.init_done = True
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.task.train()
-        sums: dict[str, torch.Tensor] = {}
-        batches = self._batches(self.splits.train, train=True)
-        for batch in batches:
-            with self._autocast():
-                components = self.task.loss_components(batch, epoch)
-            self.optimizer.zero_grad(set_to_none=True)
-            components["loss"].backward()
-            self.optimizer.step()
-            for name, value in components.items():
-                detached = value.detach().float()
-                sums[name] = sums[name] + detached if name in sums else detached
-        names = list(sums)
-        # One host sync per epoch for all components.
-        values = torch.stack([sums[n] for n in names]).div_(len(batches)).tolist()
-        return {("train_loss" if n == "loss" else n): v for n, v in zip(names, values)}
+        if self._steps is None:
+            self._steps = self._step_runner(self.optimizer)
+        key = (capture_key(self.optimizer, self.task.step_constants(epoch))
+               if self.recorder is not None else None)
+        compute = self._compute(lambda batch: self.task.loss_components(batch, epoch))
+        means = self._run_epoch(self._steps, compute, key)
+        return {("train_loss" if n == "loss" else n): v for n, v in means.items()}
+
+    def close(self) -> None:
+        """Free what the steps hold on the device (a CUDA graph and its memory pool): called when
+        ``fit`` ends, so an actor that runs the next trial starts from released memory."""
+        if self._steps is not None:
+            self._steps.close()
+            self._steps = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @torch.no_grad()
     def evaluate(self, split: Any, prefix: str) -> dict[str, float | None]:
@@ -274,6 +319,13 @@ class Trainer:
 
     def fit(self) -> RunState:
         """Train from the current state to the end of the budget; returns the run state."""
+        try:
+            self._fit()
+        finally:
+            self.close()
+        return self.state
+
+    def _fit(self) -> None:
         self._run_init_stage()
         while self.state.epoch < self.schedule.epochs:
             epoch = self.state.epoch
@@ -292,7 +344,6 @@ class Trainer:
             report = EpochReport(epoch=epoch + 1, metrics=metrics, trainer=self)
             for callback in self.callbacks:
                 callback(report)
-        return self.state
 
     def _update_best(self, metrics: dict[str, Any]) -> None:
         value = metrics.get(self.objective.name)
@@ -301,6 +352,24 @@ class Trainer:
             self.state.best_epoch = metrics["epoch"]
             self.state.test_at_best = metrics.get(self.objective.test_metric)
         metrics[self.objective.best_metric] = self.state.best_value
+
+
+class _Layout:
+    """Batches whose images are channels-last when asked (a no-op view otherwise)."""
+
+    def __init__(self, batches: Any, channels_last: bool):
+        self.batches = batches
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.batches:
+            if self.channels_last:
+                batch = Batch(batch.images.contiguous(memory_format=torch.channels_last),
+                              batch.labels, batch.indices)
+            yield batch
 
 
 def _check_finite(metrics: dict[str, Any], epoch: int) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from mgkd.data import Batch, DataSplits
 from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
+from mgkd.execution import ExecutionSettings
 from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
 from mgkd.methods.common import soft_kl
 
@@ -125,6 +126,9 @@ class HeadTrainingTask:
     def init_stage(self) -> InitStage | None:
         return None
 
+    def step_constants(self, epoch: int) -> tuple:
+        return ()
+
     def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         out = self.teacher(batch.images)
         embedding = out.features[-1]
@@ -153,11 +157,18 @@ def _derived_seed(*parts: Any) -> int:
 
 def train_heads(teacher: nn.Module, splits: DataSplits, levels: list[tuple[int, float]], *,
                 epochs: int, seed: int, callbacks: list[EpochCallback] | None = None,
-                checkpoint_path: Path | None = None) -> tuple[list[TeacherHead], dict[str, Any]]:
+                checkpoint_path: Path | None = None, settings: ExecutionSettings | None = None
+                ) -> tuple[list[TeacherHead], dict[str, Any]]:
     """Train one head per (dim, temperature) on the frozen teacher; returns heads and last metrics.
     With ``checkpoint_path`` every epoch is checkpointed there and a checkpoint found there is
-    continued."""
+    continued. ``settings`` (a config's execution keys) say how steps run; the caller's teacher
+    keeps its memory layout (no channels-last here)."""
     device = splits.train.images.device
+    execution = dataclasses.replace(
+        (settings or ExecutionSettings()).resolve(
+            device_type=device.type, batch_size=HEAD_RECIPE["batch_size"],
+            image_shape=splits.spec.image_shape, what="head training"),
+        channels_last=False)
     width = teacher.embedding_dim
     heads = []
     for dim, temperature in levels:
@@ -173,7 +184,7 @@ def train_heads(teacher: nn.Module, splits: DataSplits, levels: list[tuple[int, 
                         weight_decay=HEAD_RECIPE["weight_decay"],
                         milestones=HEAD_RECIPE["milestones"], decay=HEAD_RECIPE["decay"])
     trainer = Trainer(task, splits, schedule, batch_size=HEAD_RECIPE["batch_size"], seed=seed,
-                      callbacks=callbacks, checkpoint_path=checkpoint_path)
+                      callbacks=callbacks, checkpoint_path=checkpoint_path, execution=execution)
     if trainer.resume_from_checkpoint():
         log.info("granularity heads continue after epoch %d of %d (%s)", trainer.state.epoch,
                  epochs, checkpoint_path)
@@ -245,8 +256,8 @@ class HeadBank:
         return head.to(device).eval()
 
     def ensure(self, teacher: nn.Module, keys: list[HeadKey], splits: DataSplits,
-               callbacks_for: Callable[[list[HeadKey]], list[EpochCallback]] | None = None
-               ) -> list[HeadKey]:
+               callbacks_for: Callable[[list[HeadKey]], list[EpochCallback]] | None = None,
+               settings: ExecutionSettings | None = None) -> list[HeadKey]:
         """Train and store every head in ``keys`` that the bank lacks; returns the ones trained.
 
         Processes that ask for heads of the same teacher at once take turns through a lock file:
@@ -270,7 +281,7 @@ class HeadBank:
                 heads, metrics = train_heads(teacher, splits,
                                              [(k.dim, k.temperature) for k in missing],
                                              epochs=epochs, seed=seed, callbacks=callbacks,
-                                             checkpoint_path=progress)
+                                             checkpoint_path=progress, settings=settings)
                 for key, head in zip(missing, heads):
                     atomic_torch_save({"format": HEAD_FORMAT, "key": asdict(key),
                                        "state_dict": head.state_dict(), "metrics": metrics},

@@ -31,6 +31,8 @@ class MethodDefaults:
     options: every option the method accepts, with its default; others are rejected.
     form_feature_weights: β of a ``form`` variant that comes with its own published β.
     pair_options: options whose default depends on the (teacher, student) pair.
+    capture_blocker: why a step of this method cannot be recorded in a CUDA graph (None: it can;
+      ``mgkd.capture`` checks the claim on the CPU, see ``tests/test_capture.py``).
     """
 
     name: str
@@ -41,6 +43,7 @@ class MethodDefaults:
     options: Mapping[str, Any] = field(default_factory=dict)
     form_feature_weights: Mapping[str, float] = field(default_factory=dict)
     pair_options: PairOptions = _no_pair_options
+    capture_blocker: str | None = None
 
     def __post_init__(self) -> None:  # read-only tables
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -98,7 +101,9 @@ METHOD_DEFAULTS: Mapping[str, MethodDefaults] = MappingProxyType({d.name: d for 
                                         "nce_m": 0.5}),
     # mdistiller's CIFAR-100 KDSVD weight (feature 1.0, CE 1.0).
     MethodDefaults("kdsvd", 1.0, options={"k": 1, "extra_candidates": 3, "rbf_width": 8.0,
-                                          "form": "paper"}),
+                                          "form": "paper"},
+                   capture_blocker="torch.linalg.svd reads its convergence flags back to the host "
+                                   "in every step (a device-to-host sync)"),
     # The authors' CIFAR-100 setting (--beta 200 with CE 1.0).
     MethodDefaults("afd", 200.0, options={"qk_dim": 128}),
     # mdistiller has no separate weight: α and β carry the strength; the loss warms up over the

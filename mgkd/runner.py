@@ -18,6 +18,7 @@ from mgkd.data import DataSplits, check_available
 from mgkd.distill import (final_metrics, head_bank, head_keys, load_config_splits, make_trainer,
                           prepare_knowledge)
 from mgkd.engine import EpochCallback, RunState, resolve_device
+from mgkd.execution import ExecutionSettings
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, file_sha256, safe_torch_load
 from mgkd.paths import sweep_run_dir_of, writable_dir
@@ -174,7 +175,8 @@ def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool =
     board = TensorBoardScalars(out / "tensorboard")
     try:
         model, metrics = train_teacher(recipe, splits, checkpoint_path=checkpoint, callbacks=[
-            board, ProgressLog(f"teacher {config.teacher}", recipe.epochs, splits.spec.task)])
+            board, ProgressLog(f"teacher {config.teacher}", recipe.epochs, splits.spec.task)],
+            settings=ExecutionSettings.of(config))
     finally:
         board.close()
     save_teacher(model, recipe.arch, splits.spec.num_classes, out / "teacher.pt",
@@ -201,7 +203,8 @@ def fill_head_bank(config: ExperimentConfig, levels: list[tuple[int, float]]) ->
     keys = head_keys(config, file_sha256(path), levels)
     bank = head_bank(config)
     trained = bank.ensure(teacher, keys, splits,
-                          callbacks_for=lambda todo: [ProgressLog("heads", config.head_epochs)])
+                          callbacks_for=lambda todo: [ProgressLog("heads", config.head_epochs)],
+                          settings=ExecutionSettings.of(config))
     log.info("head bank %s: %d head(s) trained, %d already there", bank.root, len(trained),
              len(keys) - len(trained))
     return [bank.path(k) for k in keys]

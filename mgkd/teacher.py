@@ -15,6 +15,7 @@ from torch import nn
 from mgkd.config import ExperimentConfig, default_lr
 from mgkd.data import Batch, DataSplits
 from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
+from mgkd.execution import ExecutionSettings
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
 from mgkd.models import MODELS, create_model
@@ -99,6 +100,9 @@ class ClassifierTask:
     def init_stage(self) -> InitStage | None:
         return None
 
+    def step_constants(self, epoch: int) -> tuple:
+        return ()
+
     def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         features, logits = self.model(batch.images, features=True)
         terms = self.kind.base_loss(logits, features[-1], batch.labels)
@@ -121,16 +125,23 @@ def progress_path(path: Path) -> Path:
 
 def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
                   callbacks: list[EpochCallback] | None = None,
-                  checkpoint_path: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                  checkpoint_path: Path | None = None,
+                  settings: ExecutionSettings | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train a teacher per ``recipe``. With ``checkpoint_path`` every epoch is checkpointed there,
-    and a checkpoint found there is continued: the result equals an uninterrupted run's."""
+    and a checkpoint found there is continued: the result equals an uninterrupted run's.
+    ``settings`` (a config's execution keys) say how steps run; not part of the recipe."""
+    device = splits.train.images.device
+    execution = (settings or ExecutionSettings()).resolve(
+        device_type=device.type, batch_size=recipe.batch_size,
+        image_shape=splits.spec.image_shape, what="teacher training")
     torch.manual_seed(recipe.seed)
-    model = create_model(recipe.arch, splits.spec.num_classes, key="teacher").to(
-        splits.train.images.device)
+    model = create_model(recipe.arch, splits.spec.num_classes, key="teacher").to(device)
+    if execution.channels_last:
+        model.to(memory_format=torch.channels_last)
     kind = get_task(splits.spec.task)
     trainer = Trainer(ClassifierTask(model, kind), splits, recipe.schedule(),
                       batch_size=recipe.batch_size, seed=recipe.seed, callbacks=callbacks,
-                      checkpoint_path=checkpoint_path)
+                      checkpoint_path=checkpoint_path, execution=execution)
     if trainer.resume_from_checkpoint():
         log.info("teacher %s continues after epoch %d of %d (%s)", recipe.arch,
                  trainer.state.epoch, recipe.epochs, checkpoint_path)
@@ -168,7 +179,8 @@ def ensure_teacher(config: ExperimentConfig, splits: DataSplits, *,
                  config.dataset, recipe.epochs, path)
         progress = progress_path(path)  # the recipe's digest is in the name: it fits this recipe
         model, metrics = train_teacher(recipe, splits, callbacks=callbacks,
-                                       checkpoint_path=progress)
+                                       checkpoint_path=progress,
+                                       settings=ExecutionSettings.of(config))
         save_teacher(model, recipe.arch, splits.spec.num_classes, path,
                      {"recipe": asdict(recipe), "metrics": metrics})
         progress.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 import annotated_types as at
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
@@ -49,6 +49,27 @@ Name = Annotated[str, Strict(), Field(pattern=r"\S", description="a name that is
 EMPTY_MAPPING_IF_NONE = _none_as_empty(dict)
 EMPTY_LIST_IF_NONE = _none_as_empty(list)
 Options = Annotated[dict, EMPTY_MAPPING_IF_NONE]
+
+
+def _check_auto_bool(value: Any) -> Any:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise PydanticCustomError("auto_bool", "expected auto, true or false, got {value}.",
+                              {"value": repr(value)})
+
+
+def _check_auto_count(value: Any) -> Any:
+    value = _whole_float_as_int(value)
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                           and 1 <= value <= 65_536):
+        return value
+    raise PydanticCustomError("auto_count", "expected auto or an integer from 1 to 65536, got "
+                              "{value}.", {"value": repr(value)})
+
+
+# ``auto`` (decided per run, e.g. on for CUDA), or an explicit value.
+AutoBool = Annotated[Union[Literal["auto"], bool], BeforeValidator(_check_auto_bool)]
+AutoCount = Annotated[Union[Literal["auto"], int], BeforeValidator(_check_auto_count)]
 
 
 def one_of(names: tuple[str, ...]) -> AfterValidator:

@@ -110,7 +110,7 @@ def test_missing_and_malformed_files(tmp_path):
     ({"lr": float("inf")}, "lr: expected a finite number, got inf."),
     ({"momentum": "0.9"}, "momentum: expected a number, got '0.9'."),
     ({"data_dir": 3}, "data_dir: expected a string, got 3."),
-    ({"amp": 1}, "amp: expected true or false, got 1."),
+    ({"amp": 1}, "amp: expected auto, true or false, got 1."),
     ({"granularities": [{"dim": 8, "temperature": 2}, {"dim": 8, "temperature": 2, "weight": -1}]},
      "granularities[1].weight: -1 is out of range; allowed: [0.0, 10000.0]."),
     ({"granularities": [{"dim": 8}]}, "granularities[0]: missing required key(s) ['temperature']; "

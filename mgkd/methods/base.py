@@ -50,7 +50,7 @@ class DistillMethod(nn.Module):
     init-stage flags and implement ``forward``; ``register`` gives them their loss-weight and
     option defaults from the torch-free table ``mgkd.method_defaults``:
     ``default_feature_weight``, ``default_ce_weight``, ``default_logit_weight``,
-    ``uses_feature_weight``, ``option_defaults``.
+    ``uses_feature_weight``, ``option_defaults``, ``capture_blocker``.
 
     Class attributes of the subclass:
       has_init_stage: True for ab, ft, fsp (RepDistiller trains them first for a few epochs).
@@ -65,6 +65,7 @@ class DistillMethod(nn.Module):
     default_ce_weight: ClassVar[float]
     default_logit_weight: ClassVar[float]
     option_defaults: ClassVar[Mapping[str, Any]]
+    capture_blocker: ClassVar[str | None]
     has_init_stage: ClassVar[bool] = False
     init_trains_student: ClassVar[bool] = False
 
@@ -88,6 +89,11 @@ class DistillMethod(nn.Module):
     def forward(self, inputs: MethodInputs) -> torch.Tensor:  # pragma: no cover - abstract
         """The unweighted method loss, a scalar tensor."""
         raise NotImplementedError
+
+    def step_constants(self, epoch: int) -> tuple:
+        """Python numbers a step of main-stage ``epoch`` computes with that change between epochs
+        (none by default). A step recorded in a CUDA graph is recorded again when they change."""
+        return ()
 
     def init_loss(self, inputs: MethodInputs) -> torch.Tensor:
         """The init-stage objective (only for ``has_init_stage`` methods). By default the method's
@@ -135,6 +141,7 @@ def register(cls: type[DistillMethod]) -> type[DistillMethod]:
     cls.default_ce_weight = defaults.ce_weight
     cls.default_logit_weight = defaults.logit_weight
     cls.option_defaults = defaults.options
+    cls.capture_blocker = defaults.capture_blocker
     METHODS[cls.name] = cls
     return cls
 

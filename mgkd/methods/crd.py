@@ -90,8 +90,9 @@ class CRDMethod(DistillMethod):
         batch, n_cand = candidates.shape
         if self._score_whole_bank(batch, n_cand):
             # Cheaper (and far lighter on memory) to score the whole bank and pick than to gather
-            # B x (1 + K) x feat_dim entries, as RepDistiller does.
-            return torch.gather(anchor @ memory.t(), 1, candidates)
+            # B x (1 + K) x feat_dim entries, as RepDistiller does. Autograd keeps a copy of the
+            # bank for the backward pass, so the bank itself is updated in place afterwards.
+            return torch.gather(anchor @ memory.clone().t(), 1, candidates)
         picked = memory.index_select(0, candidates.flatten()).view(batch, n_cand, -1)
         return torch.bmm(picked, anchor.unsqueeze(2)).squeeze(2)
 
@@ -111,22 +112,14 @@ class CRDMethod(DistillMethod):
             logits_t = self._scores(e_t, self.memory_s, candidates) / self.nce_t
             loss = F.cross_entropy(logits_s, target) + F.cross_entropy(logits_t, target)
         if self.training:
-            in_place = not self._score_whole_bank(*candidates.shape)
-            self._update_memory(positives.view(-1), e_s, e_t, in_place)
+            self._update_memory(positives.view(-1), e_s, e_t)
         return loss
 
     @torch.no_grad()
-    def _update_memory(self, indices: torch.Tensor, e_s: torch.Tensor, e_t: torch.Tensor,
-                       in_place: bool) -> None:
-        """Momentum update of the batch's memory entries. When the whole bank was scored, autograd
-        holds the bank itself for the backward pass, so the update builds a new tensor instead of
-        writing into it; the gather path only holds copies, so it writes in place."""
+    def _update_memory(self, indices: torch.Tensor, e_s: torch.Tensor, e_t: torch.Tensor) -> None:
+        """Momentum update of the batch's memory entries, in place: the banks stay the same
+        tensors (a step recorded in a CUDA graph reads and writes them by address)."""
         m = self.nce_m
-        for name, emb in (("memory_s", e_s), ("memory_t", e_t)):
-            memory: torch.Tensor = getattr(self, name)
+        for memory, emb in ((self.memory_s, e_s), (self.memory_t, e_t)):
             mixed = memory.index_select(0, indices) * m + emb.detach().to(memory.dtype) * (1 - m)
-            mixed = F.normalize(mixed, dim=1)
-            if in_place:
-                memory.index_copy_(0, indices, mixed)
-            else:
-                setattr(self, name, memory.index_copy(0, indices, mixed))
+            memory.index_copy_(0, indices, F.normalize(mixed, dim=1))

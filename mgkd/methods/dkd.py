@@ -82,6 +82,9 @@ class DKD(DistillMethod):
             return 1.0
         return min((epoch + 1) / self.warmup_epochs, 1.0)
 
+    def step_constants(self, epoch: int) -> tuple:
+        return (self.warmup_factor(epoch),)
+
     def forward(self, inputs: MethodInputs) -> torch.Tensor:
         tckd, nckd = dkd_parts(inputs.student_logits, inputs.teacher_logits, inputs.targets,
                                self.temperature)

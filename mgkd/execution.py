@@ -1,0 +1,108 @@
+"""How a run's steps execute on its device: CUDA graphs, bf16 autocast, channels-last and the
+evaluation batch size. These settings change speed and floating-point rounding, never what is
+computed, so they are not part of any cache key (teachers, heads) — like the device itself.
+
+Configs say ``auto``, ``true`` or ``false``; :func:`resolve_execution` turns that into an
+:class:`Execution` of plain values for the device a run actually got. ``auto`` means on for CUDA
+(for CUDA graphs: when the step can be captured) and off on the CPU, whose path stays exactly as
+it was.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal, Union
+
+from mgkd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Setting = Union[Literal["auto"], bool]
+# One evaluation batch holds at most this many pixels on a GPU: 1024 CIFAR images (32 x 32).
+EVAL_PIXEL_BUDGET = 1024 * 32 * 32
+EVAL_BATCH_CAP = 1024
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Resolved execution settings (plain values, nothing left on ``auto``)."""
+
+    cuda_graphs: bool = False
+    amp: bool = False  # bf16 autocast (CUDA only)
+    channels_last: bool = False  # also honoured on the CPU when a config says true
+    eval_batch_size: int | None = None  # None: the training batch size
+
+    @property
+    def uses_cuda_features(self) -> bool:
+        return self.cuda_graphs or self.amp or self.channels_last
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """A config's execution keys as written (``auto`` allowed), resolved per run by
+    :meth:`resolve` once the device is known. The defaults are the config's."""
+
+    cuda_graphs: Setting = False
+    amp: Setting = "auto"
+    channels_last: Setting = "auto"
+    eval_batch_size: int | Literal["auto"] = "auto"
+
+    @classmethod
+    def of(cls, config: object) -> "ExecutionSettings":
+        """The settings of an ``ExperimentConfig`` (or anything with these attributes)."""
+        return cls(cuda_graphs=getattr(config, "cuda_graphs"), amp=getattr(config, "amp"),
+                   channels_last=getattr(config, "channels_last"),
+                   eval_batch_size=getattr(config, "eval_batch_size"))
+
+    def resolve(self, *, device_type: str, batch_size: int, image_shape: tuple[int, ...],
+                capture_blocker: str | None = None, what: str = "run") -> Execution:
+        return resolve_execution(device_type=device_type, cuda_graphs=self.cuda_graphs,
+                                 amp=self.amp, channels_last=self.channels_last,
+                                 eval_batch_size=self.eval_batch_size, batch_size=batch_size,
+                                 image_shape=image_shape, capture_blocker=capture_blocker,
+                                 what=what)
+
+
+def auto_eval_batch_size(on_cuda: bool, batch_size: int, image_shape: tuple[int, ...]) -> int:
+    """``eval_batch_size: auto``: on a GPU as many images as fit :data:`EVAL_PIXEL_BUDGET`
+    (1024 at 32 x 32, 32 at 256 x 128), at most 1024 and never fewer than a training batch;
+    on the CPU the training batch size (results and memory as before)."""
+    if not on_cuda:
+        return batch_size
+    pixels = 1
+    for size in image_shape[-2:]:
+        pixels *= int(size)
+    return max(batch_size, min(EVAL_BATCH_CAP, EVAL_PIXEL_BUDGET // max(pixels, 1)))
+
+
+def resolve_execution(*, device_type: str, cuda_graphs: Setting = False, amp: Setting = False,
+                      channels_last: Setting = False, eval_batch_size: int | Literal["auto"] = "auto",
+                      batch_size: int, image_shape: tuple[int, ...],
+                      capture_blocker: str | None = None, what: str = "run") -> Execution:
+    """Resolve ``auto`` against the device a run got. ``capture_blocker`` is why the run's step
+    cannot be captured (None: it can). ``cuda_graphs: true`` that cannot be honoured is a
+    ConfigError; ``auto`` falls back to eager steps with one log line naming the reason."""
+    on_cuda = device_type == "cuda"
+    graphs = False
+    if cuda_graphs is True:
+        if not on_cuda:
+            raise ConfigError("cuda_graphs: true needs a CUDA GPU, but this run got the CPU; use "
+                              "cuda_graphs: auto (graphs on GPUs only) or false.")
+        if capture_blocker is not None:
+            raise ConfigError(f"cuda_graphs: true, but this {what}'s step cannot be captured in a "
+                              f"CUDA graph: {capture_blocker}. Use cuda_graphs: auto (it then runs "
+                              "eagerly) or false.")
+        graphs = True
+    elif cuda_graphs == "auto" and on_cuda:
+        if capture_blocker is None:
+            graphs = True
+        else:
+            log.info("cuda_graphs: the %s runs eagerly: %s", what, capture_blocker)
+    if eval_batch_size == "auto":
+        eval_size = auto_eval_batch_size(on_cuda, batch_size, image_shape)
+    else:
+        eval_size = int(eval_batch_size)
+    return Execution(cuda_graphs=graphs,
+                     amp=on_cuda and amp in (True, "auto"),
+                     channels_last=channels_last is True or (on_cuda and channels_last == "auto"),
+                     eval_batch_size=eval_size)
