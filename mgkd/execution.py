@@ -75,8 +75,9 @@ def auto_eval_batch_size(on_cuda: bool, batch_size: int, image_shape: tuple[int,
     return max(batch_size, min(EVAL_BATCH_CAP, EVAL_PIXEL_BUDGET // max(pixels, 1)))
 
 
-def resolve_execution(*, device_type: str, cuda_graphs: Setting = False, amp: Setting = False,
-                      channels_last: Setting = False, eval_batch_size: int | Literal["auto"] = "auto",
+def resolve_execution(*, device_type: str, cuda_graphs: Setting = False, amp: Setting = "auto",
+                      channels_last: Setting = "auto",
+                      eval_batch_size: int | Literal["auto"] = "auto",
                       batch_size: int, image_shape: tuple[int, ...],
                       capture_blocker: str | None = None, what: str = "run") -> Execution:
     """Resolve ``auto`` against the device a run got. ``capture_blocker`` is why the run's step

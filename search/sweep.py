@@ -388,12 +388,16 @@ def _check_schedule(spec: SweepSpec, epochs: int) -> None:
                                         f"between 1 and {epochs}, or raise base.epochs.")
 
 
-def _check_resources(spec: SweepSpec, device: str, cluster: dict | None) -> None:
-    wanted = spec.resources_per_trial
+def _check_resources(spec: SweepSpec, base: ExperimentConfig, cluster: dict | None) -> None:
+    wanted, device = spec.resources_per_trial, base.device
     if wanted.gpu == 0 and device.startswith("cuda"):
         _fail("base.device", f"'{device}' but resources_per_trial.gpu is 0, and Ray hides GPUs from "
                              "trials that reserve none; set resources_per_trial.gpu (e.g. 0.5 or 1) "
                              "or base.device: auto.")
+    if wanted.gpu == 0 and base.cuda_graphs is True:
+        _fail("base.cuda_graphs", "true but resources_per_trial.gpu is 0, so trials run on CPUs "
+                                  "where CUDA graphs do not exist; set resources_per_trial.gpu "
+                                  "(e.g. 0.25 shares a GPU among 4 trials) or cuda_graphs: auto.")
     if cluster is None:
         return
     offered = ", ".join(f"{k} {v:g}" for k, v in sorted(cluster.items())
@@ -467,7 +471,7 @@ def validate_sweep(spec: SweepSpec, *, cluster_resources: dict | None = None,
     studies = plan(spec)
     first = studies[0].base
     _check_schedule(spec, first.epochs)
-    _check_resources(spec, first.device, cluster_resources)
+    _check_resources(spec, first, cluster_resources)
     _check_checkpoints(spec)
     if check_data:
         _check_data(first)
