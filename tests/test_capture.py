@@ -61,14 +61,16 @@ def test_only_kdsvd_declares_a_blocker():
                for n in METHOD_NAMES)
 
 
-CASES = [(m, {}) for m in METHOD_NAMES] + [("crd", {"nce_k": 2})]  # crd's gather path too
+# Every method in mas (all loss terms on); crd's gather path too; kd and dkd in every mode.
+CASES = ([(m, "mas", {}) for m in METHOD_NAMES] + [("crd", "mas", {"nce_k": 2})]
+         + [(m, mode, {}) for m in ("kd", "dkd") for mode in ("plain", "mag")])
 
 
-@pytest.mark.parametrize("method,options", CASES, ids=[f"{m}{'-' if o else ''}{'-'.join(o)}"
-                                                       for m, o in CASES])
+@pytest.mark.parametrize("method,mode,options", CASES,
+                         ids=[f"{m}-{mode}{'-' if o else ''}{'-'.join(o)}" for m, mode, o in CASES])
 def test_each_methods_step_matches_its_declared_capture_policy(tiny_config, splits, batch,
-                                                               method, options):
-    config = resolve(tiny_config(method=method, mode="mas", epochs=8, method_options=options))
+                                                               method, mode, options):
+    config = resolve(tiny_config(method=method, mode=mode, epochs=8, method_options=options))
     task = build_task(config, splits, untrained_knowledge(config), torch.device("cpu"))
     task.train()
     modules = [task.modules, task.teacher]
