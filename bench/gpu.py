@@ -349,6 +349,12 @@ def missing_requirement() -> str | None:
     return None
 
 
+def limit_cpu_threads() -> None:
+    """The CPU self-check's tensors are tiny: one thread, or on a shared machine the intra-op
+    threads spin against other processes and a 10-second check takes a minute."""
+    torch.set_num_threads(1)
+
+
 def settings_from(args: argparse.Namespace, on_cuda: bool) -> Settings:
     base = PRESETS["quick" if args.quick else "full"] if on_cuda else PRESETS["cpu"]
     changes: dict[str, Any] = {"concurrency_eager": args.concurrency_eager}
@@ -384,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
         from bench.gpu_work import WorkerSpec, run_worker
-        print(run_worker(WorkerSpec.from_json(args.worker)).line(), flush=True)
+        spec = WorkerSpec.from_json(args.worker)
+        if spec.device == "cpu":
+            limit_cpu_threads()
+        print(run_worker(spec).line(), flush=True)
         return 0
     on_cuda = torch.cuda.is_available()
     if not on_cuda and not args.allow_cpu:
@@ -394,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(problem, file=sys.stderr, flush=True)
         return 2
+    if not on_cuda:
+        limit_cpu_threads()
     settings = settings_from(args, on_cuda)
     out = os.environ.get("OUT")
     bench = Bench(settings, torch.device("cuda" if on_cuda else "cpu"),
