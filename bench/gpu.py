@@ -17,7 +17,7 @@ epoch through the real Trainer, concurrent trials on one GPU and each trial's pe
 4. memory: one trial alone per pair (Trainer.fit, one epoch): peak allocated / reserved and what
    the GPU holds for it, so how many trials fit on one GPU.
 
-Needs only torch and mgkd (and pydantic, PyYAML that mgkd's config uses); never Ray. Without a
+Needs only torch and mgkd (and pydantic, PyYAML, numpy, which mgkd imports); never Ray. Without a
 CUDA GPU it says so and exits 0. With OUT set, every figure also goes to $OUT/gpu_bench.json.
 """
 from __future__ import annotations
@@ -46,8 +46,8 @@ from bench.gpu_report import (GIB, WorkerResult, extrapolate_run, fmt_duration, 
                               ratio, scaling, trials_that_fit, verdict)
 
 SKIP_MESSAGE = "bench/gpu.py: no CUDA GPU is visible; the GPU benchmark was skipped."
-# module -> what installs it; mgkd.config imports both.
-REQUIRED = {"pydantic": "pydantic==2.14.4", "yaml": "PyYAML==6.0.4"}
+# module -> what installs it; mgkd imports each of them when the benchmark loads it.
+REQUIRED = {"pydantic": "pydantic==2.14.4", "yaml": "PyYAML==6.0.4", "numpy": "numpy"}
 AIM_PAIR = ("resnet32x4", "resnet8x4")
 AIM_STEP_S = 0.003  # graphed mas step
 AIM_RUN_S = 600.0  # 240 epochs
@@ -342,7 +342,7 @@ def missing_requirement() -> str | None:
         try:
             importlib.import_module(module)
         except ImportError:
-            return (f"bench/gpu.py needs the Python package {module!r} (mgkd's config uses it), "
+            return (f"bench/gpu.py needs the Python package {module!r} (mgkd imports it), "
                     f"which does not import here: run `pip install {package}`, or install it "
                     f"elsewhere with `pip install --target DIR {package}` and carry DIR with "
                     f"PYTHONPATH=DIR.")
@@ -368,7 +368,8 @@ def settings_from(args: argparse.Namespace, on_cuda: bool) -> Settings:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller data, shorter runs")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated, of: {', '.join(PHASES)} (default: all)")

@@ -205,3 +205,14 @@ def test_worker_spec_survives_its_trip_through_the_command_line():
     spec = WorkerSpec("steps", run, DataSize(1280, 64), "cuda", "/tmp/x", worker=2, seconds=7.5)
     assert WorkerSpec.from_json(spec.to_json()) == spec
     assert spec.run.amp is True and spec.run.channels_last is True and spec.run.cuda_graphs is True
+
+
+def test_the_benchmark_imports_neither_ray_nor_the_search_side():
+    """The GPU machine has no Ray (and may lack optuna): only torch, mgkd and the stdlib."""
+    code = ("import sys; import bench.gpu, bench.gpu_work; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'ray', 'optuna', 'search', 'analysis', 'trainables', 'spaces', 'pandas'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
