@@ -25,6 +25,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/step.py
 	$(BIN)/python bench/tune_overhead.py
+	$(BIN)/python bench/gpu.py  # says it skipped when no CUDA GPU is visible
 
 clean:
 	rm -rf $(VENV) .pytest_cache
