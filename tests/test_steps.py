@@ -16,6 +16,7 @@ from mgkd.steps import WARMUP_STEPS, InlineRecorder, capture_key
 from mgkd.teacher import ClassifierTask
 
 from conftest import TINY_DATA
+from test_engine import StopAfter
 from test_methods import untrained_knowledge
 
 GRAPHED = Execution(cuda_graphs=True)
@@ -79,18 +80,24 @@ def distill_trainer(config, splits, recorder=None, **kwargs):
                    **kwargs)
 
 
-def test_dkd_warm_up_factor_is_rerecorded_each_epoch(tiny_config, splits):
-    # Warm-up over 3 of 4 epochs: factors 1/3, 2/3, 1, 1; lr milestones at epochs 3 and 4.
-    # Epoch 1 is eager warm-up; epoch 2 records (factor 2/3), epoch 3 records again (factor 1 and
-    # a new lr), epoch 4 too (a new lr).
-    config = tiny_config(method="dkd", mode="mas", epochs=4,
-                         method_options={"warmup_fraction": 0.75})
+def graphed_equals_eager(config, splits):
+    """Run ``config`` eagerly and graphed (InlineRecorder); they must agree to the last bit."""
     eager = distill_trainer(config, splits)
     eager.fit()
     recorder = InlineRecorder()
     graphed = distill_trainer(config, splits, recorder)
     graphed.fit()
     assert_same_run(graphed, eager)
+    return graphed, recorder
+
+
+def test_dkd_warm_up_factor_is_rerecorded_each_epoch(tiny_config, splits):
+    # Warm-up over 3 of 4 epochs: factors 1/3, 2/3, 1, 1; lr milestones at epochs 3 and 4.
+    # Epoch 1 is eager warm-up; epoch 2 records (factor 2/3), epoch 3 records again (factor 1 and
+    # a new lr), epoch 4 too (a new lr).
+    config = tiny_config(method="dkd", mode="mas", epochs=4,
+                         method_options={"warmup_fraction": 0.75})
+    graphed, recorder = graphed_equals_eager(config, splits)
     assert [graphed.task.step_constants(e)[0] for e in range(4)] == pytest.approx(
         [1 / 3, 2 / 3, 1.0, 1.0])
     assert recorder.captures == 3
@@ -110,23 +117,11 @@ def test_a_graph_that_misses_dkds_warm_up_factor_would_train_differently(tiny_co
 
 
 def test_init_stage_and_main_stage_run_graphed_like_eager(tiny_config, splits):
+    # Init stage: 2 epochs (warm-up, then one recording). Main stage: 3 epochs (warm-up, one
+    # recording, one more at the lr milestone of epoch 3).
     config = tiny_config(method="fsp", mode="mas", epochs=3, method_options={"init_fraction": 0.5})
-    eager = distill_trainer(config, splits)
-    eager.fit()
-    recorder = InlineRecorder()
-    graphed = distill_trainer(config, splits, recorder)
-    graphed.fit()
-    assert_same_run(graphed, eager)
-    assert recorder.captures >= 2  # the init stage's step and the main stage's step
-
-
-class StopAfter:
-    def __init__(self, epochs):
-        self.epochs = epochs
-
-    def __call__(self, report):
-        if report.epoch == self.epochs:
-            raise KeyboardInterrupt
+    _, recorder = graphed_equals_eager(config, splits)
+    assert recorder.captures == 3
 
 
 def test_a_graphed_run_resumes_from_its_checkpoint_exactly(tiny_config, splits, tmp_path):
