@@ -127,14 +127,16 @@ class CudaGraphRecorder:
     def run_eager(self, fn: Callable[[], None]) -> None:
         current = torch.cuda.current_stream(self.device)
         self.side_stream.wait_stream(current)
-        with torch.cuda.stream(self.side_stream):
+        with torch.cuda.device(self.device), torch.cuda.stream(self.side_stream):
             fn()
         current.wait_stream(self.side_stream)
 
     def capture(self, fn: Callable[[], None]) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads of a Ray worker may touch CUDA while this one records.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        # The run's device, not whichever is current; thread_local: other threads of a Ray
+        # worker may touch CUDA while this one records.
+        with torch.cuda.device(self.device), torch.cuda.graph(graph,
+                                                              capture_error_mode="thread_local"):
             fn()
         return graph
 

@@ -3,7 +3,9 @@ equals an eager one, resume continues it, every capturable method records, and a
 runs trial after trial (a reused Ray actor) does not grow its GPU memory.
 
 Tolerance: with cuDNN's deterministic algorithms the eager and the graphed step launch the same
-kernels, so per-epoch mean losses agree to float32 round-off; we allow a relative 1e-5."""
+kernels; a few backward kernels still add with atomics, so per-epoch mean losses may differ by
+float32 round-off, grown over a few epochs. We allow a relative 1e-4: a stale learning rate, a
+skipped batch or a missed warm-up factor moves them by far more."""
 import pytest
 import torch
 
@@ -19,7 +21,7 @@ from test_methods import untrained_knowledge
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CIFAR_SIZED = {"num_train": 640, "num_test": 128, "num_classes": 10, "image_size": 32, "seed": 0}
-RELATIVE = 1e-5
+RELATIVE = 1e-4
 
 
 @pytest.fixture(autouse=True)
