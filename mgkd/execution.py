@@ -75,6 +75,20 @@ def auto_eval_batch_size(on_cuda: bool, batch_size: int, image_shape: tuple[int,
     return max(batch_size, min(EVAL_BATCH_CAP, EVAL_PIXEL_BUDGET // max(pixels, 1)))
 
 
+def graphs_refusal(cuda_graphs: Setting, device_type: str, capture_blocker: str | None,
+                   what: str = "run") -> str | None:
+    """Why ``cuda_graphs`` cannot be honoured on this device for this step (None: it can)."""
+    if cuda_graphs is not True:
+        return None
+    if device_type != "cuda":
+        return ("cuda_graphs: true needs a CUDA GPU, but this run got the CPU; use cuda_graphs: "
+                "auto (graphs on GPUs only) or false.")
+    if capture_blocker is not None:
+        return (f"cuda_graphs: true, but this {what}'s step cannot be captured in a CUDA graph: "
+                f"{capture_blocker}. Use cuda_graphs: auto (it then runs eagerly) or false.")
+    return None
+
+
 def resolve_execution(*, device_type: str, cuda_graphs: Setting = False, amp: Setting = "auto",
                       channels_last: Setting = "auto",
                       eval_batch_size: int | Literal["auto"] = "auto",
@@ -84,17 +98,11 @@ def resolve_execution(*, device_type: str, cuda_graphs: Setting = False, amp: Se
     cannot be captured (None: it can). ``cuda_graphs: true`` that cannot be honoured is a
     ConfigError; ``auto`` falls back to eager steps with one log line naming the reason."""
     on_cuda = device_type == "cuda"
-    graphs = False
-    if cuda_graphs is True:
-        if not on_cuda:
-            raise ConfigError("cuda_graphs: true needs a CUDA GPU, but this run got the CPU; use "
-                              "cuda_graphs: auto (graphs on GPUs only) or false.")
-        if capture_blocker is not None:
-            raise ConfigError(f"cuda_graphs: true, but this {what}'s step cannot be captured in a "
-                              f"CUDA graph: {capture_blocker}. Use cuda_graphs: auto (it then runs "
-                              "eagerly) or false.")
-        graphs = True
-    elif cuda_graphs == "auto" and on_cuda:
+    refusal = graphs_refusal(cuda_graphs, device_type, capture_blocker, what)
+    if refusal:
+        raise ConfigError(refusal)
+    graphs = cuda_graphs is True
+    if cuda_graphs == "auto" and on_cuda:
         if capture_blocker is None:
             graphs = True
         else:

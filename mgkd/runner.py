@@ -18,7 +18,8 @@ from mgkd.data import DataSplits, check_available
 from mgkd.distill import (final_metrics, head_bank, head_keys, load_config_splits, make_trainer,
                           prepare_knowledge)
 from mgkd.engine import EpochCallback, RunState, resolve_device
-from mgkd.execution import ExecutionSettings
+from mgkd.execution import ExecutionSettings, graphs_refusal
+from mgkd.method_defaults import method_defaults
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, file_sha256, safe_torch_load
 from mgkd.paths import sweep_run_dir_of, writable_dir
@@ -40,7 +41,11 @@ class RunResult:
 def preflight(config: ExperimentConfig) -> None:
     """Cheap checks of everything a run will touch, before any training starts."""
     check_available(config.dataset, Path(config.data_dir).expanduser())
-    resolve_device(config.device)
+    device = resolve_device(config.device)
+    refusal = graphs_refusal(config.cuda_graphs, device.type,
+                             method_defaults(config.method).capture_blocker)
+    if refusal:
+        raise ConfigError(refusal)
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).expanduser().is_file():
         raise ConfigError(f"teacher_checkpoint: {config.teacher_checkpoint} does not exist; give an "
                           "existing file or null to train and cache a teacher.")

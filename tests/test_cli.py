@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mgkd.config import ExperimentConfig
@@ -58,6 +59,16 @@ def test_missing_cifar_names_the_path_and_the_fix(tmp_path):
     result = mgkd("train", "--config", config, "--out", tmp_path / "out")
     assert_clean_error(result, str(tmp_path / "data"), "mgkd download")
     assert not (tmp_path / "out").exists()  # nothing started
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_graphs_on_a_machine_without_gpu_is_refused_before_anything_starts(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(tmp_path / "cache", device="auto",
+                                                      cuda_graphs=True)))
+    result = mgkd("train", "--config", config, "--out", tmp_path / "out")
+    assert_clean_error(result, "cuda_graphs: true needs a CUDA GPU", "cuda_graphs: auto")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
 def test_teacher_then_heads_then_train(tmp_path):
