@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from mgkd.errors import ConfigError
 
@@ -32,10 +32,6 @@ class Execution:
     channels_last: bool = False  # also honoured on the CPU when a config says true
     eval_batch_size: int | None = None  # None: the training batch size
 
-    @property
-    def uses_cuda_features(self) -> bool:
-        return self.cuda_graphs or self.amp or self.channels_last
-
 
 @dataclass(frozen=True)
 class ExecutionSettings:
@@ -48,11 +44,11 @@ class ExecutionSettings:
     eval_batch_size: int | Literal["auto"] = "auto"
 
     @classmethod
-    def of(cls, config: object) -> "ExecutionSettings":
-        """The settings of an ``ExperimentConfig`` (or anything with these attributes)."""
-        return cls(cuda_graphs=getattr(config, "cuda_graphs"), amp=getattr(config, "amp"),
-                   channels_last=getattr(config, "channels_last"),
-                   eval_batch_size=getattr(config, "eval_batch_size"))
+    def of(cls, config: Any) -> "ExecutionSettings":
+        """The settings of an ``ExperimentConfig`` (typed loosely: this module stays free of the
+        config and pydantic)."""
+        return cls(cuda_graphs=config.cuda_graphs, amp=config.amp,
+                   channels_last=config.channels_last, eval_batch_size=config.eval_batch_size)
 
     def resolve(self, *, device_type: str, batch_size: int, image_shape: tuple[int, ...],
                 capture_blocker: str | None = None, what: str = "run") -> Execution:
