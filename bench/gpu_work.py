@@ -30,11 +30,9 @@ from bench.gpu_procs import Barrier, sleep_until
 from bench.gpu_report import WorkerResult
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import DataSplits, load_splits
-from mgkd.distill import (Knowledge, build_task, execution_of, head_levels, make_trainer,
+from mgkd.distill import (Knowledge, build_task, execution_of, make_trainer,
                           schedule_of)
 from mgkd.engine import EpochReport, Trainer
-from mgkd.granularity import TeacherHead
-from mgkd.models import create_model
 from mgkd.steps import InlineRecorder
 
 Setting = Union[bool, str]  # a config value: True, False or "auto"
@@ -111,11 +109,7 @@ def sync(device: torch.device) -> None:
 def untrained_knowledge(spec: RunSpec, data: DataSize) -> Knowledge:
     """A randomly initialised teacher with the heads of mode mas (they serve mag too)."""
     config = dataclasses.replace(spec, mode="mas").config(data, "cpu")
-    torch.manual_seed(0)
-    teacher = create_model(config.teacher, data.num_classes)
-    heads = {(dim, temp): TeacherHead(teacher.embedding_dim, dim, data.num_classes).state_dict()
-             for dim, temp in head_levels(config)}
-    return Knowledge(config.teacher, "", "", teacher.state_dict(), heads)
+    return Knowledge.untrained(config, data.num_classes)
 
 
 def _expected(setting: Setting, on_cuda: bool) -> bool:

@@ -22,9 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loaders import compare_loaders  # noqa: E402
 from mgkd.config import ExperimentConfig, resolve  # noqa: E402
 from mgkd.data import DeviceBatches, load_splits  # noqa: E402
-from mgkd.distill import Knowledge, build_task, head_levels  # noqa: E402
-from mgkd.granularity import TeacherHead  # noqa: E402
-from mgkd.models import create_model  # noqa: E402
+from mgkd.distill import Knowledge, build_task  # noqa: E402
 
 MODES = ("plain", "mag", "mas")
 
@@ -40,12 +38,7 @@ def build(mode: str, args: argparse.Namespace, splits):
         "data_options": {"num_train": args.batch * 8, "num_test": 8, "num_classes": 100,
                          "image_size": 32},
         "method": "kd", "mode": mode, "batch_size": args.batch, "device": args.device}))
-    classes = splits.spec.num_classes
-    torch.manual_seed(0)
-    teacher = create_model(config.teacher, classes)
-    heads = {(d, t): TeacherHead(teacher.embedding_dim, d, classes).state_dict()
-             for d, t in head_levels(config)}
-    knowledge = Knowledge(config.teacher, "", "", teacher.state_dict(), heads)
+    knowledge = Knowledge.untrained(config, splits.spec.num_classes)
     device = torch.device(args.device)
     task = build_task(config, splits, knowledge, device)
     optimizer = torch.optim.SGD(task.trainable_parameters(), lr=0.05, momentum=0.9)

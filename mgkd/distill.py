@@ -62,6 +62,17 @@ class Knowledge:
     teacher_state: dict[str, torch.Tensor]
     heads: dict[tuple[int, float], dict[str, torch.Tensor]] = field(default_factory=dict)
 
+    @classmethod
+    def untrained(cls, config: ExperimentConfig, num_classes: int, seed: int = 0) -> "Knowledge":
+        """A randomly initialised teacher with the heads ``config`` asks for: enough to run every
+        term of a distillation step (tests and benchmarks). Leaves the global RNG as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            teacher = create_model(config.teacher, num_classes)
+            heads = {(dim, temp): TeacherHead(teacher.embedding_dim, dim, num_classes).state_dict()
+                     for dim, temp in head_levels(config)}
+        return cls(config.teacher, "", "", teacher.state_dict(), heads)
+
     def head_state(self, dim: int, temperature: float) -> dict[str, torch.Tensor]:
         try:
             return self.heads[(dim, float(temperature))]

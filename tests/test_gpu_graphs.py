@@ -11,13 +11,12 @@ import torch
 
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import load_splits
-from mgkd.distill import build_task, schedule_of
+from mgkd.distill import Knowledge, build_task, schedule_of
 from mgkd.engine import Trainer
 from mgkd.execution import Execution
 from mgkd.method_defaults import METHOD_DEFAULTS
 from mgkd.methods import METHOD_NAMES
 
-from test_methods import untrained_knowledge
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CIFAR_SIZED = {"num_train": 640, "num_test": 128, "num_classes": 10, "image_size": 32, "seed": 0}
@@ -46,7 +45,8 @@ def config_of(tmp_path, **changes):
 
 
 def trainer_of(config, splits, execution, **kwargs):
-    task = build_task(config, splits, untrained_knowledge(config), torch.device("cuda"),
+    knowledge = Knowledge.untrained(config, CIFAR_SIZED["num_classes"])
+    task = build_task(config, splits, knowledge, torch.device("cuda"),
                       channels_last=execution.channels_last)
     return Trainer(task, splits, schedule_of(config), batch_size=config.batch_size, seed=0,
                    execution=execution, **kwargs)

@@ -5,12 +5,10 @@ import torch
 
 from mgkd.config import resolve
 from mgkd.data import DeviceBatches, load_splits
-from mgkd.distill import Knowledge, build_task, head_levels
-from mgkd.granularity import TeacherHead
+from mgkd.distill import Knowledge, build_task
 from mgkd.errors import ConfigError
 from mgkd.method_defaults import METHOD_DEFAULTS
 from mgkd.methods import METHOD_NAMES, METHODS
-from mgkd.models import create_model
 
 from conftest import TINY_DATA
 
@@ -49,12 +47,8 @@ def splits():
 
 
 def untrained_knowledge(config):
-    """A real (untrained) teacher and heads: enough to exercise every code path of a step."""
-    torch.manual_seed(0)
-    teacher = create_model(config.teacher, TINY_DATA["num_classes"])
-    heads = {(d, t): TeacherHead(teacher.embedding_dim, d, TINY_DATA["num_classes"]).state_dict()
-             for d, t in head_levels(config)}
-    return Knowledge(config.teacher, "", "", teacher.state_dict(), heads)
+    """A real (untrained) teacher and heads for the tiny data: every code path of a step."""
+    return Knowledge.untrained(config, TINY_DATA["num_classes"])
 
 
 def snapshot(module):

@@ -13,10 +13,9 @@ from market_fixture import write_market1501
 from mgkd.callbacks import reported_metrics
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import load_splits, make_batches
-from mgkd.distill import Knowledge, build_task, head_levels, load_config_splits, prepare_knowledge
+from mgkd.distill import Knowledge, build_task, load_config_splits, prepare_knowledge
 from mgkd.engine import RunState, Trainer
 from mgkd.errors import ConfigError
-from mgkd.granularity import TeacherHead
 from mgkd.models import create_model
 from mgkd.reid.metrics import retrieval_metrics
 from mgkd.runner import run_training
@@ -181,15 +180,6 @@ def test_a_torchreid_teacher_file_over_every_training_identity_is_distilled_from
     assert not (tmp_path / "cache" / "teachers").exists()  # nothing trained: the file is the teacher
 
 
-def untrained_knowledge(config: ExperimentConfig, num_classes: int) -> Knowledge:
-    """A real (untrained) teacher and heads: enough to exercise every term of a step."""
-    torch.manual_seed(0)
-    teacher = create_model(config.teacher, num_classes)
-    heads = {(d, t): TeacherHead(teacher.embedding_dim, d, num_classes).state_dict()
-             for d, t in head_levels(config)}
-    return Knowledge(config.teacher, "", "", teacher.state_dict(), heads)
-
-
 @pytest.mark.parametrize("student", ["osnet_x0_75", "resnet50_reid"])
 @pytest.mark.parametrize("method", ["rkd", "kd", "pkt", "sp", "at", "fitnet"])
 def test_the_papers_re_id_pairs_take_a_step_with_every_embedding_method(market, tmp_path, method,
@@ -198,7 +188,7 @@ def test_the_papers_re_id_pairs_take_a_step_with_every_embedding_method(market, 
         "dataset": "market1501", "data_options": SMALL, "teacher": "osnet_x1_0",
         "student": student, "method": method, "mode": "mas", "batch_size": 16,
         "granularities": [{"dim": 64, "temperature": 2.0}, {"dim": 256, "temperature": 8.0}]}))
-    task = build_task(config, market, untrained_knowledge(config, market.spec.num_classes),
+    task = build_task(config, market, Knowledge.untrained(config, market.spec.num_classes),
                       torch.device("cpu"))
     batch = next(iter(make_batches(market.train, market.spec, 16, train=True,
                                    generator=torch.Generator().manual_seed(0))))
