@@ -26,6 +26,7 @@ from mgkd.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, Objective, get_object
 from search.multistudy import (PAPER_DEFAULT_ATTR, MultiStudySearcher, PerStudyASHA,
                                StudyEntry)
 from search.progress import ProgressTable
+from search.resultlog import ProgressCsvLogger, ResultJsonLogger
 from search.tblog import OutcomeTBXLogger
 from search.sweep import Study, SweepSpec, load_sweep, validate_sweep
 from spaces import build_space
@@ -180,7 +181,8 @@ def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(run_dir.parent), verbose=0,
-            callbacks=[progress, OutcomeTBXLogger(), *callbacks],
+            callbacks=[progress, OutcomeTBXLogger(), ResultJsonLogger(), ProgressCsvLogger(),
+                       *callbacks],
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 

@@ -45,10 +45,12 @@ def _assert_same_function(model: torch.nn.Module) -> None:
     expected = torch.load(EXPECTED, weights_only=True)
     with torch.no_grad():
         feats, logits = model.eval()(expected["input"], features=True)
-    torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=1e-6)
-    assert len(feats) == len(expected["features"])
-    for ours, old in zip(feats, expected["features"]):
-        torch.testing.assert_close(ours, old, rtol=0, atol=1e-6)
+    # Recorded on another machine: float32 CPU kernels sum in another order there, so outputs
+    # differ in the last bits (1.2e-6 seen). 1e-5 of each tensor's largest value is ten times
+    # that and still far below what a wrongly converted tensor changes (of the order of 1).
+    for ours, old in zip([logits, *feats], [expected["logits"], *expected["features"]],
+                         strict=True):
+        torch.testing.assert_close(ours, old, rtol=1e-5, atol=1e-5 * old.abs().max().item())
 
 
 # ---- files of earlier versions ---------------------------------------------------------------
