@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from analysis.confirm import Confirmation, confirmed_ranking, read_confirmations
-from analysis.records import (COMPLETE, DEFAULT_OBJECTIVE, STATES, Run, StudyInfo, TrialRecord,
-                              study_key)
+from analysis.records import COMPLETE, STATES, Run, StudyInfo, TrialRecord
 from analysis.run import read_run
 from analysis.verdict import Verdict, binomial_se, experiment_val_size, verdict
-from mgkd.objectives import OBJECTIVES, Objective, get_objective
+from mgkd.catalog.objectives import OBJECTIVES, Objective, get_objective
+from mgkd.config.sweep import study_key
 
 log = logging.getLogger(__name__)
 PLAIN_KD = ("kd", "plain")  # the baseline every MGKD study is also compared with
@@ -34,8 +34,8 @@ def top_trials(run: Run, k: int) -> dict[str, list[TrialRecord]]:
 
 
 def study_objective(study: StudyInfo) -> Objective:
-    """The objective a study selects on (val_acc for run dirs that do not say)."""
-    return get_objective(study.objective or DEFAULT_OBJECTIVE)
+    """The objective a study selects on (``read_run`` works it out for run dirs that do not say)."""
+    return get_objective(study.objective)
 
 
 def task_metrics(objective: Objective) -> list[str]:

@@ -21,9 +21,10 @@ from typing import NoReturn
 
 from analysis.best import ranked, study_objective
 from analysis.formats import fmt_number
-from analysis.records import COMPLETE, DEFAULT_OBJECTIVE, FAIL, Run, TrialRecord
+from analysis.records import COMPLETE, FAIL, Run, TrialRecord
+from mgkd.catalog.objectives import Objective
+from mgkd.catalog.tasks import CLASSIFICATION
 from mgkd.errors import MgkdError
-from mgkd.objectives import Objective
 from mgkd.paths import writable_dir
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def board_order(trials: list[TrialRecord]) -> list[TrialRecord]:
 
 def value_tag(objective: Objective) -> str:
     """How a run name calls the objective: ``val`` for accuracy, else e.g. ``val mAP``."""
-    return "val" if objective.name == DEFAULT_OBJECTIVE else f"val {objective.label}"
+    return "val" if objective.task == CLASSIFICATION else f"val {objective.label}"
 
 
 def run_name(run: Run, trial: TrialRecord, rank: int, width: int) -> str:

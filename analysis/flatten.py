@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from typing import Any
 
 from mgkd.config import ExperimentConfig, resolve
+from spaces.names import LEVEL_FIELDS, NUM_LEVELS, level_name, split_level_name
 
-NUM_LEVELS = "num_granularities"
-LEVEL_FIELDS: tuple[str, ...] = ("dim", "temperature", "weight")
 # Config keys whose mappings become one column per entry, ``<key>.<entry>``.
 MAPPING_KEYS: tuple[str, ...] = ("method_options", "data_options")
-CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
-_LEVEL = re.compile(r"^g(\d+)_(dim|temperature|weight)$")
-
-
-def level_column(level: int, name: str) -> str:
-    return f"g{level}_{name}"
-
-
-def parse_level_column(name: str) -> tuple[int, str] | None:
-    match = _LEVEL.match(name)
-    return (int(match[1]), match[2]) if match else None
+EXPERIMENT_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
 
 
 def _cell(value: Any) -> Any:
@@ -40,7 +28,7 @@ def _levels(value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {NUM_LEVELS: len(levels)}
     for k, level in enumerate(levels):
         for name in LEVEL_FIELDS:
-            out[level_column(k, name)] = level.get(name) if isinstance(level, dict) else None
+            out[level_name(k, name)] = level.get(name) if isinstance(level, dict) else None
     return out
 
 
@@ -48,7 +36,7 @@ def flatten_experiment(experiment: dict[str, Any]) -> dict[str, Any]:
     """One flat mapping: every config key; ``granularities`` as ``num_granularities`` and
     ``g<k>_<field>``; ``method_options`` / ``data_options`` as ``<key>.<name>``."""
     out: dict[str, Any] = {}
-    for key in [*CONFIG_KEYS, *(k for k in experiment if k not in CONFIG_KEYS)]:
+    for key in [*EXPERIMENT_KEYS, *(k for k in experiment if k not in EXPERIMENT_KEYS)]:
         if key not in experiment:
             continue
         value = experiment[key]
@@ -65,17 +53,17 @@ def flatten_experiment(experiment: dict[str, Any]) -> dict[str, Any]:
 def column_order(columns: set[str]) -> list[str]:
     """Config columns in the config's key order, levels by level then field, mappings after."""
     def rank(name: str) -> tuple[int, int, int, str]:
-        parsed = parse_level_column(name)
+        parsed = split_level_name(name)
         if name == NUM_LEVELS or parsed is not None:
-            position = CONFIG_KEYS.index("granularities")
+            position = EXPERIMENT_KEYS.index("granularities")
             level, field = (parsed if parsed else (-1, ""))
             return (position, level + 1, LEVEL_FIELDS.index(field) if field else 0, name)
         prefix = name.split(".", 1)[0]
         if prefix in MAPPING_KEYS and "." in name:
-            return (len(CONFIG_KEYS) + MAPPING_KEYS.index(prefix), 0, 0, name)
-        if name in CONFIG_KEYS:
-            return (CONFIG_KEYS.index(name), 0, 0, name)
-        return (len(CONFIG_KEYS) + len(MAPPING_KEYS), 0, 0, name)
+            return (len(EXPERIMENT_KEYS) + MAPPING_KEYS.index(prefix), 0, 0, name)
+        if name in EXPERIMENT_KEYS:
+            return (EXPERIMENT_KEYS.index(name), 0, 0, name)
+        return (len(EXPERIMENT_KEYS) + len(MAPPING_KEYS), 0, 0, name)
     return sorted(columns, key=rank)
 
 
@@ -85,17 +73,17 @@ def rebuild_experiment(base: dict[str, Any], params: dict[str, Any]) -> dict[str
     Raises ConfigError when the result is not a valid config."""
     data = dict(base)
     levels = [dict(g) for g in base.get("granularities") or []]
-    has_levels = any(name == NUM_LEVELS or parse_level_column(name) for name in params)
+    has_levels = any(name == NUM_LEVELS or split_level_name(name) for name in params)
     count = int(params.get(NUM_LEVELS, len(levels)))
     rebuilt = []
     for k in range(count):
         level = levels[k] if k < len(levels) else {"weight": 1.0}
         for name in LEVEL_FIELDS:
-            if level_column(k, name) in params:
-                level[name] = params[level_column(k, name)]
+            if level_name(k, name) in params:
+                level[name] = params[level_name(k, name)]
         rebuilt.append(level)
     if has_levels:
         data["granularities"] = rebuilt
     data.update({k: v for k, v in params.items()
-                 if k != NUM_LEVELS and parse_level_column(k) is None})
+                 if k != NUM_LEVELS and split_level_name(k) is None})
     return resolve(ExperimentConfig.from_dict(data)).to_dict()

@@ -7,7 +7,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
-from mgkd.objectives import OBJECTIVES, Objective
+from mgkd.catalog.objectives import OBJECTIVES, Objective
 
 if TYPE_CHECKING:  # kept light: the command line lists the formats without loading the analysis
     from analysis.best import StudyBest

@@ -10,8 +10,8 @@ from optuna.trial import FrozenTrial, TrialState
 from analysis.records import COMPLETE, FAIL, PRUNED, RUNNING
 
 log = logging.getLogger(__name__)
-# The user attributes search.multistudy sets on every trial (equal to its PAPER_DEFAULT_ATTR and
-# RAY_TRIAL_ATTR; a test checks they agree; analysis must not import search.multistudy: it needs Ray).
+# The user attributes search.multistudy sets on every trial: the enqueued paper-default trial and
+# the Ray trial that ran it.
 PAPER_DEFAULT_ATTR = "paper_default"
 RAY_TRIAL_ATTR = "ray_trial_id"
 STATE_NAMES: dict[TrialState, str] = {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED,

@@ -14,9 +14,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.flatten import LEVEL_FIELDS, NUM_LEVELS, parse_level_column
 from analysis.records import COMPLETE, PRUNED, TrialRecord
-from mgkd.objectives import OBJECTIVES, Objective
+from mgkd.catalog.objectives import OBJECTIVES, Objective
+from spaces.names import LEVEL_FIELDS, NUM_LEVELS, split_level_name
 
 DPI = 100
 LOG_SPAN = 20.0  # an undeclared axis whose positive values span more than this factor is log10
@@ -79,7 +79,7 @@ def param_order(names: list[str]) -> list[str]:
         position, name = item
         if name == NUM_LEVELS:
             return (0, 0, 0, position)
-        parsed = parse_level_column(name)
+        parsed = split_level_name(name)
         if parsed is not None:
             return (1, parsed[0], LEVEL_FIELDS.index(parsed[1]), position)
         return (2, 0, 0, position)

@@ -7,23 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mgkd.catalog.tasks import CLASSIFICATION, task_entry
+
 # Trial states as the analysis reports them; Optuna's WAITING (queued, never started) is not a trial.
 COMPLETE, PRUNED, FAIL, RUNNING, UNKNOWN = "COMPLETE", "PRUNED", "FAIL", "RUNNING", "UNKNOWN"
 STATES: tuple[str, ...] = (COMPLETE, PRUNED, FAIL, RUNNING, UNKNOWN)
-DEFAULT_OBJECTIVE = "val_acc"  # what selects unless the sweep names another (mgkd.objectives)
-
-
-def study_key(teacher: str, student: str, method: str, mode: str) -> str:
-    """``<teacher>__<student>__<method>__<mode>``: the Optuna study name (``search.sweep.Study.key``)."""
-    return f"{teacher}__{student}__{method}__{mode}"
-
-
-def split_study_key(key: str) -> tuple[str, str, str, str] | None:
-    """``(teacher, student, method, mode)`` of a study key; None when ``key`` is not one."""
-    parts = key.split("__")
-    if len(parts) != 4 or not all(parts):
-        return None
-    return parts[0], parts[1], parts[2], parts[3]
+# Sweeps from before the objective could be chosen all selected on the classification default;
+# ``read_run`` gives every study of such a run dir this objective (the one place it is assumed).
+LEGACY_OBJECTIVE = task_entry(CLASSIFICATION).default_objective
 
 
 def finite(value: Any) -> float | None:
@@ -44,7 +35,8 @@ class StudyInfo:
     mode: str
     budget: int | None = None  # the sweep's epochs for this study (a COMPLETE trial ran them all)
     base: dict[str, Any] | None = None  # the study's base experiment config, when sweep.yaml parses
-    objective: str | None = None  # the metric that selects (val_acc, val_map, ...); None: unknown
+    # the metric that selects (val_acc, val_map, ...); None only while read_run works it out
+    objective: str | None = None
     # The pair's teacher_checkpoint as the sweep file wrote it (None: given none, or unknown).
     teacher_checkpoint: str | None = None
 
@@ -68,7 +60,7 @@ class TrialRecord:
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch, by epoch
     trial_dir: Path | None = None
     error: str | None = None
-    objective: str = DEFAULT_OBJECTIVE  # its study's objective
+    objective: str = LEGACY_OBJECTIVE  # its study's objective
 
     @property
     def label(self) -> str:

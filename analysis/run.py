@@ -11,10 +11,11 @@ from optuna.trial import FrozenTrial
 
 from analysis.flatten import rebuild_experiment
 from analysis.optuna_db import PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR, read_studies, state_name
-from analysis.records import (COMPLETE, DEFAULT_OBJECTIVE, FAIL, RUNNING, UNKNOWN, Run,
-                              StudyInfo, TrialRecord, finite, split_study_key)
+from analysis.records import (COMPLETE, LEGACY_OBJECTIVE, FAIL, RUNNING, UNKNOWN, Run, StudyInfo,
+                              TrialRecord, finite)
 from analysis.rundir import OPTUNA_DB, locate, read_sweep, scan
 from analysis.trialdir import TrialDir, read_trial_dir
+from mgkd.config.sweep import split_study_key
 from mgkd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,14 @@ def experiment_objective(experiment: dict[str, Any] | None) -> str | None:
     default; None when the config does not say (older configs of unknown data sets)."""
     if not experiment:
         return None
-    from mgkd.objectives import OBJECTIVES, dataset_task, default_objective
+    from mgkd.catalog.objectives import OBJECTIVES, default_objective
+    from mgkd.catalog.datasets import dataset_task
 
     named = experiment.get("objective")
     if isinstance(named, str) and named in OBJECTIVES:
         return named
     try:
-        return default_objective(dataset_task(str(experiment.get("dataset", "cifar100")),
-                                              experiment.get("data_options") or None)).name
+        return default_objective(dataset_task(str(experiment.get("dataset", "cifar100")))).name
     except (ConfigError, TypeError, ValueError, KeyError):
         return None
 
@@ -71,7 +72,7 @@ def _fill_objectives(studies: dict[str, StudyInfo], dirs: list[TrialDir]) -> Non
     for study in studies.values():
         if study.objective is None:
             found = (experiment_objective(d.experiment) for d in dirs if d.study == study.key)
-            study.objective = next((name for name in found if name), DEFAULT_OBJECTIVE)
+            study.objective = next((name for name in found if name), LEGACY_OBJECTIVE)
 
 
 def _from_optuna(key: str, objective: str, trial: FrozenTrial, state: str,
@@ -108,7 +109,7 @@ def _from_files(found: TrialDir, study: StudyInfo | None) -> TrialRecord:
     if budget is None and found.experiment:
         budget = found.experiment.get("epochs")
     state = _infer_state(found, budget)
-    objective = (study.objective if study else None) or DEFAULT_OBJECTIVE
+    objective = study.objective if study and study.objective else LEGACY_OBJECTIVE
     value = finite(found.history[-1].get(objective)) if state == COMPLETE else None
     return TrialRecord(study=found.study or "?", trial_number=found.trial_number,
                        ray_trial_id=found.ray_trial_id, state=state,
@@ -216,7 +217,7 @@ def read_run(run_dir: str | Path) -> Run:
 
     trials: list[TrialRecord] = []
     for key, frozen in optuna_trials.items():
-        objective = (studies[key].objective if key in studies else None) or DEFAULT_OBJECTIVE
+        objective = studies[key].objective if key in studies else LEGACY_OBJECTIVE
         for trial in frozen:
             state = state_name(trial)
             if state is not None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from analysis.records import StudyInfo, split_study_key
+from analysis.records import StudyInfo
+from mgkd.config.sweep import split_study_key
 from mgkd.errors import ConfigError, MgkdError
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def _moved(spec: Any, path: Path) -> Any:
 
 
 def _from_spec(spec: Any, notes: list[str]) -> dict[str, StudyInfo]:
-    from search.sweep import plan
+    from mgkd.config.sweep import plan
 
     try:
         studies = plan(spec)
@@ -106,7 +107,7 @@ def _from_spec(spec: Any, notes: list[str]) -> dict[str, StudyInfo]:
 
 def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
     """Studies from a sweep mapping this version cannot parse: pairs x methods x modes."""
-    from mgkd.objectives import OBJECTIVES
+    from mgkd.catalog.objectives import OBJECTIVES
 
     base = data.get("base") if isinstance(data.get("base"), dict) else {}
     budget = base.get("epochs") if isinstance(base.get("epochs"), int) else None
@@ -133,7 +134,7 @@ def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
 
 def read_sweep(path: Path, notes: list[str]) -> SweepInfo:
     """The run dir's sweep: its name, studies (in plan order) and CPUs per trial."""
-    from search.sweep import load_sweep
+    from mgkd.config.sweep import load_sweep
 
     sweep_file = path / SWEEP_FILE
     if not sweep_file.is_file():

@@ -105,14 +105,34 @@ def verdict(best_acc: float | None, paper_acc: float | None, *, val_size: int | 
     return Verdict(_decide(gain, gain_se, default_selected), gain, gain_se, basis)
 
 
+def verdict_sentence(judged: Verdict, label: str) -> str:
+    """One sentence saying what ``judged`` means, for an objective called ``label`` (accuracy,
+    mAP, ...)."""
+    twice = "-" if judged.gain_se is None else f"{2 * judged.gain_se:.2f}"
+    what = f"validation {label}"
+    if judged.verdict == BEATS_DEFAULT:
+        return (f"beats default: the best config is {judged.gain:.2f} points of {what} "
+                f"above the paper default, more than twice the difference's standard error "
+                f"({twice}; {judged.basis}).")
+    if judged.verdict == WITHIN_NOISE:
+        return (f"within noise: the best config is {judged.gain:.2f} points above the paper "
+                f"default, not more than twice the difference's standard error ({twice}; "
+                f"{judged.basis}); the search did NOT clearly beat the paper default.")
+    if judged.verdict == DEFAULT_BEST:
+        return (f"default best: the search did NOT beat the paper default on {what}; "
+                "the paper default is the best config found.")
+    return "no comparison (the paper-default trial did not complete)."
+
+
 def experiment_val_size(experiment: dict[str, Any] | None) -> int | None:
     """Validation images of a run of this experiment config (None when it does not parse)."""
     if not experiment:
         return None
-    from mgkd.config import ExperimentConfig, validation_size
+    from mgkd.config import ExperimentConfig
+    from mgkd.data import config_validation_size
     from mgkd.errors import ConfigError, DataError
 
     try:  # a re-ID run's query count needs its data set's listing, absent on another machine
-        return validation_size(ExperimentConfig.from_dict(dict(experiment))) or None
+        return config_validation_size(ExperimentConfig.from_dict(dict(experiment))) or None
     except (ConfigError, DataError, TypeError, ValueError, KeyError):
         return None

@@ -1,6 +1,7 @@
 """What bench/gpu.py measures, built only from the product's own pieces: synthetic CIFAR-sized
-splits, an untrained teacher's :class:`~mgkd.distill.Knowledge`, and a distillation
-:class:`~mgkd.engine.Trainer` from :func:`~mgkd.distill.make_trainer` on a GPU — so the
+splits, an untrained teacher's :class:`~mgkd.knowledge.prepare.Knowledge`, and a distillation
+:class:`~mgkd.training.engine.Trainer` from :func:`~mgkd.distill.learner.make_trainer` on a
+GPU — so the
 config keys ``cuda_graphs``, ``amp``, ``channels_last``, ``eval_batch_size`` resolve as in a
 user's run.
 
@@ -9,7 +10,7 @@ batches (``Trainer._train_epoch``: batches drawn and augmented on the device, th
 step runner, one host read of the epoch's loss sums), so what is timed is what ``fit`` runs.
 
 On the CPU (only for the test's self-check) the Trainer is built from the same pieces with an
-:class:`~mgkd.steps.InlineRecorder` standing in for CUDA graphs; bf16 autocast is then off.
+:class:`~mgkd.training.steps.InlineRecorder` standing in for CUDA graphs; bf16 autocast is then off.
 Imports pydantic (through mgkd.config): bench/gpu.py checks it is installed first.
 """
 from __future__ import annotations
@@ -30,10 +31,10 @@ from bench.gpu_procs import Barrier, sleep_until
 from bench.gpu_report import WorkerResult
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import DataSplits, load_splits
-from mgkd.distill import (Knowledge, build_task, execution_of, make_trainer,
-                          schedule_of)
-from mgkd.engine import EpochReport, Trainer
-from mgkd.steps import InlineRecorder
+from mgkd.distill.learner import make_trainer
+from mgkd.knowledge.prepare import Knowledge
+from mgkd.training.engine import EpochReport, Trainer
+from mgkd.training.steps import InlineRecorder
 
 Setting = Union[bool, str]  # a config value: True, False or "auto"
 READY_TIMEOUT_S = 600.0
@@ -124,17 +125,8 @@ def build_trainer(spec: RunSpec, data: DataSize, splits: DataSplits, knowledge: 
     not what ``spec`` asks for, so no table row is mislabelled."""
     on_cuda = device.type == "cuda"
     config = spec.config(data, "cuda" if on_cuda else "cpu")
-    if on_cuda:
-        trainer = make_trainer(config, splits, knowledge, callbacks=callbacks)
-    else:
-        execution = dataclasses.replace(execution_of(config, device, splits),
-                                        cuda_graphs=bool(spec.cuda_graphs))
-        task = build_task(config, splits, knowledge, device,
-                          channels_last=execution.channels_last)
-        trainer = Trainer(task, splits, schedule_of(config), batch_size=config.batch_size,
-                          seed=config.seed, callbacks=callbacks, execution=execution,
-                          recorder=InlineRecorder() if spec.cuda_graphs else None,
-                          objective=config.objective)
+    recorder = InlineRecorder() if spec.cuda_graphs and not on_cuda else None
+    trainer = make_trainer(config, splits, knowledge, callbacks=callbacks, recorder=recorder)
     got = trainer.execution
     want = (_expected(spec.cuda_graphs, on_cuda) if on_cuda else bool(spec.cuda_graphs),
             _expected(spec.amp, on_cuda) and on_cuda, _expected(spec.channels_last, on_cuda))

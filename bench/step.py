@@ -20,9 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loaders import compare_loaders  # noqa: E402
-from mgkd.config import ExperimentConfig, resolve  # noqa: E402
+from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import DeviceBatches, load_splits  # noqa: E402
-from mgkd.distill import Knowledge, build_task  # noqa: E402
+from mgkd.distill.learner import build_learner
+from mgkd.knowledge.prepare import Knowledge
 
 MODES = ("plain", "mag", "mas")
 
@@ -40,7 +41,7 @@ def build(mode: str, args: argparse.Namespace, splits):
         "method": "kd", "mode": mode, "batch_size": args.batch, "device": args.device}))
     knowledge = Knowledge.untrained(config, splits.spec.num_classes)
     device = torch.device(args.device)
-    task = build_task(config, splits, knowledge, device)
+    task = build_learner(config, splits, knowledge, device)
     optimizer = torch.optim.SGD(task.trainable_parameters(), lr=0.05, momentum=0.9)
     return task, optimizer
 

@@ -23,9 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 
-from mgkd.config import ExperimentConfig  # noqa: E402
-from mgkd.distill import load_config_splits, make_trainer, prepare_knowledge  # noqa: E402
-from search.sweep import SweepSpec, plan  # noqa: E402
+from mgkd.config import ExperimentConfig
+from mgkd.config.sweep import SweepSpec, plan
+from mgkd.data import load_config_splits
+from mgkd.distill.learner import make_trainer
+from mgkd.knowledge.prepare import prepare_knowledge
 from search.tune import run_sweep  # noqa: E402
 from spaces import build_space  # noqa: E402
 

@@ -10,11 +10,12 @@ import argparse
 import sys
 from typing import Callable
 
+from mgkd.catalog.datasets import DATASET_NAMES
+from mgkd.catalog.methods import METHOD_NAMES, MODE_NAMES
+from mgkd.catalog.models import MODEL_NAMES
 from mgkd.errors import ConfigError
-from mgkd.names import DATASET_NAMES, METHOD_NAMES, MODEL_NAMES
 
 Handler = Callable[[argparse.Namespace], int]
-MODES = ("plain", "mag", "mas")  # mgkd.config.MODES, without loading it for --help
 # What Ctrl-C prints, per command (``search.cli`` prints it after "interrupted").
 RESUME_TRAIN = ("continue with the same command plus --resume: the run picks up after its last "
                 "finished epoch (inside teacher or head training if it stopped there).")
@@ -136,7 +137,7 @@ def add_core_commands(subparsers: argparse._SubParsersAction) -> None:
                    help=f"one of {_names(DATASET_NAMES)}")
     p.add_argument("--method", default="kd", metavar="NAME",
                    help=f"KD method (default kd); one of {_names(METHOD_NAMES)}")
-    p.add_argument("--mode", default="mas", choices=MODES,
+    p.add_argument("--mode", default="mas", choices=MODE_NAMES,
                    help="plain: no granularity terms; mag: granularity terms on the teacher "
                         "logits; mas: granularity terms and the stable target (default mas)")
     _add_set(p)

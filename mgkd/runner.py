@@ -11,20 +11,21 @@ from typing import Any
 import torch
 import yaml
 
-from mgkd.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars, reported_metrics,
-                            run_hparams, write_metrics)
+from mgkd.catalog.methods import method_defaults
+from mgkd.catalog.objectives import get_objective
 from mgkd.config import ExperimentConfig, resolve, save_config
-from mgkd.data import DataSplits, check_available
-from mgkd.distill import (final_metrics, head_bank, head_keys, load_config_splits, make_trainer,
-                          prepare_knowledge)
-from mgkd.engine import EpochCallback, RunState, resolve_device
-from mgkd.execution import ExecutionSettings, graphs_refusal
-from mgkd.method_defaults import method_defaults
+from mgkd.config.execution import ExecutionSettings, graphs_refusal
+from mgkd.data import DataSplits, check_available, load_config_splits
+from mgkd.distill.learner import final_metrics, make_trainer
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, file_sha256, safe_torch_load
+from mgkd.knowledge.prepare import head_bank, head_keys, prepare_knowledge
+from mgkd.knowledge.teacher import (TeacherRecipe, load_teacher, save_teacher, teacher_path,
+                                    train_teacher)
 from mgkd.paths import sweep_run_dir_of, writable_dir
-from mgkd.objectives import get_objective
-from mgkd.teacher import TeacherRecipe, load_teacher, save_teacher, teacher_path, train_teacher
+from mgkd.training.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars,
+                                     reported_metrics, run_hparams, write_metrics)
+from mgkd.training.engine import EpochCallback, RunState, resolve_device
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -42,8 +43,9 @@ def preflight(config: ExperimentConfig) -> None:
     """Cheap checks of everything a run will touch, before any training starts."""
     check_available(config.dataset, Path(config.data_dir).expanduser())
     device = resolve_device(config.device)
-    refusal = graphs_refusal(config.cuda_graphs, device.type,
-                             method_defaults(config.method).capture_blocker)
+    refusal = graphs_refusal(config.cuda_graphs, on_gpu=device.type == "cuda",
+                             capture_blocker=method_defaults(config.method).capture_blocker,
+                             what=f"method {config.method}")
     if refusal:
         raise ConfigError(refusal)
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).expanduser().is_file():
@@ -138,7 +140,7 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
         board.close()
     final = summary(state)
     write_metrics(out / "metrics.json", state.history, final)
-    student = trainer.task.modules["student"]
+    student = trainer.learner.modules["student"]
     objective = trainer.objective
     save_student(student, config.student, splits.spec.num_classes, out / STUDENT,
                  {"epoch": state.epoch, "objective": objective.name,

@@ -33,7 +33,8 @@ def _resume_hint(run_dir) -> str:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     # Ray, Optuna and the sweep machinery load only for this command.
-    from search.sweep import default_sweep, load_sweep
+    from search.sweep import default_sweep
+    from mgkd.config.sweep import load_sweep
     from search.tune import format_summary, load_run_spec, run_sweep
 
     if args.resume and args.sweep:

@@ -17,21 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
 from ray import tune
 
+from analysis.best import final_metric, ranked
+from analysis.records import Run, TrialRecord
+from analysis.run import read_run
+from analysis.rundir import CONFIRM_DIR
+from mgkd.catalog.objectives import Objective
+from mgkd.config.sweep import SweepSpec, plan
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text
-from mgkd.objectives import Objective
-from search.multistudy import PAPER_DEFAULT_ATTR
-from search.sweep import SweepSpec, plan
-from search.tune import (build_trainable, connect, load_run_spec, quiet_ray,
-                          storage_url, study_entries, sweep_objective, trial_final)
+from search.tune import (build_trainable, connect, load_run_spec, quiet_ray, study_entries,
+                         sweep_objective)
 from spaces import build_space
 
 log = logging.getLogger(__name__)
-CONFIRM_DIR = "confirm"
 
 
 @dataclass(frozen=True)
@@ -44,45 +44,48 @@ class Job:
     experiment: dict[str, Any]
 
 
-def top_trials(run_dir: Path, key: str, k: int) -> list[optuna.trial.FrozenTrial]:
-    """The ``k`` best COMPLETE trials of a study, plus its paper-default trial (when complete and
-    not among them), so the verdict compares the winner with the paper default over the same seeds."""
-    study = optuna.load_study(study_name=key, storage=storage_url(run_dir))
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    top = sorted(complete, key=lambda t: (-t.value, t.number))[:k]
-    paper = next((t for t in complete if t.user_attrs.get(PAPER_DEFAULT_ATTR)), None)
-    if paper is not None and all(t.number != paper.number for t in top):
+def top_trials(run: Run, key: str, k: int) -> list[TrialRecord]:
+    """The ``k`` best COMPLETE trials of a study (``analysis.best.ranked``), plus its paper-default
+    trial (when complete and not among them), so the verdict compares the winner with the paper
+    default over the same seeds."""
+    order = ranked(run.trials_of(key))
+    top = order[:k]
+    paper = next((t for t in order if t.paper_default), None)
+    if paper is not None and paper not in top:
         top.append(paper)
     return top
 
 
-def plan_jobs(spec: SweepSpec, top_k: int, seeds: int) -> tuple[list[Job], dict[str, list]]:
+def plan_jobs(spec: SweepSpec, run: Run, top_k: int, seeds: int
+              ) -> tuple[list[Job], dict[str, list[TrialRecord]]]:
     """Every (study, top trial, further seed) to run, and each study's top trials."""
     jobs, tops = [], {}
     for study in plan(spec):
         space = build_space(spec.space, study.base)
-        tops[study.key] = top_trials(spec.run_dir, study.key, top_k)
+        tops[study.key] = top_trials(run, study.key, top_k)
         for trial in tops[study.key]:
             config = space.to_config(trial.params)
             for offset in range(1, seeds + 1):
-                jobs.append(Job(study.key, trial.number, config.seed + offset,
+                jobs.append(Job(study.key, trial.trial_number, config.seed + offset,
                                 config.replace(seed=config.seed + offset).to_dict()))
     return jobs, tops
 
 
-def _rank(run_dir: Path, key: str, trials: list, jobs: list[Job],
+def _rank(run: Run, key: str, trials: list[TrialRecord], jobs: list[Job],
           runs: dict[tuple[str, int, int], dict[str, Any]], objective: Objective) -> dict[str, Any]:
     entries = []
+    budget = run.studies[key].budget
     for trial in trials:
-        own = trial_final(run_dir, key, trial.number)
-        own_seed = int(own.get("config", {}).get("experiment", {}).get("seed", 0))
-        seeds = [own_seed] + [j.seed for j in jobs if j.study == key and j.trial_number == trial.number]
-        results = [{"value": trial.value, "test_value": own.get(objective.test_metric)}]
-        results += [runs.get((key, trial.number, seed), {}) for seed in seeds[1:]]
+        own_seed = int((trial.experiment or {}).get("seed", 0))
+        seeds = [own_seed] + [j.seed for j in jobs
+                              if j.study == key and j.trial_number == trial.trial_number]
+        results = [{"value": trial.value,
+                    "test_value": final_metric(trial, budget, objective.test_metric)}]
+        results += [runs.get((key, trial.trial_number, seed), {}) for seed in seeds[1:]]
         val_accs = [r.get("value") for r in results]
         finite = [v for v in val_accs if v is not None]
         entries.append({
-            "trial_number": trial.number, "params": dict(trial.params), "seeds": seeds,
+            "trial_number": trial.trial_number, "params": dict(trial.params), "seeds": seeds,
             "val_accs": val_accs, "test_accs": [r.get("test_value") for r in results],
             "mean_val_acc": statistics.fmean(finite) if finite else None,
             "std_val_acc": statistics.pstdev(finite) if len(finite) > 1 else 0.0})
@@ -97,7 +100,8 @@ def confirm(run_dir: str | Path, top_k: int, seeds: int) -> dict[str, dict[str, 
         raise ConfigError(f"--confirm {top_k} --seeds {seeds}: both must be at least 1.")
     spec = load_run_spec(run_dir, "--confirm")
     run_dir = spec.run_dir
-    jobs, tops = plan_jobs(spec, top_k, seeds)
+    run = read_run(run_dir)
+    jobs, tops = plan_jobs(spec, run, top_k, seeds)
     if not jobs:
         raise ConfigError(f"{run_dir}: no study has a completed trial to confirm yet.")
     studies = plan(spec)
@@ -127,7 +131,7 @@ def confirm(run_dir: str | Path, top_k: int, seeds: int) -> dict[str, dict[str, 
     for key, trials in tops.items():
         if not trials:
             continue
-        ranking = _rank(run_dir, key, trials, jobs, runs, objective)
+        ranking = _rank(run, key, trials, jobs, runs, objective)
         atomic_write_text(run_dir / CONFIRM_DIR / f"{key}.json", json.dumps(ranking, indent=1))
         out[key] = ranking
     return out

@@ -18,12 +18,11 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
+from analysis.optuna_db import PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR
 from mgkd.errors import ConfigError
 from spaces import SearchSpace
 
 log = logging.getLogger(__name__)
-PAPER_DEFAULT_ATTR = "paper_default"
-RAY_TRIAL_ATTR = "ray_trial_id"
 
 
 @dataclass

@@ -16,7 +16,6 @@ reports those epochs again. Every epoch is then in the file exactly once.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 from pathlib import Path

@@ -7,7 +7,7 @@ from typing import Any
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.utils import flatten_dict
 
-from mgkd.callbacks import OUTCOME, TAG_PREFIX
+from mgkd.training.callbacks import OUTCOME, TAG_PREFIX
 
 HPARAM_TYPES = (bool, int, float, str)
 

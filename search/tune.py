@@ -2,40 +2,37 @@
 Tuner, resume an interrupted sweep, and summarise the best config per study."""
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 import torch
-from optuna.trial import TrialState
 from ray import tune
 
-from analysis.verdict import (BEATS_DEFAULT, DEFAULT_BEST, WITHIN_NOISE, Verdict, binomial_se,
-                              verdict)
-from mgkd.config import validation_size
+from analysis.best import StudyBest, best_trials
+from analysis.formats import fmt_number, fmt_params
+from analysis.records import COMPLETE, FAIL, PRUNED
+from analysis.rundir import OPTUNA_DB, SWEEP_FILE
+from analysis.verdict import verdict_sentence
+from mgkd.catalog.objectives import Objective, get_objective
+from mgkd.config.sweep import Study, SweepSpec, load_sweep
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text
-from mgkd.objectives import DEFAULT_OBJECTIVE, OBJECTIVES, Objective, get_objective
-from search.multistudy import (PAPER_DEFAULT_ATTR, MultiStudySearcher, PerStudyASHA,
-                               StudyEntry)
+from search.multistudy import MultiStudySearcher, PerStudyASHA, StudyEntry
 from search.progress import ProgressTable
 from search.resultlog import ProgressCsvLogger, ResultJsonLogger
+from search.sweep import validate_sweep
 from search.tblog import OutcomeTBXLogger
-from search.sweep import Study, SweepSpec, load_sweep, validate_sweep
 from spaces import build_space
 from trainables.distill import distill_trainable, teacher_key
 from trainables.prepare import prepare_teachers
 
 log = logging.getLogger(__name__)
-SWEEP_FILE = "sweep.yaml"
-OPTUNA_DB = "optuna.db"
 
 
 def storage_url(run_dir: Path) -> str:
@@ -43,50 +40,12 @@ def storage_url(run_dir: Path) -> str:
 
 
 @dataclass
-class StudySummary:
-    """One study's outcome on the sweep's objective (``objective.name``, e.g. val_acc)."""
-
-    key: str
-    trials: int
-    complete: int
-    pruned: int
-    failed: int
-    best_value: float | None  # the best trial's objective value
-    best_params: dict[str, Any] = field(default_factory=dict)
-    best_experiment: dict[str, Any] = field(default_factory=dict)
-    paper_value: float | None = None
-    val_size: int | None = None  # validation images / queries (the n of binomial errors)
-    default_selected: bool = False  # the paper-default trial is the best one (ties go to it)
-    objective: Objective = field(default_factory=lambda: OBJECTIVES[DEFAULT_OBJECTIVE])
-    best_se: float | None = None  # reported standard errors (objectives that are not binomial)
-    paper_se: float | None = None
-
-    @property
-    def gain(self) -> float | None:
-        if self.best_value is None or self.paper_value is None:
-            return None
-        return self.best_value - self.paper_value
-
-    @property
-    def val_se(self) -> float | None:
-        if not self.objective.binomial:
-            return self.best_se
-        return binomial_se(self.best_value, self.val_size)
-
-    @property
-    def verdict(self) -> Verdict:
-        if not self.objective.binomial:
-            return verdict(self.best_value, self.paper_value, val_size=None,
-                           default_selected=self.default_selected, best_se=self.best_se,
-                           paper_se=self.paper_se, se_basis=self.objective.se_metric)
-        return verdict(self.best_value, self.paper_value, val_size=self.val_size,
-                       default_selected=self.default_selected)
-
-
-@dataclass
 class SweepResult:
+    """A finished (or interrupted) sweep: every study's outcome as ``analysis`` reads it from the
+    run dir — the same numbers ``mgkd best`` and the report give."""
+
     run_dir: Path
-    studies: list[StudySummary]
+    studies: list[StudyBest]
     interrupted: bool = False  # stopped (Ctrl-C) before every study had all its trials
 
 
@@ -119,7 +78,7 @@ def build_trainable(spec: SweepSpec, studies: list[Study], entries: list[StudyEn
                     checkpoint_every: int | None = None):
     """The trial function with the sweep's data and every teacher's knowledge bound to it (put in
     Ray's object store once), and the per-trial resources. Prepares the teachers first."""
-    from mgkd.distill import load_config_splits
+    from mgkd.data import load_config_splits
 
     data = load_config_splits(studies[0].base)  # the data set is sweep-wide (base)
     knowledge = prepare_teachers(teacher_jobs(studies, entries), data,
@@ -157,9 +116,9 @@ def quiet_ray() -> None:
 
 
 def sweep_objective(studies: list[Study]) -> Objective:
-    """The objective every study of a sweep selects on (written into each base config by
-    ``search.sweep.plan``; the data set, and so the objective, is sweep-wide)."""
-    return get_objective(studies[0].base.objective or DEFAULT_OBJECTIVE)
+    """The objective every study of a sweep selects on (resolved into each base config by
+    ``plan``; the data set, and so the objective, is sweep-wide)."""
+    return get_objective(studies[0].base.objective)
 
 
 def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
@@ -226,10 +185,10 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
     # The first Ctrl-C makes Tune stop its trials, save its state and return (a second one
     # raises KeyboardInterrupt at once); an incomplete sweep after fit() means it was interrupted.
     tuner.fit()
-    sizes = {e.key: validation_size(e.space.base) for e in entries}
-    summaries = summarize(run_dir, [e.key for e in entries], sizes, objective)
-    unfinished = [s.key for s in summaries if s.complete + s.pruned + s.failed < spec.num_samples]
-    return SweepResult(run_dir, summaries, interrupted=bool(unfinished))
+    bests = best_trials(run_dir)
+    finished = (COMPLETE, PRUNED, FAIL)
+    unfinished = [b for b in bests if sum(b.counts[s] for s in finished) < spec.num_samples]
+    return SweepResult(run_dir, bests, interrupted=bool(unfinished))
 
 
 def load_run_spec(run_dir: str | Path, action: str) -> SweepSpec:
@@ -246,108 +205,26 @@ def load_run_spec(run_dir: str | Path, action: str) -> SweepSpec:
     return spec
 
 
-def resume_sweep(run_dir: str | Path) -> SweepResult:
-    return run_sweep(load_run_spec(run_dir, "--resume"), resume=True)
-
-
 # ---- summary ------------------------------------------------------------------------------------
-def trial_final(run_dir: Path, key: str, number: int) -> dict[str, Any]:
-    """The last line of a sweep trial's result.json (its final metrics), or {}."""
-    for folder in run_dir.glob(f"{key}_{number:03d}_*"):
-        path = folder / "result.json"
-        lines = [line for line in path.read_text().splitlines() if line.strip()] \
-            if path.is_file() else []
-        if lines:
-            return json.loads(lines[-1])
-    return {}
-
-
-def _reported_se(run_dir: Path, key: str, trial, objective: Objective) -> float | None:
-    """The standard error a trial reported with its final objective value (None for binomial
-    objectives, whose error follows from the validation size)."""
-    if trial is None or objective.se_metric is None:
-        return None
-    value = trial_final(run_dir, key, trial.number).get(objective.se_metric)
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def summarize(run_dir: Path, keys: list[str], val_sizes: dict[str, int] | None = None,
-              objective: Objective | None = None) -> list[StudySummary]:
-    """Per study, from ``optuna.db`` (and, for a reported standard error, the trial's last
-    result): counts, the best trial (ties: the earlier one) and the paper default's value;
-    ``val_sizes`` (validation images / queries per study) gives binomial verdicts their n."""
-    summaries = []
-    val_sizes = val_sizes or {}
-    objective = objective or OBJECTIVES[DEFAULT_OBJECTIVE]
-    for key in keys:
-        try:
-            study = optuna.load_study(study_name=key, storage=storage_url(run_dir))
-        except KeyError:
-            summaries.append(StudySummary(key, 0, 0, 0, 0, None, objective=objective))
-            continue
-        trials = study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = max(complete, key=lambda t: t.value) if complete else None
-        paper = next((t for t in trials if t.user_attrs.get(PAPER_DEFAULT_ATTR)), None)
-        paper_value = paper.value if paper is not None and paper.state == TrialState.COMPLETE else None
-        summaries.append(StudySummary(
-            key=key, trials=len(trials), complete=len(complete),
-            pruned=sum(t.state == TrialState.PRUNED for t in trials),
-            failed=sum(t.state == TrialState.FAIL for t in trials),
-            best_value=best.value if best else None,
-            best_params=dict(best.params) if best else {},
-            paper_value=paper_value, val_size=val_sizes.get(key) or None,
-            default_selected=best is not None and paper is not None and best.number == paper.number,
-            objective=objective, best_se=_reported_se(run_dir, key, best, objective),
-            paper_se=_reported_se(run_dir, key, paper if paper_value is not None else None,
-                                  objective)))
-    return summaries
-
-
-def _fmt(value: float | None, sign: bool = False) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:+.2f}" if sign else f"{value:.2f}"
-
-
 def format_summary(result: SweepResult) -> str:
-    width = max([len("study")] + [len(s.key) for s in result.studies])
-    name = result.studies[0].objective.name if result.studies else DEFAULT_OBJECTIVE
+    """The summary ``mgkd tune`` prints: one row per study (what ``analysis.best`` selected),
+    one verdict sentence each, and where to look next."""
+    width = max([len("study")] + [len(b.study.key) for b in result.studies])
+    name = result.studies[0].objective.name if result.studies else "val_acc"
     best_head = f"best {name}"
     lines = [f"{'study':<{width}}  done  pruned  err  {best_head:>12}  val se  paper default  gain  "
              f"{'verdict':<13}  best hyperparameters"]
     verdicts = []
-    for s in result.studies:
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(s.best_params.items()))
-        judged = s.verdict
-        lines.append(f"{s.key:<{width}}  {s.complete:>4}  {s.pruned:>6}  {s.failed:>3}  "
-                     f"{_fmt(s.best_value):>{len(best_head)}}  {_fmt(s.val_se):>6}  "
-                     f"{_fmt(s.paper_value):>13}  {_fmt(s.gain, True):>5}  {judged.verdict:<13}  "
-                     f"{params}")
-        verdicts.append(f"{s.key}: {_verdict_sentence(s, judged)}")
+    for b in result.studies:
+        judged = b.verdict
+        lines.append(f"{b.study.key:<{width}}  {b.counts[COMPLETE]:>4}  {b.counts[PRUNED]:>6}  "
+                     f"{b.counts[FAIL]:>3}  {fmt_number(b.value):>{len(best_head)}}  "
+                     f"{fmt_number(b.val_se):>6}  {fmt_number(b.paper_value):>13}  "
+                     f"{fmt_number(b.gain, sign=True):>5}  {judged.verdict:<13}  "
+                     f"{fmt_params(dict(sorted(b.params.items())))}")
+        verdicts.append(f"{b.study.key}: {verdict_sentence(judged, b.objective.label)}")
     lines += ["", *verdicts, "",
               f"run dir:      {result.run_dir}",
               f"optuna study: optuna-dashboard {storage_url(result.run_dir)}",
               f"tensorboard:  tensorboard --logdir {result.run_dir}"]
     return "\n".join(lines)
-
-
-def _verdict_sentence(s: StudySummary, judged: Verdict) -> str:
-    twice = "-" if judged.gain_se is None else f"{2 * judged.gain_se:.2f}"
-    what = f"validation {s.objective.label}"
-    if judged.verdict == BEATS_DEFAULT:
-        return (f"beats default: the best config is {s.gain:.2f} points of {what} "
-                f"above the paper default, more than twice the difference's standard error "
-                f"({twice}; {judged.basis}).")
-    if judged.verdict == WITHIN_NOISE:
-        return (f"within noise: the best config is {s.gain:.2f} points above the paper default, "
-                f"not more than twice the difference's standard error ({twice}; {judged.basis}); "
-                "the search did NOT clearly beat the paper default.")
-    if judged.verdict == DEFAULT_BEST:
-        return (f"default best: the search did NOT beat the paper default on {what}; "
-                "the paper default is the best config found.")
-    return "no comparison (the paper-default trial did not complete)."
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

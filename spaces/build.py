@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from mgkd.config import ExperimentConfig
+from mgkd.catalog.methods import mode_has_levels
+from mgkd.config import ExperimentConfig, resolve
 from mgkd.errors import ConfigError
 from spaces.names import (MAX_LEVELS, NUM_LEVELS, is_granularity_name, level_name, parse_level_name,
                           wildcard_field)
@@ -79,8 +80,9 @@ def build_space(spec: str | Mapping[str, Any] | None, base: ExperimentConfig) ->
 
     Raises ConfigError naming the key and the allowed values for any bad spec.
     """
+    base = resolve(base)  # every part below reads the study's resolved defaults
     preset, declarations = _split_spec(spec)
-    if base.mode == "plain":
+    if not mode_has_levels(base.mode):
         # One sweep-wide space serves every mode: a plain study (no granularity terms) simply
         # leaves the granularity declarations to its mag/mas siblings.
         declarations = {k: v for k, v in declarations.items() if not is_granularity_name(k)}

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from mgkd.config import MAX_GRANULARITIES, ExperimentConfig
-from mgkd.validation import value_type
+from mgkd.config.validation import value_type
 
 # Discrete, so the head bank (one trained head per teacher, width and temperature) stays finite.
 WIDTH_CHOICES: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
@@ -59,12 +59,20 @@ def level_name(level: int, field: str) -> str:
     return f"g{level}_{field}"
 
 
-def parse_level_name(name: str) -> tuple[int, str] | None:
-    """``"g1_dim"`` -> ``(1, "dim")``; None for any other name (also for levels >= MAX_LEVELS)."""
+def split_level_name(name: str) -> tuple[int, str] | None:
+    """``"g1_dim"`` -> ``(1, "dim")`` for a level of any index (a flattened config's column may
+    name any of its levels); None for any other name."""
     match = _LEVEL_NAME.match(name)
-    if match is None or int(match.group(1)) >= MAX_LEVELS or match.group(1) != str(int(match.group(1))):
+    if match is None or match.group(1) != str(int(match.group(1))):
         return None
     return int(match.group(1)), match.group(2)
+
+
+def parse_level_name(name: str) -> tuple[int, str] | None:
+    """``"g1_dim"`` -> ``(1, "dim")``; None for any other name (also for levels >= MAX_LEVELS,
+    which no search space samples)."""
+    parsed = split_level_name(name)
+    return parsed if parsed is not None and parsed[0] < MAX_LEVELS else None
 
 
 def wildcard_field(name: str) -> str | None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from mgkd.config import ExperimentConfig, resolve
-from mgkd.methods import get_method
+from mgkd.catalog.methods import method_defaults, mode_has_levels
+from mgkd.config import ExperimentConfig
 from spaces.names import (LEVEL_FIELDS, MAX_LEVELS, NUM_LEVELS, TEMPERATURE_CHOICES, WIDTH_CHOICES,
                           level_name)
 from spaces.params import ParamSpec
@@ -57,7 +57,7 @@ def _level_specs(level: int) -> dict[str, ParamSpec]:
 
 def granularity_part(base: ExperimentConfig) -> dict[str, ParamSpec]:
     """The granularity structure: level count and each level's width, temperature and weight."""
-    if base.mode == "plain":
+    if not mode_has_levels(base.mode):
         return {}
     params = {NUM_LEVELS: ParamSpec(NUM_LEVELS, "int", low=1, high=MAX_LEVELS)}
     for level in range(MAX_LEVELS):
@@ -67,27 +67,25 @@ def granularity_part(base: ExperimentConfig) -> dict[str, ParamSpec]:
 
 def reads_temperature(base: ExperimentConfig) -> bool:
     """Whether the logit temperature ``T`` changes anything for this study's method and mode."""
-    resolved = resolve(base)
-    options = resolved.method_options
+    options = base.method_options
     falls_back_to_t = "temperature" in options and options["temperature"] is None
-    return resolved.logit_weight > 0 or falls_back_to_t
+    return base.logit_weight > 0 or falls_back_to_t
 
 
 def weights_part(base: ExperimentConfig) -> dict[str, ParamSpec]:
     """The loss weights and the logit temperature, centred on the study's resolved defaults."""
-    resolved = resolve(base)
-    params = _around("ce_weight", resolved.ce_weight, WEIGHT_FACTOR)
-    params.update(_around("logit_weight", resolved.logit_weight, WEIGHT_FACTOR))
+    params = _around("ce_weight", base.ce_weight, WEIGHT_FACTOR)
+    params.update(_around("logit_weight", base.logit_weight, WEIGHT_FACTOR))
     if reads_temperature(base):
         params["temperature"] = _log_float("temperature", *TEMPERATURE_RANGE)
-    if get_method(base.method).uses_feature_weight:
-        params.update(_around("feature_weight", resolved.feature_weight, WEIGHT_FACTOR))
+    if method_defaults(base.method).uses_feature_weight:
+        params.update(_around("feature_weight", base.feature_weight, WEIGHT_FACTOR))
     return params
 
 
 def optimiser_part(base: ExperimentConfig) -> dict[str, ParamSpec]:
     """SGD's learning rate (around the resolved lr) and weight decay."""
-    params = _around("lr", resolve(base).lr, LR_FACTOR)
+    params = _around("lr", base.lr, LR_FACTOR)
     params["weight_decay"] = _log_float("weight_decay", *WEIGHT_DECAY_RANGE)
     return params
 
@@ -102,7 +100,7 @@ DEFAULT_PRESET = "full"
 
 
 def preset_params(name: str, base: ExperimentConfig) -> dict[str, ParamSpec]:
-    """The declarations of preset ``name`` for a study with this base config."""
+    """The declarations of preset ``name`` for a study with this (resolved) base config."""
     params: dict[str, ParamSpec] = {}
     for part in PRESET_PARTS[name]:
         params.update(part(base))

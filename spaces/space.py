@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import optuna
 
+from mgkd.catalog.methods import mode_has_levels
 from mgkd.config import ExperimentConfig, paper_granularities, resolve
 from mgkd.errors import ConfigError
 from spaces.mapping import config_to_flat, flat_to_changes
@@ -23,7 +24,7 @@ class SearchSpace:
 
     def __init__(self, base: ExperimentConfig, params: Mapping[str, ParamSpec], *,
                  preset: str | None = None):
-        self.base: ExperimentConfig = base.replace()  # a validated private copy
+        self.base: ExperimentConfig = resolve(base)
         check_space(self.base, params)
         self.params: dict[str, ParamSpec] = {name: params[name] for name in canonical_order(list(params))}
         self.preset = preset
@@ -84,7 +85,7 @@ class SearchSpace:
     # ---- the head bank and logs ---------------------------------------------------------------
     def head_levels(self) -> list[tuple[int, float]]:
         """Every (dim, temperature) a trial of this space (or the base) can ask for, sorted."""
-        if self.base.mode == "plain":
+        if not mode_has_levels(self.base.mode):
             return []
         levels = {(g.dim, float(g.temperature)) for g in self.base.granularities}
         for level in range(max_levels(self.base, self.params)):
@@ -106,7 +107,7 @@ class SearchSpace:
             "method": self.base.method,
             "mode": self.base.mode,
             "params": {name: spec.to_dict() for name, spec in self.params.items()},
-            "fixed_levels": ([] if NUM_LEVELS in self.params or self.base.mode == "plain"
+            "fixed_levels": ([] if NUM_LEVELS in self.params or not mode_has_levels(self.base.mode)
                              else [g.to_dict() for g in self.base.granularities]),
             "head_levels": [[dim, temperature] for dim, temperature in self.head_levels()],
         }

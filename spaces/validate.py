@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from mgkd.catalog.methods import method_defaults, mode_has_levels
 from mgkd.config import ExperimentConfig
 from mgkd.errors import ConfigError
-from mgkd.methods import get_method
 from spaces.names import (CONFIG_KEYS, HEAD_FIELDS, INT_CONFIG_KEYS, MAX_LEVELS, NUM_LEVELS,
                           STUDY_FIXED_KEYS, allowed_names, is_granularity_name, level_name,
                           parse_level_name)
@@ -60,7 +60,7 @@ def _check_config_param(base: ExperimentConfig, spec: ParamSpec, params: Mapping
     name = spec.name
     if name in INT_CONFIG_KEYS and spec.type == "float":
         raise ConfigError(f"{name}: the config key is an integer; declare it as type int or categorical.")
-    if name == "feature_weight" and not get_method(base.method).uses_feature_weight:
+    if name == "feature_weight" and not method_defaults(base.method).uses_feature_weight:
         raise ConfigError(f"feature_weight: method '{base.method}' has no feature term, so searching "
                           "its weight changes nothing; remove the declaration.")
     if name == "temperature" and "logit_weight" not in params and not reads_temperature(base):
@@ -97,7 +97,7 @@ def check_space(base: ExperimentConfig, params: Mapping[str, ParamSpec]) -> None
     for name, spec in params.items():
         if not isinstance(spec, ParamSpec) or spec.name != name:
             raise ConfigError(f"{name}: expected a ParamSpec named {name!r}, got {spec!r}.")
-        if is_granularity_name(name) and base.mode == "plain":
+        if is_granularity_name(name) and not mode_has_levels(base.mode):
             raise ConfigError(f"{name}: mode plain has no granularity terms, so there is nothing to "
                               "search; use mode mag or mas, or remove the declaration.")
         parsed = parse_level_name(name)

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import torch
 
+from mgkd.catalog.objectives import get_objective
 from mgkd.config import ExperimentConfig
 
+VAL_ACC = get_objective("val_acc")  # what a classification Trainer selects its best epoch by
 TINY_DATA = {"num_train": 80, "num_test": 24, "num_classes": 4, "image_size": 16, "seed": 0}
 
 

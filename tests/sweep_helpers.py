@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from search.sweep import SweepSpec
+from mgkd.config.sweep import SweepSpec
 
 TINY_SPACE = {"preset": "full", "g*_dim": {"type": "categorical", "choices": [16, 64, 256]},
               "g*_temperature": {"type": "categorical", "choices": [2, 8]}}

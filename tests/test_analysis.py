@@ -26,9 +26,9 @@ from analysis.formats import FORMATS, best_document
 from analysis.load import load_run
 from analysis.report import write_report
 from analysis.run import read_run
-from mgkd.callbacks import REPORTED
 from mgkd.config import ExperimentConfig, load_config
 from mgkd.errors import MgkdError
+from mgkd.training.callbacks import reported_metrics
 
 from analysis_fixtures import (STUDIES, best_complete, damaged, make_legacy, optuna_trials,  # noqa: F401
                                real_run, result_lines, set_running, trial_dir_of,
@@ -325,7 +325,8 @@ def test_an_exported_config_reproduces_its_trial_exactly(real_run, tmp_path):
     trial_dir = trial_dir_of(real_run, key, winner.number)
     trial_tags, trial_hparams = board_contents(trial_dir)
     final_tags, final_hparams = board_contents(tmp_path / "final" / "tensorboard")
-    assert {f"ray/tune/{name}" for name in REPORTED} <= trial_tags & final_tags
+    reported = reported_metrics("classification", "val_acc")
+    assert {f"ray/tune/{name}" for name in reported} <= trial_tags & final_tags
     assert {"study", "outcome", "experiment/lr", "experiment/temperature"} <= \
         set(trial_hparams) & set(final_hparams)
     assert final_hparams["study"] == trial_hparams["study"] == key

@@ -6,17 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from mgkd.capture import capture_problems
+from mgkd.catalog.methods import METHOD_DEFAULTS
 from mgkd.config import resolve
 from mgkd.data import DeviceBatches, load_splits
-from mgkd.distill import build_task
-from mgkd.granularity import HeadTrainingTask, TeacherHead
-from mgkd.method_defaults import METHOD_DEFAULTS
-from mgkd.methods import METHOD_NAMES, METHODS
+from mgkd.distill.learner import build_learner
+from mgkd.knowledge.heads import HeadLearner, TeacherHead
+from mgkd.knowledge.teacher import SupervisedLearner
+from mgkd.methods import METHOD_NAMES
 from mgkd.models import create_model
 from mgkd.reid.losses import ReidBaseLoss
-from mgkd.steps import train_step
-from mgkd.teacher import ClassifierTask
+from mgkd.training.capture import capture_problems
+from mgkd.training.steps import train_step
+from mgkd.training.tasks import get_task
 
 from conftest import TINY_DATA
 from test_methods import untrained_knowledge
@@ -57,8 +58,6 @@ def test_the_detector_names_host_reads_data_shapes_and_replaced_tensors():
 
 def test_only_kdsvd_declares_a_blocker():
     assert [n for n in METHOD_NAMES if METHOD_DEFAULTS[n].capture_blocker] == ["kdsvd"]
-    assert all(METHODS[n].capture_blocker == METHOD_DEFAULTS[n].capture_blocker
-               for n in METHOD_NAMES)
 
 
 # Every method in mas (all loss terms on); crd's gather path too; kd and dkd in every mode.
@@ -71,7 +70,7 @@ CASES = ([(m, "mas", {}) for m in METHOD_NAMES] + [("crd", "mas", {"nce_k": 2})]
 def test_each_methods_step_matches_its_declared_capture_policy(tiny_config, splits, batch,
                                                                method, mode, options):
     config = resolve(tiny_config(method=method, mode=mode, epochs=8, method_options=options))
-    task = build_task(config, splits, untrained_knowledge(config), torch.device("cpu"))
+    task = build_learner(config, splits, untrained_knowledge(config), torch.device("cpu"))
     task.train()
     modules = [task.modules, task.teacher]
     problems = step_problems(lambda b: task.loss_components(b, 0), task.trainable_parameters(),
@@ -80,7 +79,7 @@ def test_each_methods_step_matches_its_declared_capture_policy(tiny_config, spli
     if stage is not None:  # ab, ft, fsp: the init stage is recorded the same way
         problems += step_problems(lambda b: {"loss": stage.loss(b)}, stage.parameters, modules,
                                   batch)
-    blocker = METHODS[method].capture_blocker
+    blocker = METHOD_DEFAULTS[method].capture_blocker
     if blocker is None:
         assert problems == []
     else:
@@ -89,16 +88,16 @@ def test_each_methods_step_matches_its_declared_capture_policy(tiny_config, spli
 
 def test_teacher_head_and_reid_steps_can_be_captured(splits, batch):
     model = create_model("resnet8", TINY_DATA["num_classes"])
-    teacher_task = ClassifierTask(model)
+    teacher_task = SupervisedLearner(model, get_task("classification"))
     assert step_problems(lambda b: teacher_task.loss_components(b, 0), model.parameters(),
                          [model], batch) == []
 
     head = TeacherHead(model.embedding_dim, 8, TINY_DATA["num_classes"])
-    heads_task = HeadTrainingTask(model, [head], [2.0])
+    heads_task = HeadLearner(model, [head], [2.0])
     assert step_problems(lambda b: heads_task.loss_components(b, 0), head.parameters(),
                          [model, head], batch) == []
 
-    reid = ClassifierTask(create_model("resnet8", TINY_DATA["num_classes"]))
+    reid = SupervisedLearner(create_model("resnet8", TINY_DATA["num_classes"]), get_task("reid"))
     triplet = ReidBaseLoss()
 
     def reid_loss(b):

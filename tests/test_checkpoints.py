@@ -22,15 +22,17 @@ import pytest
 import torch
 
 from mgkd.data import load_splits
-from mgkd.engine import Schedule, Trainer
 from mgkd.errors import ConfigError
-from mgkd.granularity import HeadBank, HeadKey
+from mgkd.knowledge.heads import HeadBank, HeadKey
+from mgkd.knowledge.teacher import SupervisedLearner, load_teacher
 from mgkd.models import create_model
 from mgkd.runner import teacher_facts
-from mgkd.teacher import ClassifierTask, load_teacher
+from mgkd.training.engine import Schedule, Trainer
+from mgkd.training.tasks import get_task
 
-from conftest import TINY_DATA
+from conftest import TINY_DATA, VAL_ACC
 
+CLASSIFY = get_task("classification")
 DATA = Path(__file__).parent / "data"
 LEGACY = DATA / "legacy_resnet8_c4.pt"
 EXPECTED = DATA / "legacy_resnet8_c4_expected.pt"
@@ -72,21 +74,21 @@ def test_old_student_pt_loads_converted(tmp_path):
 def test_old_trial_checkpoint_resumes_converted(tmp_path, caplog):
     splits = load_splits("synthetic", ".", val_fraction=0.25, options=TINY_DATA)
     torch.manual_seed(0)
-    trainer = Trainer(ClassifierTask(create_model("resnet8", 4)), splits,
-                      Schedule(epochs=2, lr=0.1), batch_size=16, seed=0)
+    trainer = Trainer(SupervisedLearner(create_model("resnet8", 4), CLASSIFY), splits,
+                      Schedule(epochs=2, lr=0.1), batch_size=16, seed=0, objective=VAL_ACC)
     trainer.fit()
     state = trainer.state_dict()
     # The same checkpoint as an earlier version wrote it: module tensors in the old naming.
     state["modules"] = {f"model.{k}": v for k, v in _legacy_state().items()}
     torch.save(state, tmp_path / "checkpoint.pt")
 
-    fresh = Trainer(ClassifierTask(create_model("resnet8", 4)), splits,
-                    Schedule(epochs=2, lr=0.1), batch_size=16, seed=0)
+    fresh = Trainer(SupervisedLearner(create_model("resnet8", 4), CLASSIFY), splits,
+                    Schedule(epochs=2, lr=0.1), batch_size=16, seed=0, objective=VAL_ACC)
     with caplog.at_level(logging.INFO, logger="mgkd.models.legacy"):
         fresh.load_checkpoint(tmp_path / "checkpoint.pt")
     assert any("converted 56 tensors" in r.getMessage() for r in caplog.records)
     assert fresh.state.epoch == 2
-    _assert_same_function(fresh.task.model)
+    _assert_same_function(fresh.learner.model)
 
 
 # ---- a file of another architecture or class count -------------------------------------------
@@ -185,8 +187,8 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
         teacher_facts(path)
 
     splits = load_splits("synthetic", ".", val_fraction=0.25, options=TINY_DATA)
-    trainer = Trainer(ClassifierTask(create_model("resnet8", 4)), splits,
-                      Schedule(epochs=1, lr=0.1), batch_size=16, seed=0)
+    trainer = Trainer(SupervisedLearner(create_model("resnet8", 4), CLASSIFY), splits,
+                      Schedule(epochs=1, lr=0.1), batch_size=16, seed=0, objective=VAL_ACC)
     with pytest.raises(ConfigError, match="checkpoint: .* was refused"):
         trainer.load_checkpoint(path)
 

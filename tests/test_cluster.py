@@ -25,7 +25,7 @@ def test_sweep_runs_across_both_nodes(two_nodes, tmp_path):
                       ray_address=two_nodes.address,
                       scheduler={"grace_period": 4, "reduction_factor": 2})
     result = run_sweep(spec)
-    assert len(study_trials(result.run_dir, result.studies[0].key)) == 4
+    assert len(study_trials(result.run_dir, result.studies[0].study.key)) == 4
     nodes = set()
     for trial_dir in trial_dirs(result.run_dir):
         assert epochs_reported(trial_dir)[-1] == 4

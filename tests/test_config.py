@@ -27,8 +27,8 @@ def test_paper_defaults():
 def test_default_config_fills_method_defaults(method):
     config = default_config("resnet32x4", "resnet8x4", "cifar100", method=method, mode="mag")
     cls = get_method(method)
-    assert config.ce_weight == cls.default_ce_weight
-    assert config.feature_weight == cls.default_feature_weight
+    assert config.ce_weight == cls.defaults.ce_weight
+    assert config.feature_weight == cls.defaults.feature_weight
     assert config.method_options == cls.resolve_options({}, "resnet32x4", "resnet8x4")
     assert None not in (config.ce_weight, config.logit_weight, config.feature_weight, config.lr)
 

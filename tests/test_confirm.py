@@ -22,7 +22,7 @@ def test_top_configs_are_rerun_with_more_seeds_and_ranked_by_mean(tmp_path):
     spec = tiny_sweep(tmp_path, modes=["plain"], num_samples=3,
                       scheduler={"grace_period": 4, "reduction_factor": 2})
     result = run_sweep(spec)
-    key = result.studies[0].key
+    key = result.studies[0].study.key
     ranking = confirm(result.run_dir, 2, 2)[key]
     stored = json.loads((result.run_dir / "confirm" / f"{key}.json").read_text())
     assert stored == ranking

@@ -16,6 +16,7 @@ import torchvision.datasets
 import torchvision.datasets.cifar
 
 from mgkd import data as D
+from mgkd.catalog.datasets import validate_data_options
 from mgkd.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------------------------------
@@ -295,27 +296,16 @@ def test_synthetic_is_learnable() -> None:
 )
 def test_synthetic_bad_options_rejected(options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        D.validate_data_options("synthetic", options)
+        validate_data_options("synthetic", options)
     with pytest.raises(ConfigError, match=match):
         D.load_splits("synthetic", "unused", options=options)
 
 
-def test_config_checks_data_options_as_the_sources_do() -> None:
-    # The torch-free table config validation reads is the one every registered source uses.
-    from mgkd import data_options
-
-    for name in D.DATASET_NAMES:
-        assert data_options.validate_data_options(name, None) == D.validate_data_options(name, None)
-        assert data_options.DATA_OPTIONS.get(name, {}).keys() == D.validate_data_options(name, {}).keys()
-    with pytest.raises(ConfigError, match=r"data.options.seed: .* got -1"):
-        data_options.validate_data_options("synthetic", {"seed": -1})
-
-
 def test_validate_data_options_and_spec() -> None:
-    assert D.validate_data_options("synthetic", None) == dict(D.SYNTHETIC_DEFAULTS)
-    assert D.validate_data_options("synthetic", {"seed": 9})["seed"] == 9
-    assert D.validate_data_options("cifar100", None) == {}
-    assert D.validate_data_options("cifar10", {}) == {}
+    assert validate_data_options("synthetic", None) == dict(D.SYNTHETIC_DEFAULTS)
+    assert validate_data_options("synthetic", {"seed": 9})["seed"] == 9
+    assert validate_data_options("cifar100", None) == {}
+    assert validate_data_options("cifar10", {}) == {}
     with pytest.raises(ConfigError, match="allowed: cifar100, cifar10, digits, synthetic"):
         D.dataset_spec("imagenet")
     spec = D.dataset_spec("synthetic", {"num_classes": 7, "image_size": 16})

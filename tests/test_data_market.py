@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from market_fixture import DISTRACTORS, OFFICIAL_FOLDER, write_market1501
 from mgkd import data as D
+from mgkd.catalog.datasets import validate_data_options
 from mgkd.data import market1501 as M
 from mgkd.data.augment import ERASE_AREA, ERASE_ASPECT, AugmentPlan, Augmenter
 from mgkd.errors import ConfigError, DataError
@@ -38,7 +39,8 @@ def _digest(image: torch.Tensor) -> str:
 def _raw_ids(root: Path) -> dict[str, int]:
     """Image digest -> person id, from a load without validation (labels index the sorted ids)."""
     full = _load(root, val_fraction=0.0)
-    pids = M.MARKET1501.train_listing(root, D.validate_data_options("market1501", SMALL)).pids.unique()
+    options = validate_data_options("market1501", SMALL)
+    pids = M.MARKET1501.train_listing(root, options).pids.unique()
     return {_digest(img): int(pids[label]) for img, label in zip(full.train.images, full.train.labels)}
 
 
@@ -315,8 +317,8 @@ def test_random_erasing_blanks_one_rectangle_with_probability_p(probability: flo
 ])
 def test_bad_options_are_clear_errors(options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        D.validate_data_options("market1501", options)
-    assert D.validate_data_options("market1501", None) == {
+        validate_data_options("market1501", options)
+    assert validate_data_options("market1501", None) == {
         "height": 256, "width": 128, "instances": 4, "max_identities": None}
 
 

@@ -5,14 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from mgkd.callbacks import REPORTED
 from mgkd.data import load_splits
-from mgkd.engine import InitStage, Schedule, Trainer
 from mgkd.errors import TrainingDiverged
 from mgkd.models import create_model
 from mgkd.runner import run_training
+from mgkd.training.callbacks import reported_metrics
+from mgkd.training.engine import Schedule, Trainer
+from mgkd.training.learner import InitStage, Learner
 
-from conftest import TINY_DATA
+from conftest import TINY_DATA, VAL_ACC
 
 
 class StopAfter:
@@ -80,7 +81,7 @@ def test_tensorboard_events_hold_every_metric(tmp_path, tiny_config):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     # the tags a sweep trial's metrics get from Ray's logger: a final run overlays its trial
-    assert {f"ray/tune/{name}" for name in REPORTED} <= tags
+    assert {f"ray/tune/{name}" for name in reported_metrics("classification", "val_acc")} <= tags
     assert [e.step for e in events.Scalars("ray/tune/val_acc")] == [1, 2]
     hparams = read_hparams(tmp_path / "run" / "tensorboard")
     assert hparams["outcome"] == "mgkd train" and hparams["experiment/epochs"] == 2
@@ -111,8 +112,8 @@ def test_an_existing_run_is_not_overwritten_and_resume_needs_one(tmp_path, tiny_
         run_training(tiny_config(epochs=3), tmp_path / "run", resume=True)
 
 
-class NaNTask:
-    """A task whose loss turns NaN: the engine must stop with a clear error."""
+class NaNTask(Learner):
+    """A learner whose loss turns NaN: the engine must stop with a clear error."""
 
     def __init__(self):
         self.weight = nn.Parameter(torch.ones(()))
@@ -121,25 +122,17 @@ class NaNTask:
     def trainable_parameters(self):
         return [self.weight]
 
-    def train(self):
-        pass
-
-    def eval(self):
-        pass
-
-    def init_stage(self):
-        return None
-
     def loss_components(self, batch, epoch):
         return {"loss": self.weight * torch.log(torch.tensor(-1.0))}
 
-    def score(self, batch):
-        return torch.zeros(()), torch.zeros(())
+    def eval_logits(self, batch):
+        return [torch.zeros(len(batch.labels), 4)]
 
 
 def test_nan_loss_stops_with_a_clear_error():
     splits = load_splits("synthetic", ".", val_fraction=0.25, options=TINY_DATA)
-    trainer = Trainer(NaNTask(), splits, Schedule(epochs=3, lr=0.1), batch_size=16, seed=0)
+    trainer = Trainer(NaNTask(), splits, Schedule(epochs=3, lr=0.1), batch_size=16, seed=0,
+                      objective=VAL_ACC)
     with pytest.raises(TrainingDiverged, match="NaN or infinite in epoch 1"):
         trainer.fit()
 
@@ -159,7 +152,8 @@ def test_init_stage_runs_once_before_the_main_stage():
                 return (self.weight - 3) ** 2
             return InitStage(epochs=2, parameters=[self.weight], loss=loss)
 
-    trainer = Trainer(Task(), splits, Schedule(epochs=1, lr=0.1), batch_size=30, seed=0)
+    trainer = Trainer(Task(), splits, Schedule(epochs=1, lr=0.1), batch_size=30, seed=0,
+                      objective=VAL_ACC)
     trainer.fit()
     assert [c[0] for c in calls] == ["init"] * 4 + ["main"] * 2  # 60 images / 30 per batch
     assert trainer.state.init_done

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from mgkd.config import ExperimentConfig
+from mgkd.config.execution import (Execution, ExecutionSettings, auto_eval_batch_size,
+                                   resolve_execution)
 from mgkd.data import load_splits
-from mgkd.distill import Knowledge, make_trainer
+from mgkd.distill.learner import make_trainer
 from mgkd.errors import ConfigError
-from mgkd.execution import Execution, ExecutionSettings, auto_eval_batch_size, resolve_execution
+from mgkd.knowledge.prepare import Knowledge
 from search.sweep import validate_sweep
 
 from conftest import TINY_DATA
@@ -56,7 +58,7 @@ def test_true_that_cannot_be_honoured_is_a_config_error_auto_falls_back_with_a_l
     reason = "torch.linalg.svd reads its convergence flags"
     with pytest.raises(ConfigError, match=f"cannot be captured in a CUDA graph: {reason}"):
         resolved("cuda", cuda_graphs=True, capture_blocker=reason, what="kdsvd distillation")
-    with caplog.at_level(logging.INFO, logger="mgkd.execution"):
+    with caplog.at_level(logging.INFO, logger="mgkd.config.execution"):
         execution = resolved("cuda", cuda_graphs="auto", capture_blocker=reason,
                              what="kdsvd distillation")
     assert not execution.cuda_graphs and execution.amp
@@ -65,7 +67,8 @@ def test_true_that_cannot_be_honoured_is_a_config_error_auto_falls_back_with_a_l
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"cuda_graphs": True, "device": "cpu"}, "cuda_graphs: true with device: cpu"),
+    ({"cuda_graphs": True, "device": "cpu"},
+     "cuda_graphs: true needs a CUDA GPU, but device is cpu"),
     ({"cuda_graphs": True, "method": "kdsvd", "device": "auto"},
      "method kdsvd's step cannot be captured in a CUDA graph: torch.linalg.svd"),
     ({"cuda_graphs": "yes"}, "cuda_graphs: expected auto, true or false, got 'yes'."),
@@ -88,7 +91,8 @@ def test_graphs_asked_for_on_a_machine_without_gpu_fail_before_any_work(tiny_con
 
 
 def test_sweeps_refuse_graphs_without_gpus_or_for_uncapturable_methods(tmp_path):
-    with pytest.raises(ConfigError, match="base.cuda_graphs: true but resources_per_trial.gpu is 0"):
+    with pytest.raises(ConfigError, match="base.cuda_graphs: true needs a CUDA GPU, but "
+                                          "resources_per_trial.gpu is 0"):
         validate_sweep(tiny_sweep(tmp_path, base={"device": "auto", "cuda_graphs": True}),
                        check_data=False)
     spec = tiny_sweep(tmp_path, methods=["kd", "kdsvd"], resources_per_trial={"cpu": 1, "gpu": 0.25},

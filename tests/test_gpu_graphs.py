@@ -9,13 +9,14 @@ skipped batch or a missed warm-up factor moves them by far more."""
 import pytest
 import torch
 
+from mgkd.catalog.methods import METHOD_DEFAULTS
 from mgkd.config import ExperimentConfig, resolve
+from mgkd.config.execution import Execution
 from mgkd.data import load_splits
-from mgkd.distill import Knowledge, build_task, schedule_of
-from mgkd.engine import Trainer
-from mgkd.execution import Execution
-from mgkd.method_defaults import METHOD_DEFAULTS
+from mgkd.distill.learner import build_learner, schedule_of
+from mgkd.knowledge.prepare import Knowledge
 from mgkd.methods import METHOD_NAMES
+from mgkd.training.engine import Trainer
 
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -46,7 +47,7 @@ def config_of(tmp_path, **changes):
 
 def trainer_of(config, splits, execution, **kwargs):
     knowledge = Knowledge.untrained(config, CIFAR_SIZED["num_classes"])
-    task = build_task(config, splits, knowledge, torch.device("cuda"),
+    task = build_learner(config, splits, knowledge, torch.device("cuda"),
                       channels_last=execution.channels_last)
     return Trainer(task, splits, schedule_of(config), batch_size=config.batch_size, seed=0,
                    execution=execution, **kwargs)

@@ -5,8 +5,8 @@ from dataclasses import replace
 import torch
 
 from mgkd.data import DeviceBatches, load_splits
-from mgkd.granularity import (FrozenTeacher, HeadBank, HeadKey, HeadTrainingTask, StudentGranularity,
-                              TeacherHead, train_heads)
+from mgkd.knowledge.heads import (FrozenTeacher, HeadBank, HeadKey, HeadLearner, StudentGranularity,
+                                  TeacherHead, train_heads)
 from mgkd.models import create_model
 
 from conftest import TINY_DATA
@@ -60,7 +60,7 @@ def test_task_loss_is_the_design_head_loss():
     torch.manual_seed(1)
     teacher = teacher_model().eval()
     head = TeacherHead(64, 8, 4)
-    task = HeadTrainingTask(teacher, [head], [3.0])
+    task = HeadLearner(teacher, [head], [3.0])
     splits = tiny_splits()
     batch = next(iter(DeviceBatches(splits.train, splits.spec, 16, train=False)))
     loss = task.loss_components(batch, 0)["loss"]

@@ -11,14 +11,15 @@ import torch
 import yaml
 
 import mgkd.runner as runner_module
-from mgkd.callbacks import ProgressLog
 from mgkd.config import ExperimentConfig, parse_overrides
-from mgkd.distill import head_bank, head_keys, load_config_splits
+from mgkd.data import load_config_splits
 from mgkd.errors import ConfigError
 from mgkd.io import file_sha256
+from mgkd.knowledge.prepare import head_bank, head_keys
+from mgkd.knowledge.teacher import cached_teacher_path, ensure_teacher, load_teacher, progress_path
 from mgkd.models import create_model
 from mgkd.runner import run_training
-from mgkd.teacher import cached_teacher_path, ensure_teacher, load_teacher, progress_path
+from mgkd.training.callbacks import ProgressLog
 
 from conftest import assert_clean_error, mgkd, tiny_config_dict
 
@@ -241,13 +242,3 @@ def test_version_and_a_light_start():
     assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stderr
     help_text = mgkd("train", "--help").stdout
     assert "--out DIR" in help_text and "sweep's run dir" in help_text
-
-
-def test_the_command_line_names_match_the_registries():
-    from mgkd import data, methods, models, names
-    assert names.MODEL_NAMES == models.MODEL_NAMES
-    assert names.METHOD_NAMES == methods.METHOD_NAMES
-    assert names.DATASET_NAMES == data.DATASET_NAMES
-    assert names.DATASET_TASKS == {name: data.dataset_spec(name).task for name in data.DATASET_NAMES}
-    from mgkd import tasks
-    assert names.TASK_NAMES == tasks.TASK_NAMES

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgkd.loss import LossWeights, compose_loss
+from mgkd.distill.loss import LossWeights, compose_loss
 
 
 def kl_by_hand(target_logits, student_logits, t):
@@ -36,8 +36,10 @@ def tensors():
 
 
 def weights(mode):
-    return LossWeights(mode=mode, ce=0.3, logit=0.9, feature=2.5, temperature=4.0,
-                       level_temperatures=(2.0, 8.0), level_weights=(1.0, 0.25))
+    levels = mode != "plain"  # as LossWeights.from_config makes them: plain has no levels
+    return LossWeights(stable_target=mode == "mas", ce=0.3, logit=0.9, feature=2.5,
+                       temperature=4.0, level_temperatures=(2.0, 8.0) if levels else (),
+                       level_weights=(1.0, 0.25) if levels else ())
 
 
 def expected(t, mode):
@@ -78,7 +80,7 @@ def test_mas_target_differs_from_mag(tensors):
 
 
 def test_zero_weights_give_zero_terms_with_the_same_names(tensors):
-    w = LossWeights(mode="plain", ce=1.0, logit=0.0, feature=0.0, temperature=4.0,
+    w = LossWeights(stable_target=False, ce=1.0, logit=0.0, feature=0.0, temperature=4.0,
                     level_temperatures=(), level_weights=())
     terms = compose(w, tensors)
     assert set(terms) == {"loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity"}

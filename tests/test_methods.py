@@ -3,40 +3,38 @@ distillation task gives a finite loss and moves the student, its encoders and th
 import pytest
 import torch
 
+from mgkd.catalog.methods import METHOD_DEFAULTS
 from mgkd.config import resolve
 from mgkd.data import DeviceBatches, load_splits
-from mgkd.distill import Knowledge, build_task
+from mgkd.distill.learner import build_learner
 from mgkd.errors import ConfigError
-from mgkd.method_defaults import METHOD_DEFAULTS
+from mgkd.knowledge.prepare import Knowledge
 from mgkd.methods import METHOD_NAMES, METHODS
 
 from conftest import TINY_DATA
 
-EXPECTED = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd",
-            "kdsvd", "afd", "dkd")
+def test_every_catalog_method_is_registered_under_its_name_with_its_entry():
+    # The registry is derived from the catalog: each method's module, named as the method,
+    # registers a class of that name, which reads its defaults from its catalog entry.
+    assert tuple(METHODS) == METHOD_NAMES == tuple(METHOD_DEFAULTS)
+    assert all(cls.name == name and cls.defaults is METHOD_DEFAULTS[name]
+               for name, cls in METHODS.items())
 
 
-def test_all_sixteen_methods_are_registered():
-    assert METHOD_NAMES == EXPECTED
-    assert all(METHODS[name].name == name for name in EXPECTED)
+def test_a_method_without_a_catalog_entry_is_refused():
+    from mgkd.methods.base import DistillMethod, register
+
+    class Nameless(DistillMethod):
+        name = "not_in_the_catalog"
+
+    with pytest.raises(RuntimeError, match="not_in_the_catalog"):
+        register(Nameless)
 
 
-def test_torch_free_defaults_are_the_methods_defaults():
-    # One source of truth: `mgkd config` reads the table, the torch classes get it on register.
-    assert tuple(METHOD_DEFAULTS) == METHOD_NAMES
-    for name, cls in METHODS.items():
-        table = METHOD_DEFAULTS[name]
-        assert (cls.default_ce_weight, cls.default_logit_weight, cls.default_feature_weight,
-                cls.uses_feature_weight) == (table.ce_weight, table.logit_weight,
-                                             table.feature_weight, table.uses_feature_weight)
-        assert dict(cls.option_defaults) == dict(table.options)
-        for teacher, student in (("resnet56", "resnet20"), ("vgg13", "vgg8"),
-                                 ("resnet32x4", "resnet8x4")):
-            options = cls.resolve_options({}, teacher, student)
-            assert options == table.resolve_options({}, teacher, student)
-            assert cls.feature_weight_default(options) == table.feature_weight_default(options)
+def test_pair_and_form_defaults_come_from_the_catalog():
+    assert METHOD_DEFAULTS["dkd"].resolve_options({}, "resnet56", "resnet20")["beta"] == 2.0
     assert METHODS["dkd"].resolve_options({}, "resnet56", "resnet20")["beta"] == 2.0
-    assert METHODS["cc"].feature_weight_default({"form": "repdistiller"}) == 0.02
+    assert METHOD_DEFAULTS["cc"].feature_weight_default({"form": "repdistiller"}) == 0.02
     with pytest.raises(ConfigError, match=r"method_options: unknown option\(s\) \['nope'\]"):
         METHODS["at"].resolve_options({"nope": 1})
 
@@ -60,10 +58,10 @@ def moved(before, module):
 
 
 @pytest.mark.parametrize("mode", ["plain", "mag", "mas"])
-@pytest.mark.parametrize("method", EXPECTED)
+@pytest.mark.parametrize("method", METHOD_NAMES)
 def test_one_step_moves_student_and_method(tiny_config, splits, method, mode):
     config = resolve(tiny_config(method=method, mode=mode, epochs=8))
-    task = build_task(config, splits, untrained_knowledge(config), torch.device("cpu"))
+    task = build_learner(config, splits, untrained_knowledge(config), torch.device("cpu"))
     batch = next(iter(DeviceBatches(splits.train, splits.spec, 16, train=True,
                                     generator=torch.Generator().manual_seed(0))))
     stage = task.init_stage()

@@ -87,25 +87,25 @@ def test_class_attributes_match_design_table():
     for name, beta in betas.items():
         cls = get_method(name)
         assert cls.name == name
-        assert cls.default_feature_weight == beta
-        assert cls.uses_feature_weight
-        assert (cls.default_ce_weight, cls.default_logit_weight) == (1.0, 0.0)
+        assert cls.defaults.feature_weight == beta
+        assert cls.defaults.uses_feature_weight
+        assert (cls.defaults.ce_weight, cls.defaults.logit_weight) == (1.0, 0.0)
         assert not cls.has_init_stage
     kd = get_method("kd")
-    assert not kd.uses_feature_weight
-    assert (kd.default_ce_weight, kd.default_logit_weight) == (0.2, 0.8)
+    assert not kd.defaults.uses_feature_weight
+    assert (kd.defaults.ce_weight, kd.defaults.logit_weight) == (0.2, 0.8)
 
 
 def test_option_defaults():
-    assert get_method("fitnet").option_defaults == {"hint_layer": 2}
-    assert get_method("at").option_defaults == {"p": 2}
-    assert get_method("rkd").option_defaults == {"distance_weight": 25.0, "angle_weight": 50.0}
-    assert get_method("cc").option_defaults == {"embed_dim": 128, "kernel": "gaussian",
+    assert get_method("fitnet").defaults.options == {"hint_layer": 2}
+    assert get_method("at").defaults.options == {"p": 2}
+    assert get_method("rkd").defaults.options == {"distance_weight": 25.0, "angle_weight": 50.0}
+    assert get_method("cc").defaults.options == {"embed_dim": 128, "kernel": "gaussian",
                                                 "gamma": 0.4, "order": 2, "form": "paper"}
-    assert get_method("vid").option_defaults == {"init_variance": 5.0, "eps": 1e-5}
-    assert get_method("pkt").option_defaults == {"eps": 1e-7}
-    assert get_method("sp").option_defaults == {}
-    assert get_method("kd").option_defaults == {}
+    assert get_method("vid").defaults.options == {"init_variance": 5.0, "eps": 1e-5}
+    assert get_method("pkt").defaults.options == {"eps": 1e-7}
+    assert get_method("sp").defaults.options == {}
+    assert get_method("kd").defaults.options == {}
 
 
 # --------------------------------------------------------------------------- kd

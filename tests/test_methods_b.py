@@ -65,12 +65,12 @@ def pool_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def test_registration_and_defaults(name, beta, init, trains_student):
     cls = get_method(name)
     assert cls.name == name
-    assert cls.default_feature_weight == beta
-    assert cls.default_ce_weight == 1.0 and cls.default_logit_weight == 0.0
+    assert cls.defaults.feature_weight == beta
+    assert cls.defaults.ce_weight == 1.0 and cls.defaults.logit_weight == 0.0
     assert cls.has_init_stage is init
     assert cls.init_trains_student is trains_student
     if init:
-        assert cls.option_defaults["init_fraction"] == pytest.approx(0.125)
+        assert cls.defaults.options["init_fraction"] == pytest.approx(0.125)
         assert build(name, epochs=240).init_epochs() == 30
         assert build(name, epochs=8).init_epochs() == 1
         assert build(name, options={"init_fraction": 0.5}, epochs=10).init_epochs() == 5

@@ -61,10 +61,10 @@ def backward_grads(loss: torch.Tensor, tensors: list[torch.Tensor]) -> list[torc
 def test_contract(name: str) -> None:
     cls = METHODS[name]
     assert cls.name == name
-    assert cls.default_ce_weight == 1.0 and cls.default_logit_weight == 0.0
-    assert cls.default_feature_weight > 0
+    assert cls.defaults.ce_weight == 1.0 and cls.defaults.logit_weight == 0.0
+    assert cls.defaults.feature_weight > 0
     method = build_method(name, make_context(), {})
-    assert set(method.options) == set(cls.option_defaults)
+    assert set(method.options) == set(cls.defaults.options)
 
 
 @pytest.mark.parametrize("name", ["kdsvd", "afd", "dkd"])
@@ -320,4 +320,4 @@ def test_afd_batch_of_one_in_training() -> None:
 def test_afd_bad_qk_dim() -> None:
     with pytest.raises(ConfigError):
         AFD(make_context(), {"qk_dim": 0})
-    assert math.isclose(AFD.default_feature_weight, 200.0)
+    assert math.isclose(AFD.defaults.feature_weight, 200.0)

@@ -28,10 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from mgkd.errors import ConfigError
+from mgkd.knowledge.teacher import load_teacher, save_teacher
 from mgkd.models import REID_MODEL_NAMES, create_model, probe_feature_shapes
 from mgkd.models.backbone_init import InitReport, init_backbone
 from mgkd.models.osnet import AggregationGate, OmniScaleBlock
-from mgkd.teacher import load_teacher, save_teacher
 from zoo_reference import feature_summary, reference_weights
 
 DATA = Path(__file__).parent / "data" / "torchreid_reid.json"

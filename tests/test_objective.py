@@ -1,5 +1,5 @@
-"""The sweep's objective (issue 10): mgkd.objectives, the sweep key and its checks, and the analysis
-of a re-ID run dir selected on val_map.
+"""The sweep's objective (issue 10): mgkd.catalog.objectives, the sweep key and its checks, and the
+analysis of a re-ID run dir selected on val_map.
 
 The re-ID run dir is built by hand the way a sweep writes one (sweep.yaml, optuna.db, one trial
 dir per trial with params.json and result.json), with the metrics re-ID trials report. The
@@ -14,11 +14,12 @@ import optuna
 import pytest
 import yaml
 
+from mgkd.catalog.objectives import (OBJECTIVES, check_objective, default_objective, get_objective,
+                                     objectives_for)
 from mgkd.config import ExperimentConfig
+from mgkd.config.sweep import SweepSpec, plan
 from mgkd.errors import ConfigError
-from mgkd.objectives import (OBJECTIVES, check_objective, default_objective, get_objective,
-                             objectives_for)
-from search.sweep import SweepSpec, plan, validate_sweep
+from search.sweep import validate_sweep
 
 from sweep_helpers import tiny_sweep
 
@@ -90,7 +91,7 @@ def _row(run_dir: Path) -> dict:
     return best.to_dict()
 
 
-# ---- mgkd.objectives ---------------------------------------------------------------------------
+# ---- mgkd.catalog.objectives -------------------------------------------------------------------
 def test_the_registry_knows_each_tasks_objectives_and_default():
     assert default_objective("classification").name == "val_acc"
     assert default_objective("reid").name == "val_map"
@@ -220,11 +221,12 @@ def test_a_classification_report_has_no_re_id_table():
 
 # ---- search: the summary and the progress table ------------------------------------------------
 def test_the_tune_summary_judges_val_map_by_its_reported_errors(reid_run):
-    from search.tune import SweepResult, format_summary, summarize
-    (summary,) = summarize(reid_run, [KEY], {KEY: 100}, OBJECTIVES["val_map"])
-    assert (summary.best_value, summary.paper_value) == (70.0, 60.0)
-    assert (summary.best_se, summary.paper_se) == (1.5, 1.0)
+    from analysis.best import best_trials
+    from search.tune import SweepResult, format_summary
+    (summary,) = best_trials(reid_run)  # what `mgkd tune` prints after a sweep
+    assert (summary.value, summary.paper_value) == (70.0, 60.0)
     assert summary.verdict.verdict == "beats default" and summary.val_se == 1.5
+    assert summary.verdict.gain_se == pytest.approx((1.5 ** 2 + 1.0 ** 2) ** 0.5)
     text = format_summary(SweepResult(reid_run, [summary]))
     assert "best val_map" in text and "points of validation mAP" in text
 

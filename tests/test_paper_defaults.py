@@ -7,9 +7,9 @@ plain (RepDistiller's ``-a 0``), kd's 0.2 / 0.8 in every mode, the paper's two h
 import pytest
 
 from mgkd.config import ExperimentConfig, default_config
+from mgkd.config.sweep import SweepSpec, plan
 from mgkd.methods import METHOD_NAMES
 from search.multistudy import MultiStudySearcher, StudyEntry
-from search.sweep import SweepSpec, plan
 from spaces import build_space
 
 # feature_weight β per method (DESIGN.md's table / the README's method table).

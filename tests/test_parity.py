@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mgkd.loss import LossWeights, compose_loss
+from mgkd.distill.loss import LossWeights, compose_loss
 from mgkd.methods import MethodContext, MethodInputs, build_method
 from mgkd.methods.common import soft_kl
 
@@ -45,7 +45,7 @@ def test_kd_hinton():
     assert soft_kl(student, teacher, 2.0).item() == pytest.approx(0.26162407, abs=1e-7)
     # With the paper's kd weights: 0.2 · CE + 0.8 · KD. CE of [0, 0] is ln 2 for either label:
     # 0.2 · 0.6931472 + 0.8 · 0.2616241 = 0.3479287.
-    weights = LossWeights(mode="plain", ce=0.2, logit=0.8, feature=0.0, temperature=2.0,
+    weights = LossWeights(stable_target=False, ce=0.2, logit=0.8, feature=0.0, temperature=2.0,
                           level_temperatures=(), level_weights=())
     base = {"ce": F.cross_entropy(student, torch.tensor([0, 1]))}
     terms = compose_loss(weights, student_logits=student, teacher_logits=teacher, base=base,

@@ -41,7 +41,7 @@ def reid_sweep(tmp_path_factory):
 def test_trials_report_retrieval_metrics_and_optuna_selects_on_val_map(reid_sweep):
     spec, result = reid_sweep
     (summary,) = result.studies
-    assert summary.key == KEY and summary.objective.name == "val_map"
+    assert summary.study.key == KEY and summary.objective.name == "val_map"
     finals = {}
     for folder in trial_dirs(result.run_dir):
         rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
@@ -56,7 +56,7 @@ def test_trials_report_retrieval_metrics_and_optuna_selects_on_val_map(reid_swee
     for trial in trials:
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert trial.value == pytest.approx(finals[trial.number]["val_map"])
-    assert summary.best_value == max(t.value for t in trials if t.value is not None)
+    assert summary.value == max(t.value for t in trials if t.value is not None)
 
 
 def test_best_export_and_report_work_on_the_re_id_run(reid_sweep, tmp_path):

@@ -10,17 +10,19 @@ import pytest
 import torch
 
 from market_fixture import write_market1501
-from mgkd.callbacks import reported_metrics
+from mgkd.catalog.objectives import get_objective
 from mgkd.config import ExperimentConfig, resolve
-from mgkd.data import load_splits, make_batches
-from mgkd.distill import Knowledge, build_task, load_config_splits, prepare_knowledge
-from mgkd.engine import RunState, Trainer
+from mgkd.data import load_config_splits, load_splits, make_batches
+from mgkd.distill.learner import build_learner
 from mgkd.errors import ConfigError
+from mgkd.knowledge.prepare import Knowledge, prepare_knowledge
+from mgkd.knowledge.teacher import SupervisedLearner, TeacherRecipe, train_teacher
 from mgkd.models import create_model
 from mgkd.reid.metrics import retrieval_metrics
 from mgkd.runner import run_training
-from mgkd.tasks import get_task
-from mgkd.teacher import ClassifierTask, TeacherRecipe, train_teacher
+from mgkd.training.callbacks import reported_metrics
+from mgkd.training.engine import RunState, Trainer
+from mgkd.training.tasks import get_task
 
 SMALL = {"height": 64, "width": 32, "instances": 4}
 RETRIEVAL_KEYS = ("map", "rank1", "rank5", "rank10", "map_se")
@@ -57,8 +59,8 @@ def test_a_reid_teacher_reports_retrieval_metrics_and_its_triplet_term(market):
 def test_evaluation_ranks_the_models_own_embeddings(market):
     torch.manual_seed(0)
     model = create_model("osnet_x0_25", market.spec.num_classes).eval()
-    trainer = Trainer(ClassifierTask(model, get_task("reid")), market, recipe(1).schedule(),
-                      batch_size=16, seed=0)
+    trainer = Trainer(SupervisedLearner(model, get_task("reid")), market, recipe(1).schedule(),
+                      batch_size=16, seed=0, objective=get_objective("val_map"))
     got = trainer.evaluate(market.val, "val")
 
     def embed(split):
@@ -139,7 +141,7 @@ def test_student_init_starts_the_student_from_the_file(market_dir, tmp_path):
     config = resolve(reid_config(market_dir, tmp_path, student_init=str(tmp_path / "imagenet.pth"),
                                  mode="plain"))
     splits = load_config_splits(config)
-    task = build_task(config, splits, prepare_knowledge(config, splits), torch.device("cpu"))
+    task = build_learner(config, splits, prepare_knowledge(config, splits), torch.device("cpu"))
     student = task.modules["student"].state_dict()
     assert torch.equal(student["conv1.conv.weight"], donor.state_dict()["conv1.conv.weight"])
     assert student["classifier.weight"].shape[0] == splits.spec.num_classes != 100
@@ -188,7 +190,7 @@ def test_the_papers_re_id_pairs_take_a_step_with_every_embedding_method(market, 
         "dataset": "market1501", "data_options": SMALL, "teacher": "osnet_x1_0",
         "student": student, "method": method, "mode": "mas", "batch_size": 16,
         "granularities": [{"dim": 64, "temperature": 2.0}, {"dim": 256, "temperature": 8.0}]}))
-    task = build_task(config, market, Knowledge.untrained(config, market.spec.num_classes),
+    task = build_learner(config, market, Knowledge.untrained(config, market.spec.num_classes),
                       torch.device("cpu"))
     batch = next(iter(make_batches(market.train, market.spec, 16, train=True,
                                    generator=torch.Generator().manual_seed(0))))

@@ -7,19 +7,21 @@ import pytest
 import torch
 
 from mgkd.config import resolve
+from mgkd.config.execution import Execution
 from mgkd.data import load_splits
-from mgkd.distill import build_task, schedule_of
-from mgkd.engine import Schedule, Trainer
-from mgkd.execution import Execution
+from mgkd.distill.learner import make_trainer
+from mgkd.knowledge.teacher import SupervisedLearner
 from mgkd.models import create_model
-from mgkd.steps import WARMUP_STEPS, InlineRecorder, capture_key
-from mgkd.teacher import ClassifierTask
+from mgkd.training.engine import Schedule, Trainer
+from mgkd.training.steps import WARMUP_STEPS, InlineRecorder, capture_key
+from mgkd.training.tasks import get_task
 
-from conftest import TINY_DATA
+from conftest import TINY_DATA, VAL_ACC
 from test_engine import StopAfter
 from test_methods import untrained_knowledge
 
 GRAPHED = Execution(cuda_graphs=True)
+CLASSIFY = get_task("classification")
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +32,15 @@ def splits():
 
 def classifier_trainer(splits, recorder=None, **kwargs):
     torch.manual_seed(0)
-    task = ClassifierTask(create_model("resnet8", TINY_DATA["num_classes"]))
+    task = SupervisedLearner(create_model("resnet8", TINY_DATA["num_classes"]), CLASSIFY)
     execution = GRAPHED if recorder is not None else None
     return Trainer(task, splits, Schedule(epochs=4, lr=0.1, milestones=(0.5, 0.75)),
-                   batch_size=16, seed=0, execution=execution, recorder=recorder, **kwargs)
+                   batch_size=16, seed=0, objective=VAL_ACC, execution=execution, recorder=recorder,
+                   **kwargs)
 
 
 def weights(trainer):
-    return [t.detach().clone() for t in trainer.task.modules.state_dict().values()]
+    return [t.detach().clone() for t in trainer.learner.modules.state_dict().values()]
 
 
 def assert_same_run(a, b):
@@ -73,11 +76,9 @@ def test_capture_key_holds_every_groups_lr_and_the_tasks_constants():
 
 
 def distill_trainer(config, splits, recorder=None, **kwargs):
+    """The trainer `mgkd train` and a sweep trial get, its steps recorded by ``recorder``."""
     config = resolve(config)
-    task = build_task(config, splits, untrained_knowledge(config), torch.device("cpu"))
-    return Trainer(task, splits, schedule_of(config), batch_size=config.batch_size, seed=0,
-                   execution=GRAPHED if recorder is not None else None, recorder=recorder,
-                   **kwargs)
+    return make_trainer(config, splits, untrained_knowledge(config), recorder=recorder, **kwargs)
 
 
 def graphed_equals_eager(config, splits):
@@ -98,7 +99,7 @@ def test_dkd_warm_up_factor_is_rerecorded_each_epoch(tiny_config, splits):
     config = tiny_config(method="dkd", mode="mas", epochs=4,
                          method_options={"warmup_fraction": 0.75})
     graphed, recorder = graphed_equals_eager(config, splits)
-    assert [graphed.task.step_constants(e)[0] for e in range(4)] == pytest.approx(
+    assert [graphed.learner.step_constants(e)[0] for e in range(4)] == pytest.approx(
         [1 / 3, 2 / 3, 1.0, 1.0])
     assert recorder.captures == 3
 
@@ -110,7 +111,7 @@ def test_a_graph_that_misses_dkds_warm_up_factor_would_train_differently(tiny_co
     eager = distill_trainer(config, splits)
     eager.fit()
     stale = distill_trainer(config, splits, InlineRecorder())
-    monkeypatch.setattr(stale.task, "step_constants", lambda epoch: ())
+    monkeypatch.setattr(stale.learner, "step_constants", lambda epoch: ())
     stale.fit()
     assert stale.state.history[1]["loss_feature"] == eager.state.history[1]["loss_feature"]
     assert stale.state.history[2]["loss_feature"] != eager.state.history[2]["loss_feature"]
@@ -160,7 +161,7 @@ def test_loading_a_checkpoint_mid_run_records_the_step_again(splits, tmp_path):
 
 def test_evaluation_batch_size_changes_nothing_but_speed(splits):
     small = classifier_trainer(splits)
-    large = Trainer(small.task, splits, small.schedule, batch_size=16, seed=0,
+    large = Trainer(small.learner, splits, small.schedule, batch_size=16, seed=0, objective=VAL_ACC,
                     execution=Execution(eval_batch_size=1024))
     assert large.evaluate(splits.val, "val") == pytest.approx(small.evaluate(splits.val, "val"),
                                                               rel=1e-5)
@@ -169,6 +170,8 @@ def test_evaluation_batch_size_changes_nothing_but_speed(splits):
 
 def test_cuda_graphs_without_a_gpu_or_recorder_is_a_clear_error(splits):
     from mgkd.errors import ConfigError
-    with pytest.raises(ConfigError, match="cuda_graphs: true needs the run on a CUDA GPU"):
-        Trainer(ClassifierTask(create_model("resnet8", 4)), splits, Schedule(epochs=1, lr=0.1),
-                batch_size=16, seed=0, execution=GRAPHED)
+    with pytest.raises(ConfigError, match="cuda_graphs: true needs a CUDA GPU, but this run's "
+                                          "data is on cpu"):
+        Trainer(SupervisedLearner(create_model("resnet8", 4), CLASSIFY), splits,
+                Schedule(epochs=1, lr=0.1), batch_size=16, seed=0, objective=VAL_ACC,
+                execution=GRAPHED)

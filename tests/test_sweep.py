@@ -13,9 +13,10 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from mgkd.config.sweep import (Pair, Resources, SchedulerSpec, SearcherSpec, Study, SweepSpec,
+                               load_sweep, plan)
 from mgkd.errors import ConfigError
-from search.sweep import (Pair, Resources, SchedulerSpec, SearcherSpec, Study, SweepSpec,
-                          default_sweep, load_sweep, plan, validate_sweep)
+from search.sweep import default_sweep, validate_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "sweeps" / "demo.yaml"

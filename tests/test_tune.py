@@ -17,7 +17,7 @@ from ray import tune
 
 from mgkd.errors import ConfigError
 from search.multistudy import PAPER_DEFAULT_ATTR
-from search.tune import run_sweep, resume_sweep
+from search.tune import load_run_spec, run_sweep
 
 from sweep_helpers import epochs_reported, study_trials, tiny_sweep, trial_dirs
 
@@ -41,14 +41,14 @@ def sweep(tmp_path_factory):
 
 def test_each_study_has_exactly_its_trials_paper_default_first(sweep):
     spec, result = sweep
-    assert [s.key for s in result.studies] == ["resnet8__resnet8__kd__mas",
+    assert [s.study.key for s in result.studies] == ["resnet8__resnet8__kd__mas",
                                                 "resnet8__resnet8__kd__plain"]
     for summary in result.studies:
-        trials = study_trials(result.run_dir, summary.key)
+        trials = study_trials(result.run_dir, summary.study.key)
         assert len(trials) == spec.num_samples
         assert all(t.state.is_finished() for t in trials)
         assert trials[0].user_attrs[PAPER_DEFAULT_ATTR] is True
-        assert summary.best_value == max(t.value for t in trials if t.value is not None)
+        assert summary.value == max(t.value for t in trials if t.value is not None)
         assert (result.run_dir / "optuna.db").is_file()
 
 
@@ -56,7 +56,7 @@ def test_stopped_trials_are_pruned_in_optuna_exactly_when_ray_stopped_them_early
     spec, result = sweep
     by_ray_id = {}
     for summary in result.studies:
-        for trial in study_trials(result.run_dir, summary.key):
+        for trial in study_trials(result.run_dir, summary.study.key):
             by_ray_id[trial.user_attrs["ray_trial_id"]] = trial
     assert len(trial_dirs(result.run_dir)) == 2 * spec.num_samples
     for trial_dir in trial_dirs(result.run_dir):
@@ -120,7 +120,7 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     assert epochs_reported(trial_dir) == [1, 2, 3, 4, 5, 6]
     rows = (trial_dir / "progress.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == [1, 2, 3, 4, 5, 6]
-    assert result.studies[0].complete == 1
+    assert result.studies[0].counts["COMPLETE"] == 1
 
 
 def test_a_diverging_trial_errors_and_the_sweep_goes_on(tmp_path):
@@ -132,7 +132,7 @@ def test_a_diverging_trial_errors_and_the_sweep_goes_on(tmp_path):
                       scheduler={"grace_period": 4, "reduction_factor": 2},
                       searcher={"seed": 3, "multivariate": True})
     result = run_sweep(spec)
-    trials = study_trials(result.run_dir, result.studies[0].key)
+    trials = study_trials(result.run_dir, result.studies[0].study.key)
     assert len(trials) == 4
     states = {t.params["ce_weight"]: set() for t in trials}
     for t in trials:
@@ -171,8 +171,8 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     before = {d.name: epochs_reported(d) for d in trial_dirs(run_dir) if (d / "result.json").exists()}
     done_before = {t.user_attrs["ray_trial_id"] for t in finished}
 
-    result = resume_sweep(run_dir)
-    trials = study_trials(run_dir, result.studies[0].key)
+    result = run_sweep(load_run_spec(run_dir, "--resume"), resume=True)
+    trials = study_trials(run_dir, result.studies[0].study.key)
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     for name, epochs in before.items():
         if name.rsplit("_", 1)[1] in done_before:

@@ -99,8 +99,8 @@ def test_a_sweep_stopped_while_its_teacher_trains_resumes_inside_teacher_trainin
     import torch
 
     from mgkd.config import ExperimentConfig
-    from mgkd.distill import load_config_splits
-    from mgkd.teacher import ensure_teacher, load_teacher
+    from mgkd.data import load_config_splits
+    from mgkd.knowledge.teacher import ensure_teacher, load_teacher
 
     path = write_sweep(tmp_path, "early")
     data = yaml.safe_load(path.read_text())

@@ -60,15 +60,26 @@ def test_validation_size_comes_from_the_experiment_config():
     assert experiment_val_size({"dataset": "nope"}) is None and experiment_val_size(None) is None
 
 
-def test_the_tune_summary_prints_standard_errors_and_verdicts():
-    from search.tune import StudySummary, SweepResult, format_summary
+def study_outcome(key: str, best: float, paper: float, paper_selected: bool = False):
+    """One study as analysis.best reads it from a run dir: 8 complete trials, the paper default
+    (trial 0) and the winner (trial 3, or the paper default itself)."""
+    from analysis.best import StudyBest
+    from analysis.records import COMPLETE, STATES, StudyInfo, TrialRecord
 
-    studies = [StudySummary("a__b__kd__mas", 8, 8, 0, 0, 99.0, {"lr": 0.1}, paper_value=90.0,
-                            val_size=100),
-               StudySummary("a__b__kd__mag", 8, 8, 0, 0, 94.0, {"lr": 0.1}, paper_value=90.0,
-                            val_size=100),
-               StudySummary("a__b__at__mas", 8, 8, 0, 0, 90.0, {}, paper_value=90.0,
-                            val_size=100, default_selected=True)]
+    info = StudyInfo(key, *key.split("__"), budget=8, objective="val_acc")
+    default = TrialRecord(key, 0, "r0", COMPLETE, paper_default=True, value=paper)
+    winner = default if paper_selected else TrialRecord(key, 3, "r3", COMPLETE, value=best,
+                                                        params={"lr": 0.1})
+    counts = {**{state: 0 for state in STATES}, COMPLETE: 8}
+    return StudyBest(info, counts, winner, default, val_size=100)
+
+
+def test_the_tune_summary_prints_standard_errors_and_verdicts():
+    from search.tune import SweepResult, format_summary
+
+    studies = [study_outcome("a__b__kd__mas", 99.0, 90.0),
+               study_outcome("a__b__kd__mag", 94.0, 90.0),
+               study_outcome("a__b__at__mas", 90.0, 90.0, paper_selected=True)]
     text = format_summary(SweepResult(Path("runs/x"), studies))
     lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("a__b")}
     assert "beats default" in lines["a__b__kd__mas"] and " 0.99 " in lines["a__b__kd__mas"]

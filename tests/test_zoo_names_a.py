@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mgkd.knowledge.teacher import load_teacher
 from mgkd.models import create_model
 from mgkd.models.loading import load_zoo_model
 from mgkd.runner import save_student
-from mgkd.teacher import load_teacher
 
 CLASSES = 100
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

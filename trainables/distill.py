@@ -18,11 +18,12 @@ import ray
 import torch
 from ray import tune
 
-from mgkd.callbacks import reported_metrics
 from mgkd.config import ExperimentConfig
 from mgkd.data import DataSplits
-from mgkd.distill import Knowledge, make_trainer
-from mgkd.engine import EpochReport
+from mgkd.distill.learner import make_trainer
+from mgkd.knowledge.prepare import Knowledge
+from mgkd.training.callbacks import reported_metrics
+from mgkd.training.engine import EpochReport
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -73,8 +74,9 @@ def _use_assigned_cpus() -> None:
 
 def distill_trainable(config: dict[str, Any], *, data: DataSplits,
                       knowledge: dict[str, Knowledge], checkpoint_every: int = 2) -> None:
-    """Tune function trainable. ``config["experiment"]`` is an ExperimentConfig as a dict."""
-    experiment = ExperimentConfig.from_dict(config["experiment"])
+    """Tune function trainable. ``config["experiment"]`` is the trial's resolved ExperimentConfig
+    as a dict, validated when the searcher made it (so not again here)."""
+    experiment = ExperimentConfig.from_validated(config["experiment"])
     _use_assigned_cpus()
     # Ray picks the GPU (CUDA_VISIBLE_DEVICES); device "auto" then means that GPU.
     teacher = knowledge[teacher_key(experiment.teacher, experiment.teacher_checkpoint)]

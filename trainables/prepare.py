@@ -10,7 +10,7 @@ import ray
 
 from mgkd.config import ExperimentConfig
 from mgkd.data import DataSplits
-from mgkd.distill import Knowledge, prepare_knowledge
+from mgkd.knowledge.prepare import Knowledge, prepare_knowledge
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +20,14 @@ def _prepare(config: dict[str, Any], levels: list[tuple[int, float]], data: Data
     import torch
     torch.set_num_threads(max(1, int(math.floor(cpus))))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    return prepare_knowledge(ExperimentConfig.from_dict(config), data, extra_levels=levels)
+    return prepare_knowledge(ExperimentConfig.from_validated(config), data, extra_levels=levels)
 
 
 def prepare_teachers(jobs: dict[str, tuple[ExperimentConfig, list[tuple[int, float]]]],
                      data: DataSplits, *, cpus: float = 1.0, gpus: float = 0.0
                      ) -> dict[str, Knowledge]:
-    """Run one Ray task per teacher (in parallel); returns knowledge by teacher key."""
+    """Run one Ray task per teacher (in parallel); returns knowledge by teacher key. Each job's
+    config is a study's resolved base config (validated when the sweep was planned)."""
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_prepare)
     data_ref = ray.put(data)
     refs = {key: task.remote(config.to_dict(), levels, data_ref, cpus)

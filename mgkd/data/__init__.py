@@ -5,19 +5,19 @@ Training moves the split to the training device once; :func:`make_batches` then 
 doing the shuffle (or identity sampling), random crop, flip, random erasing and normalisation as a
 handful of vectorised tensor ops per batch (no DataLoader, no worker processes, no per-sample Python).
 
-Data sets live in a registry (:mod:`mgkd.data.registry`), one module each: ``cifar100`` / ``cifar10``
-(:mod:`.cifar`), ``digits`` (:mod:`.digits`), ``synthetic`` (:mod:`.synthetic`) and ``market1501``
-(:mod:`.market1501`, person re-ID).
+Data sets are listed in the catalog (:mod:`mgkd.catalog.datasets`: task, options, source) and each
+has a source module here: ``cifar100`` / ``cifar10`` (:mod:`.cifar`), ``digits`` (:mod:`.digits`),
+``synthetic`` (:mod:`.synthetic`) and ``market1501`` (:mod:`.market1501`, person re-ID).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mgkd.data.augment import AugmentPlan, Augmenter
 from mgkd.data.batches import DeviceBatches, EpochBatches, IdentityBatches, make_batches
 from mgkd.data.containers import (
-    TASKS,
     Batch,
     DatasetSpec,
     DataSplits,
@@ -26,26 +26,12 @@ from mgkd.data.containers import (
     RetrievalSplit,
     SourceData,
 )
-from mgkd.data.registry import DATASET_NAMES, SOURCES, DatasetSource, get_source
+from mgkd.data.registry import SOURCES, DatasetSource, dataset_spec, get_source
 from mgkd.data.splits import hold_out_identities, load_splits, validation_size
 from mgkd.data.synthetic import SYNTHETIC_DEFAULTS
 
-
-def validate_data_options(name: str, options: dict | None) -> dict:
-    """Check a data set's options and return them completed with defaults.
-
-    ``synthetic`` takes the keys of :data:`SYNTHETIC_DEFAULTS`; ``market1501`` takes ``height``,
-    ``width``, ``instances`` and ``max_identities``; other data sets accept ``None`` or ``{}``. Raises
-    :class:`~mgkd.errors.ConfigError` naming the key and the allowed values.
-    """
-    return get_source(name).validate_options(options)
-
-
-def dataset_spec(name: str, options: dict | None = None) -> DatasetSpec:
-    """The :class:`DatasetSpec` of a data set (cheap: loads nothing; a re-ID spec's ``num_classes`` is
-    the nominal training identity count until :func:`load_splits` holds validation identities out)."""
-    source = get_source(name)
-    return source.spec(source.validate_options(options))
+if TYPE_CHECKING:
+    from mgkd.config import ExperimentConfig
 
 
 def _root(data_dir: str | Path) -> Path:
@@ -67,10 +53,25 @@ def download_dataset(name: str, data_dir: str | Path) -> Path:
     return get_source(name).download(_root(data_dir))
 
 
+def load_config_splits(config: ExperimentConfig) -> DataSplits:
+    """The train/val/test splits a config asks for, as CPU tensors."""
+    return load_splits(config.dataset, Path(config.data_dir).expanduser(),
+                       val_fraction=config.val_fraction, train_subset=config.train_subset,
+                       seed=config.split_seed, options=config.data_options)
+
+
+def config_validation_size(config: ExperimentConfig) -> int:
+    """Validation images (re-ID: queries) a run of ``config`` selects on, the ``n`` of its score's
+    standard error (0 with ``val_fraction: 0``); decodes nothing."""
+    return validation_size(config.dataset, config.data_options, config.val_fraction,
+                           config.train_subset, data_dir=Path(config.data_dir).expanduser(),
+                           seed=config.split_seed)
+
+
 __all__ = [
-    "DATASET_NAMES", "SOURCES", "SYNTHETIC_DEFAULTS", "TASKS", "AugmentPlan", "Augmenter", "Batch",
-    "DataSplits", "DatasetSource", "DatasetSpec", "DeviceBatches", "EpochBatches", "EvalSplit",
-    "IdentityBatches", "ImageSplit", "RetrievalSplit", "SourceData", "check_available", "dataset_spec",
-    "download_dataset", "get_source", "hold_out_identities", "load_splits", "make_batches",
-    "validate_data_options", "validation_size",
+    "SOURCES", "SYNTHETIC_DEFAULTS", "AugmentPlan", "Augmenter", "Batch", "DataSplits",
+    "DatasetSource", "DatasetSpec", "DeviceBatches", "EpochBatches", "EvalSplit", "IdentityBatches",
+    "ImageSplit", "RetrievalSplit", "SourceData", "check_available", "config_validation_size",
+    "dataset_spec", "download_dataset", "get_source", "hold_out_identities", "load_config_splits",
+    "load_splits", "make_batches", "validation_size",
 ]

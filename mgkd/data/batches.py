@@ -18,9 +18,10 @@ from typing import Callable, Mapping, Protocol
 
 import torch
 
+from mgkd.catalog.datasets import is_int
+from mgkd.catalog.tasks import CLASSIFICATION, REID
 from mgkd.data.augment import Augmenter
 from mgkd.data.containers import Batch, DatasetSpec, ImageSplit
-from mgkd.data_options import is_int
 from mgkd.errors import ConfigError
 
 
@@ -188,9 +189,9 @@ class IdentityBatches:
 _Factory = Callable[[ImageSplit, DatasetSpec, int, "torch.Generator | None"], EpochBatches]
 
 _TRAIN_BATCHES: Mapping[str, _Factory] = MappingProxyType({
-    "classification": lambda split, spec, size, gen: DeviceBatches(split, spec, size, train=True,
+    CLASSIFICATION: lambda split, spec, size, gen: DeviceBatches(split, spec, size, train=True,
                                                                     generator=gen),
-    "reid": lambda split, spec, size, gen: IdentityBatches(split, spec, size, generator=gen),
+    REID: lambda split, spec, size, gen: IdentityBatches(split, spec, size, generator=gen),
 })
 
 

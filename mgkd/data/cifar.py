@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from mgkd.data.containers import DatasetSpec, ImageSplit, SourceData
-from mgkd.data_options import check_int_options
 from mgkd.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ _SIZE = 32
 def _reader(name: str) -> Any:
     """The torchvision reader class of a CIFAR set; torchvision (about a second to import) loads
     only here, when CIFAR is actually read or checked."""
-    from mgkd.cifar_readers import CIFAR_READERS
+    from mgkd.data.cifar_readers import CIFAR_READERS
     return CIFAR_READERS[name]
 
 
@@ -41,10 +40,7 @@ class CifarSource:
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    task: str = "classification"
 
-    def validate_options(self, options: Any) -> dict[str, Any]:
-        return check_int_options(self.name, options, {})
 
     def spec(self, options: dict[str, Any]) -> DatasetSpec:
         return DatasetSpec(self.name, self.num_classes, _SIZE, _SIZE, 3, self.mean, self.std,

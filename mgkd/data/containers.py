@@ -12,14 +12,12 @@ import torch
 
 from mgkd.errors import DataError
 
-TASKS: tuple[str, ...] = ("classification", "reid")
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
     """What models, batching and augmentation need to know about a data set.
 
-    ``task`` is ``"classification"`` or ``"reid"``; ``random_erasing`` is the per-image probability of
+    ``task`` is the data set's (:mod:`mgkd.catalog.tasks`; filled in by the registry's
+    ``dataset_spec``); ``random_erasing`` is the per-image probability of
     erasing a random rectangle in training (0 = off); ``instances`` is K, the images per identity in a
     re-ID training batch (0 for classification).
     """

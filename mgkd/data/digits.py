@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from mgkd.data.containers import DatasetSpec, ImageSplit, SourceData
-from mgkd.data_options import check_int_options
 from mgkd.errors import ConfigError
 
 # Measured once on the 1,438-image digits training split after scaling to 0-255 and bilinear
@@ -29,10 +28,7 @@ class DigitsSource:
     """The digits data set; its test split is a fixed seeded 20% of the 1,797 images."""
 
     name: str = "digits"
-    task: str = "classification"
 
-    def validate_options(self, options: Any) -> dict[str, Any]:
-        return check_int_options(self.name, options, {})
 
     def spec(self, options: dict[str, Any]) -> DatasetSpec:
         return DatasetSpec(self.name, 10, DIGITS_SIZE, DIGITS_SIZE, 3, (DIGITS_MEAN,) * 3,

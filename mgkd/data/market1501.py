@@ -18,13 +18,12 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from mgkd.data.containers import DatasetSpec, ImageSplit, RetrievalSplit, SourceData
-from mgkd.data_options import DATA_OPTIONS, IntOption, check_int_options
 from mgkd.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ _CROP_PADDING = 10
 _RANDOM_ERASING = 0.5
 _MAX_DECODE_THREADS = 8
 
-_SCHEMA: Mapping[str, IntOption] = DATA_OPTIONS["market1501"]
 
 
 def layout_text(data_dir: Path) -> str:
@@ -168,10 +166,6 @@ class Market1501Source:
     """Market-1501 read from disk (options: height, width, instances K, max_identities)."""
 
     name: str = "market1501"
-    task: str = "reid"
-
-    def validate_options(self, options: Any) -> dict[str, Any]:
-        return check_int_options(self.name, options, _SCHEMA)
 
     def spec(self, options: dict[str, Any]) -> DatasetSpec:
         """The nominal spec: all official training identities (``load_splits`` sets the count the
@@ -179,7 +173,7 @@ class Market1501Source:
         limit = options["max_identities"]
         classes = OFFICIAL_TRAIN_IDENTITIES if limit is None else min(limit, OFFICIAL_TRAIN_IDENTITIES)
         return DatasetSpec(self.name, classes, options["height"], options["width"], 3, _IMAGENET_MEAN,
-                           _IMAGENET_STD, _CROP_PADDING, True, task=self.task,
+                           _IMAGENET_STD, _CROP_PADDING, True,
                            random_erasing=_RANDOM_ERASING, instances=options["instances"])
 
     def check_available(self, data_dir: Path) -> None:

@@ -1,31 +1,26 @@
-"""The data set registry: name -> source. Adding a data set is one module declaring a source object
-(anything shaped like :class:`DatasetSource`) plus one entry in :data:`SOURCES`."""
+"""The data set registry: name -> source, derived from the catalog (:mod:`mgkd.catalog.datasets`),
+whose entry names each data set's source object, its task and its options. Adding a data set is
+one module declaring a source object (anything shaped like :class:`DatasetSource`) plus its entry
+in the catalog."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Protocol
 
 import torch
 
-from mgkd.data.cifar import CIFAR10, CIFAR100
+from mgkd.catalog.datasets import DATASETS, dataset_entry, validate_data_options
 from mgkd.data.containers import DatasetSpec, SourceData
-from mgkd.data.digits import DIGITS
-from mgkd.data.market1501 import MARKET1501
-from mgkd.data.synthetic import SYNTHETIC
-from mgkd.errors import ConfigError
 
 
 class DatasetSource(Protocol):
-    """What every data set provides. ``task`` picks the split logic and the training batches."""
+    """What every data set provides (its task and options are in the catalog)."""
 
     name: str
-    task: str  # "classification" or "reid"
-
-    def validate_options(self, options: Any) -> dict[str, Any]:
-        """``data_options`` completed with defaults; ConfigError naming the key if bad."""
-        ...
 
     def spec(self, options: dict[str, Any]) -> DatasetSpec:
         """The spec, loading nothing (a re-ID spec's ``num_classes`` is nominal until split)."""
@@ -65,16 +60,24 @@ class ReidSource(DatasetSource, Protocol):
         ...
 
 
-SOURCES: Mapping[str, DatasetSource] = MappingProxyType(
-    {source.name: source for source in (CIFAR100, CIFAR10, DIGITS, SYNTHETIC, MARKET1501)}
-)
+def _source(location: str) -> DatasetSource:
+    module, name = location.split(":")
+    return getattr(importlib.import_module(f"mgkd.data.{module}"), name)
 
-DATASET_NAMES: tuple[str, ...] = tuple(SOURCES)
+
+SOURCES: Mapping[str, DatasetSource] = MappingProxyType(
+    {name: _source(entry.source) for name, entry in DATASETS.items()})
 
 
 def get_source(name: str) -> DatasetSource:
     """The registered source called ``name``; ConfigError listing the allowed names otherwise."""
-    source = SOURCES.get(name) if isinstance(name, str) else None
-    if source is None:
-        raise ConfigError(f"data.name: unknown data set {name!r}; allowed: {', '.join(DATASET_NAMES)}")
-    return source
+    dataset_entry(name, key="data.name")
+    return SOURCES[name]
+
+
+def dataset_spec(name: str, options: dict | None = None) -> DatasetSpec:
+    """The :class:`DatasetSpec` of a data set, its task taken from the catalog (cheap: loads
+    nothing; a re-ID spec's ``num_classes`` is the nominal training identity count until
+    ``load_splits`` holds validation identities out). Bad options are a ConfigError."""
+    spec = get_source(name).spec(validate_data_options(name, options))
+    return dataclasses.replace(spec, task=dataset_entry(name).task)

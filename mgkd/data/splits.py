@@ -21,9 +21,11 @@ from typing import Any, Mapping, Protocol, cast
 
 import torch
 
+from mgkd.catalog.datasets import dataset_task, is_int, validate_data_options
+from mgkd.catalog.tasks import CLASSIFICATION, REID
 from mgkd.data.containers import DatasetSpec, DataSplits, ImageSplit, RetrievalSplit, SourceData
-from mgkd.data_options import is_int
-from mgkd.data.registry import ClassificationSource, DatasetSource, ReidSource, get_source
+from mgkd.data.registry import (ClassificationSource, DatasetSource, ReidSource, dataset_spec,
+                                get_source)
 from mgkd.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -213,7 +215,7 @@ class ReidSplitter:
 
 
 _SPLITTERS: Mapping[str, _TaskSplitter] = MappingProxyType(
-    {"classification": ClassificationSplitter(), "reid": ReidSplitter()}
+    {CLASSIFICATION: ClassificationSplitter(), REID: ReidSplitter()}
 )
 
 
@@ -230,11 +232,11 @@ def validation_size(name: str, options: dict | None, val_fraction: float,
     directory listing) and the split ``seed`` (the held-out identities differ in camera count).
     """
     source = get_source(name)
-    opts = source.validate_options(options)
+    opts = validate_data_options(name, options)
     _check_val_fraction(val_fraction)
     _check_seed(seed)
-    return _SPLITTERS[source.task].validation_size(source, opts, val_fraction, train_subset, seed,
-                                                    data_dir)
+    return _SPLITTERS[dataset_task(name)].validation_size(source, opts, val_fraction, train_subset,
+                                                          seed, data_dir)
 
 
 def load_splits(
@@ -252,11 +254,11 @@ def load_splits(
     set's own test split. How val is carved depends on the task (see the module docstring).
     """
     source = get_source(name)
-    opts = source.validate_options(options)
-    spec = source.spec(opts)
+    opts = validate_data_options(name, options)
+    spec = dataset_spec(name, opts)
     _check_val_fraction(val_fraction)
     _check_seed(seed)
-    splitter = _SPLITTERS[source.task]
+    splitter = _SPLITTERS[spec.task]
     splitter.check_arguments(spec, train_subset)  # before loading anything
     data = source.load(Path(data_dir).expanduser().absolute(), opts)
     splits = splitter.split(spec, data, val_fraction, train_subset, seed)

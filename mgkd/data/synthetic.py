@@ -10,16 +10,13 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from mgkd.catalog.datasets import DATASETS
 from mgkd.data.containers import DatasetSpec, ImageSplit, SourceData
-from mgkd.data_options import DATA_OPTIONS, IntOption, check_int_options
 from mgkd.errors import ConfigError
-
-_SCHEMA: Mapping[str, IntOption] = DATA_OPTIONS["synthetic"]
 
 #: Default options of the ``synthetic`` data set (read-only; copy before changing).
 SYNTHETIC_DEFAULTS: Mapping[str, int] = MappingProxyType(
-    {key: int(option.default or 0) for key, option in _SCHEMA.items()}
-)
+    {key: int(option.default or 0) for key, option in DATASETS["synthetic"].options.items()})
 
 # Prototype grid (image_size // _CELL cells a side, bilinear-upsampled so that a few pixels of crop
 # shift keep the class recognisable) and per-pixel Gaussian noise on the 0-255 scale.
@@ -47,10 +44,7 @@ class SyntheticSource:
     """Random square images of any size and class count (options: :data:`SYNTHETIC_DEFAULTS`)."""
 
     name: str = "synthetic"
-    task: str = "classification"
 
-    def validate_options(self, options: Any) -> dict[str, Any]:
-        return check_int_options(self.name, options, _SCHEMA)
 
     def spec(self, options: dict[str, Any]) -> DatasetSpec:
         size = options["image_size"]

@@ -1,11 +1,13 @@
-"""KD methods, each a registered ``DistillMethod`` subclass in a module of its own."""
+"""KD methods, each a registered ``DistillMethod`` subclass in a module of its own, named as the
+method (``mgkd/methods/<name>.py``); the catalog (:mod:`mgkd.catalog.methods`) lists them."""
+import importlib
+
+from mgkd.catalog.methods import METHOD_NAMES
 from mgkd.methods.base import (METHODS, DistillMethod, MethodContext, MethodInputs, build_method,
                                get_method, register)
-# Importing the modules registers the methods; the order here is the order of METHOD_NAMES.
-from mgkd.methods import (kd, fitnet, at, sp, cc, vid, rkd, pkt,  # noqa: E402,F401
-                          ab, ft, fsp, nst, crd, kdsvd, afd, dkd)
 
-METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+for _name in METHOD_NAMES:  # importing a method's module registers it, in the catalog's order
+    importlib.import_module(f"mgkd.methods.{_name}")
 
 __all__ = ["METHODS", "METHOD_NAMES", "DistillMethod", "MethodContext", "MethodInputs",
            "build_method", "get_method", "register"]

@@ -73,8 +73,9 @@ class AFD(DistillMethod):
 
     Options: ``qk_dim`` (query/key width, 128 as in the authors' code).
 
-    ``default_feature_weight`` is 200: the authors' CIFAR-100 setting (``--beta 200`` with CE 1.0;
-    their runs add Hinton KD at 0.9 on top, which here is the separate ``logit_weight``).
+    The default ``feature_weight`` (its catalog entry) is 200: the authors' CIFAR-100 setting
+    (``--beta 200`` with CE 1.0; their runs add Hinton KD at 0.9 on top, which here is the
+    separate ``logit_weight``).
     """
 
     name: ClassVar[str] = "afd"

@@ -2,18 +2,19 @@
 
 A method is an ``nn.Module`` that owns its auxiliary modules (regressors, embeddings, memory banks)
 and turns teacher/student features into one unweighted scalar loss. The loss composition
-(``mgkd.loss``) multiplies it by ``feature_weight`` and adds CE, logit-KD and granularity terms.
+(``mgkd.distill.loss``) multiplies it by ``feature_weight`` and adds CE, logit-KD and granularity
+terms.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import nn
 
+from mgkd.catalog.methods import METHOD_DEFAULTS, MethodDefaults
 from mgkd.errors import ConfigError
-from mgkd.method_defaults import METHOD_DEFAULTS, MethodDefaults
 
 Shape = tuple[int, ...]
 
@@ -46,11 +47,10 @@ class MethodInputs:
 
 
 class DistillMethod(nn.Module):
-    """Base class. Subclasses set ``name`` (the registry key, as in ``METHOD_NAMES``), the
-    init-stage flags and implement ``forward``; ``register`` gives them their loss-weight and
-    option defaults from the torch-free table ``mgkd.method_defaults``:
-    ``default_feature_weight``, ``default_ce_weight``, ``default_logit_weight``,
-    ``uses_feature_weight``, ``option_defaults``, ``capture_blocker``.
+    """Base class. Subclasses set ``name`` (their catalog entry's name, which is also their
+    module's), the init-stage flags and implement ``forward``; ``register`` hands them their
+    entry of the torch-free table ``mgkd.catalog.methods`` as ``defaults`` (loss weights, options,
+    capture blocker).
 
     Class attributes of the subclass:
       has_init_stage: True for ab, ft, fsp (RepDistiller trains them first for a few epochs).
@@ -60,12 +60,6 @@ class DistillMethod(nn.Module):
 
     name: ClassVar[str] = ""
     defaults: ClassVar[MethodDefaults]
-    default_feature_weight: ClassVar[float]
-    uses_feature_weight: ClassVar[bool]
-    default_ce_weight: ClassVar[float]
-    default_logit_weight: ClassVar[float]
-    option_defaults: ClassVar[Mapping[str, Any]]
-    capture_blocker: ClassVar[str | None]
     has_init_stage: ClassVar[bool] = False
     init_trains_student: ClassVar[bool] = False
 
@@ -79,12 +73,6 @@ class DistillMethod(nn.Module):
                         student: str = "") -> dict[str, Any]:
         """Defaults filled in, unknown option names rejected with the allowed ones named."""
         return cls.defaults.resolve_options(options, teacher, student)
-
-    @classmethod
-    def feature_weight_default(cls, options: dict[str, Any]) -> float:
-        """β for these (resolved) options: ``default_feature_weight`` unless a variant of the
-        method (e.g. ``form: repdistiller``) comes with its own published β."""
-        return cls.defaults.feature_weight_default(options)
 
     def forward(self, inputs: MethodInputs) -> torch.Tensor:  # pragma: no cover - abstract
         """The unweighted method loss, a scalar tensor."""
@@ -129,19 +117,12 @@ def check_form(method: str, options: dict[str, Any]) -> str:
 
 
 def register(cls: type[DistillMethod]) -> type[DistillMethod]:
-    """Class decorator: adds a method to ``METHODS`` under ``cls.name`` with its defaults from
-    ``mgkd.method_defaults``."""
+    """Class decorator: adds a method to ``METHODS`` under ``cls.name``, with its catalog entry
+    as ``cls.defaults``."""
     if not cls.name or cls.name in METHODS or cls.name not in METHOD_DEFAULTS:
-        raise RuntimeError(f"method name missing, registered twice or without defaults in "
-                           f"mgkd.method_defaults: {cls.name!r}")
-    defaults = METHOD_DEFAULTS[cls.name]
-    cls.defaults = defaults
-    cls.default_feature_weight = defaults.feature_weight
-    cls.uses_feature_weight = defaults.uses_feature_weight
-    cls.default_ce_weight = defaults.ce_weight
-    cls.default_logit_weight = defaults.logit_weight
-    cls.option_defaults = defaults.options
-    cls.capture_blocker = defaults.capture_blocker
+        raise RuntimeError(f"method name missing, registered twice or without an entry in "
+                           f"mgkd.catalog.methods: {cls.name!r}")
+    cls.defaults = METHOD_DEFAULTS[cls.name]
     METHODS[cls.name] = cls
     return cls
 

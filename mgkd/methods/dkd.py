@@ -53,12 +53,14 @@ def dkd_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
 class DKD(DistillMethod):
     """Decoupled KD: α·TCKD + β·NCKD on the logits, linearly warmed up.
 
-    Options: ``alpha`` (TCKD weight, 1.0), ``beta`` (NCKD weight, 8.0; pair defaults in ``mgkd.method_defaults``),
+    Options: ``alpha`` (TCKD weight, 1.0), ``beta`` (NCKD weight, 8.0; pair defaults in
+    ``mgkd.catalog.methods``),
     ``warmup_fraction`` (share of the epoch budget the loss ramps up over, 20/240 as in
     mdistiller's 20 of 240 epochs), ``temperature`` (None → the config's T).
 
-    ``default_feature_weight`` is 1.0: mdistiller has no separate weight, the strength lives in
-    α and β (its CE weight is 1.0 and there is no extra logit-KD term).
+    The default ``feature_weight`` (its catalog entry) is 1.0: mdistiller has no separate
+    weight, the strength lives in α and β (its CE weight is 1.0 and there is no extra logit-KD
+    term).
     """
 
     name: ClassVar[str] = "dkd"

@@ -1,8 +1,8 @@
 """Vanilla knowledge distillation (Hinton et al., "Distilling the Knowledge in a Neural Network",
 2015).
 
-The method is the logit term itself, which ``mgkd.loss`` composes (``logit_weight · T² · KL``), so
-this module contributes no feature loss and owns no parameters.
+The method is the logit term itself, which ``mgkd.distill.loss`` composes
+(``logit_weight · T² · KL``), so this module contributes no feature loss and owns no parameters.
 """
 from __future__ import annotations
 

@@ -112,8 +112,9 @@ class KDSVD(DistillMethod):
     mdistiller), ``extra_candidates`` (student vectors searched beyond k for the best match to
     each teacher vector; mdistiller's 3), ``rbf_width`` (denominator of the RBF, 8 in both codes).
 
-    ``default_feature_weight`` is 1.0: mdistiller's CIFAR-100 KDSVD weight (feature 1.0, CE 1.0);
-    the TF original adds its distillation gradient at unit weight too (norm-clipped to CE's).
+    The default ``feature_weight`` (its catalog entry) is 1.0: mdistiller's CIFAR-100 KDSVD
+    weight (feature 1.0, CE 1.0); the TF original adds its distillation gradient at unit weight
+    too (norm-clipped to CE's).
 
     ``form: repdistiller`` reproduces RepDistiller's ``KDSVD``: each stage map is read as an
     (H·W, C) matrix, so the vectors live over channels; no pooling (spatial sizes may differ), but

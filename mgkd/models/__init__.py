@@ -9,28 +9,26 @@ and on smaller inputs such as 16x16. Their parameter and buffer names follow Rep
 model files, so its and mdistiller's checkpoints load strictly (``mgkd.models.loading``); this
 project's older ``stem.*``/``stages.*`` checkpoints convert on load (``mgkd.models.legacy``).
 
-The re-ID models (:data:`REID_MODEL_NAMES`) keep the same contract, also have ``model.embed(x)``
-(the retrieval embedding, the same tensor as the last feature) and take person crops: H and W
-multiples of 32, at least 64x32 (256x128 as usual); their names follow torchreid's model files.
+The zoo's names and factories are listed in :mod:`mgkd.catalog.models` (torch-free); this module
+builds the registry from it. The re-ID models (:data:`REID_MODEL_NAMES`) keep the same contract,
+also have ``model.embed(x)`` (the retrieval embedding, the same tensor as the last feature) and
+take person crops: H and W multiples of 32, at least 64x32 (256x128 as usual); their names follow
+torchreid's model files.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from functools import partial
+from types import MappingProxyType
+from typing import Mapping
 
 import torch
 from torch import nn
 
+from mgkd.catalog.models import MODEL_NAMES, MODELS as CATALOG, REID_MODEL_NAMES, model_entry
 from mgkd.errors import ConfigError
-from mgkd.models.mobilenetv2 import MobileNetV2
-from mgkd.models.osnet import osnet
-from mgkd.models.resnet import cifar_resnet, resnet50
-from mgkd.models.resnet_reid import resnet50_reid
-from mgkd.models.shufflenetv1 import ShuffleNetV1
-from mgkd.models.shufflenetv2 import ShuffleNetV2
-from mgkd.models.vgg import VGG
-from mgkd.models.wrn import WideResNet
 
 __all__ = [
     "MODELS",
@@ -40,43 +38,15 @@ __all__ = [
     "probe_feature_shapes",
 ]
 
-_X4 = {"widths": (32, 64, 128, 256)}
 
-# name -> factory(num_classes); the order of this table is the order of MODEL_NAMES.
-MODELS: dict[str, Callable[[int], nn.Module]] = {
-    "resnet8": partial(cifar_resnet, depth=8),
-    "resnet14": partial(cifar_resnet, depth=14),
-    "resnet20": partial(cifar_resnet, depth=20),
-    "resnet32": partial(cifar_resnet, depth=32),
-    "resnet44": partial(cifar_resnet, depth=44),
-    "resnet56": partial(cifar_resnet, depth=56),
-    "resnet110": partial(cifar_resnet, depth=110),
-    "resnet8x4": partial(cifar_resnet, depth=8, **_X4),
-    "resnet32x4": partial(cifar_resnet, depth=32, **_X4),
-    "ResNet50": resnet50,
-    "wrn_16_1": partial(WideResNet, depth=16, widen=1),
-    "wrn_16_2": partial(WideResNet, depth=16, widen=2),
-    "wrn_40_1": partial(WideResNet, depth=40, widen=1),
-    "wrn_40_2": partial(WideResNet, depth=40, widen=2),
-    "vgg8": partial(VGG, convs=(1, 1, 1, 1, 1)),
-    "vgg11": partial(VGG, convs=(1, 1, 2, 2, 2)),
-    "vgg13": partial(VGG, convs=(2, 2, 2, 2, 2)),
-    "vgg16": partial(VGG, convs=(2, 2, 3, 3, 3)),
-    "vgg19": partial(VGG, convs=(2, 2, 4, 4, 4)),
-    "MobileNetV2": partial(MobileNetV2, width_mult=0.5, expansion=6),
-    "ShuffleV1": partial(ShuffleNetV1, widths=(240, 480, 960), depths=(4, 8, 4), groups=3),
-    "ShuffleV2": partial(ShuffleNetV2, widths=(116, 232, 464), depths=(4, 8, 4), head_width=1024),
-    "osnet_x1_0": partial(osnet, name="osnet_x1_0"),
-    "osnet_x0_75": partial(osnet, name="osnet_x0_75"),
-    "osnet_x0_5": partial(osnet, name="osnet_x0_5"),
-    "osnet_x0_25": partial(osnet, name="osnet_x0_25"),
-    "resnet50_reid": resnet50_reid,
-}
+def _factory(location: str, options: Mapping) -> Callable[[int], nn.Module]:
+    module, name = location.split(":")
+    return partial(getattr(importlib.import_module(f"mgkd.models.{module}"), name), **options)
 
-MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
-# Person re-ID backbones: inputs of H x W with both multiples of 32, at least 64 x 32.
-REID_MODEL_NAMES: tuple[str, ...] = (
-    "osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "resnet50_reid")
+
+# name -> factory(num_classes), in the catalog's order (mgkd.catalog.models holds the table).
+MODELS: Mapping[str, Callable[[int], nn.Module]] = MappingProxyType(
+    {name: _factory(entry.factory, entry.options) for name, entry in CATALOG.items()})
 
 
 def create_model(name: str, num_classes: int, *, key: str = "architecture") -> nn.Module:
@@ -85,10 +55,7 @@ def create_model(name: str, num_classes: int, *, key: str = "architecture") -> n
     ``key`` starts the error message (e.g. ``"teacher"``) so the user sees which setting is wrong.
     Raises ConfigError for an unknown name or a class count below 1.
     """
-    if not isinstance(name, str) or name not in MODELS:
-        raise ConfigError(
-            f"{key}: unknown architecture {name!r}; allowed: {', '.join(MODEL_NAMES)}"
-        )
+    model_entry(name, key)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"{key}: num_classes must be an integer >= 1, got {num_classes!r}")
     return MODELS[name](num_classes)

@@ -105,11 +105,12 @@ class RetrievalResult:
     num_queries: int  # queries with at least one valid correct match (n)
     num_skipped: int  # queries left out: no correct match after removing the junk
 
-    def to_metrics(self, prefix: str) -> dict[str, float]:
-        """``{prefix}_map``, ``{prefix}_rank{k}`` for every computed k, ``{prefix}_map_se``."""
-        metrics = {f"{prefix}_map": float(self.map)}
-        metrics.update({f"{prefix}_rank{k}": float(v) for k, v in sorted(self.rank.items())})
-        metrics[f"{prefix}_map_se"] = float(self.map_se)
+    def to_metrics(self) -> dict[str, float]:
+        """``map``, ``rank{k}`` for every computed k, ``map_se``: what a re-ID split is scored by
+        (the trainer prefixes the split, e.g. ``val_map``)."""
+        metrics = {"map": float(self.map)}
+        metrics.update({f"rank{k}": float(v) for k, v in sorted(self.rank.items())})
+        metrics["map_se"] = float(self.map_se)
         return metrics
 
 

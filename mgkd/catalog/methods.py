@@ -1,8 +1,10 @@
-"""Every KD method's default loss weights and options, as a plain table that loads without torch.
+"""The KD methods and distillation modes, with every method's default loss weights and options,
+as plain tables that load without torch.
 
-The one source of truth: ``mgkd config`` and config validation read it directly, and
-``mgkd.methods.register`` gives each torch method class its defaults from here (a test checks
-that every registered method has exactly one entry).
+The one list of methods and the one source of their defaults: ``mgkd config``, config validation
+and the search spaces read it, and :mod:`mgkd.methods` loads each method's class from the module
+of the same name (``mgkd/methods/<name>.py``), which finds its defaults here. Adding a method is
+its module plus one entry in :data:`METHOD_DEFAULTS`.
 
 Weights are RepDistiller's CIFAR-100 settings (DESIGN.md §4) unless the entry says otherwise.
 """
@@ -32,7 +34,7 @@ class MethodDefaults:
     form_feature_weights: β of a ``form`` variant that comes with its own published β.
     pair_options: options whose default depends on the (teacher, student) pair.
     capture_blocker: why a step of this method cannot be recorded in a CUDA graph (None: it can;
-      ``mgkd.capture`` checks the claim on the CPU, see ``tests/test_capture.py``).
+      ``mgkd.training.capture`` checks the claim on the CPU, see ``tests/test_capture.py``).
     """
 
     name: str
@@ -114,6 +116,9 @@ METHOD_DEFAULTS: Mapping[str, MethodDefaults] = MappingProxyType({d.name: d for 
 )})
 
 
+METHOD_NAMES: tuple[str, ...] = tuple(METHOD_DEFAULTS)
+
+
 def method_defaults(name: str) -> MethodDefaults:
     """The defaults of method ``name``; ConfigError naming the known methods otherwise."""
     try:
@@ -121,3 +126,44 @@ def method_defaults(name: str) -> MethodDefaults:
     except KeyError:
         raise ConfigError(f"method: unknown method '{name}'; allowed: "
                           f"{', '.join(METHOD_DEFAULTS)}.") from None
+
+
+# ---- modes -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mode:
+    """How a study distils on top of its method.
+
+    levels: the granularity terms are on (the config's ``granularities`` are used; plain has none).
+    stable_target: the logit term's target is the mean of the teacher's logits and its heads'
+      decoder logits (MAS), not the teacher's logits alone."""
+
+    name: str
+    levels: bool
+    stable_target: bool
+
+
+MODES: Mapping[str, Mode] = MappingProxyType({m.name: m for m in (
+    Mode("plain", levels=False, stable_target=False),  # RepDistiller's baseline rows
+    Mode("mag", levels=True, stable_target=False),  # granularity-wise
+    Mode("mas", levels=True, stable_target=True),  # stable excitation
+)})
+MODE_NAMES: tuple[str, ...] = tuple(MODES)
+
+
+def mode_has_levels(mode: str) -> bool:
+    """Whether a run in ``mode`` uses granularity levels (plain does not)."""
+    return MODES[mode].levels
+
+
+def paper_logit_weight(method: str, mode: str) -> float:
+    """The paper's logit-KD weight for ``method`` in ``mode``.
+
+    plain is RepDistiller's baseline (``-a 0`` for feature methods): the method's own default. In
+    mag and mas the paper's published runs (its ``scripts/cifar100_*.sh``) pass ``--div_weight 1.0``
+    to every feature method, so a method whose own default is 0 gets a logit term of weight 1 (T 4)
+    there; in mas a zero weight would also silently erase the stable target. kd keeps 0.2 / 0.8.
+    """
+    default = method_defaults(method).logit_weight
+    if mode_has_levels(mode) and default == 0.0:
+        return 1.0
+    return default

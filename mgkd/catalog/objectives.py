@@ -1,18 +1,16 @@
 """What a sweep maximises: the validation metric that selects (TPE, ASHA, ``mgkd best``, export
 and the report alike), the test metric reported beside it, and how noisy it is.
 
-A registry; torch-free (a data set's task comes from the table in :mod:`mgkd.names`).
-Every value is in percent: accuracy, CMC rank-1 and mAP alike.
+A registry; torch-free. Every value is in percent: accuracy, CMC rank-1 and mAP alike. Adding an
+objective is one entry in :data:`OBJECTIVES`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mgkd.catalog.datasets import dataset_task
+from mgkd.catalog.tasks import CLASSIFICATION, REID, TASKS, task_entry
 from mgkd.errors import ConfigError
-from mgkd.names import DATASET_TASKS
-
-CLASSIFICATION = "classification"
-REID = "reid"
 
 
 @dataclass(frozen=True)
@@ -46,13 +44,11 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("val_rank1", "test_rank1", "rank-1", REID, binomial=True),  # over the val queries
     Objective("val_map", "test_map", "mAP", REID, se_metric="val_map_se", binomial=False),
 )}
-TASK_DEFAULTS: dict[str, str] = {CLASSIFICATION: "val_acc", REID: "val_map"}
-DEFAULT_OBJECTIVE = "val_acc"
 
 
 def objectives_for(task: str) -> tuple[str, ...]:
     """The objective names a data set of ``task`` can select on (default first)."""
-    default = TASK_DEFAULTS.get(task)
+    default = TASKS[task].default_objective if task in TASKS else None
     names = [n for n, o in OBJECTIVES.items() if o.task == task]
     return tuple(sorted(names, key=lambda n: n != default))
 
@@ -68,26 +64,16 @@ def get_objective(name: str) -> Objective:
 
 
 def default_objective(task: str) -> Objective:
-    """The objective a data set of ``task`` selects on unless told otherwise."""
-    if task not in TASK_DEFAULTS:
-        raise ConfigError(f"data-set task {task!r} has no default objective; known tasks: "
-                          f"{', '.join(TASK_DEFAULTS)}.")
-    return OBJECTIVES[TASK_DEFAULTS[task]]
+    """The objective a run of ``task`` selects on unless told otherwise."""
+    return OBJECTIVES[task_entry(task).default_objective]
 
 
-def dataset_task(dataset: str, options: dict | None = None) -> str:
-    """The task of a data set (what ``mgkd.data.dataset_spec(...).task`` says; read from the
-    torch-free table in mgkd.names)."""
-    return DATASET_TASKS.get(dataset, CLASSIFICATION)
-
-
-def check_objective(name: str | None, dataset: str, options: dict | None = None, *,
-                    key: str = "objective") -> Objective:
+def check_objective(name: str | None, dataset: str, *, key: str = "objective") -> Objective:
     """The objective a run of ``dataset`` selects on: ``name``, or the task's default when None.
 
     ConfigError (naming ``key``, the data set and the objectives allowed for it) when ``name``
     is unknown or belongs to another task."""
-    task = dataset_task(dataset, options)
+    task = dataset_task(dataset)
     default = default_objective(task)
     if name is None:
         return default

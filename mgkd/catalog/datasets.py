@@ -1,15 +1,18 @@
-"""Checking a data set's ``data_options``: integer options with ranges, completed with defaults.
+"""The data sets: each one's task, its ``data_options`` (integer options with ranges and defaults)
+and where its loader lives, as a plain table that loads without torch.
 
-Loads without torch (``mgkd config`` and config validation use it): every data set's option table
-lives here, and the sources in :mod:`mgkd.data` validate against it.
+The one list of data sets: ``mgkd config``, config validation and the sweep checks read it, and
+:mod:`mgkd.data` finds each data set's source object (the loader) by the entry's ``source``.
+Adding a data set is its source module under ``mgkd/data`` plus one entry in :data:`DATASETS`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from mgkd.catalog.tasks import CLASSIFICATION, REID
 from mgkd.errors import ConfigError
 
 
@@ -62,7 +65,8 @@ def check_int_options(dataset: str, options: Any, schema: Mapping[str, IntOption
         if options:
             raise ConfigError(
                 f"data.options: data set {dataset!r} takes no options (got {sorted(options)}); "
-                f"remove data_options or pick a data set that takes them ({', '.join(DATA_OPTIONS)})"
+                "remove data_options or pick a data set that takes them "
+                f"({', '.join(_WITH_OPTIONS)})"
             )
         return {}
     allowed = ", ".join(schema)
@@ -74,24 +78,56 @@ def check_int_options(dataset: str, options: Any, schema: Mapping[str, IntOption
     return result
 
 
-#: The options of every data set that takes any (the others accept only ``None`` or ``{}``).
-DATA_OPTIONS: Mapping[str, Mapping[str, IntOption]] = MappingProxyType({
-    "synthetic": MappingProxyType({
+@dataclass(frozen=True)
+class DatasetEntry:
+    """``task``: what a run on it learns (:mod:`mgkd.catalog.tasks`). ``source``:
+    ``"<module>:<object>"`` under ``mgkd.data``, the loader. ``options``: the ``data_options`` it
+    takes (none: only ``{}`` or null is accepted)."""
+
+    task: str
+    source: str
+    options: Mapping[str, IntOption] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # read-only tables
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+
+DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
+    "cifar100": DatasetEntry(CLASSIFICATION, "cifar:CIFAR100"),
+    "cifar10": DatasetEntry(CLASSIFICATION, "cifar:CIFAR10"),
+    # scikit-learn's bundled handwritten digits: the embedded default of the demo
+    "digits": DatasetEntry(CLASSIFICATION, "digits:DIGITS"),
+    "synthetic": DatasetEntry(CLASSIFICATION, "synthetic:SYNTHETIC", {
         "num_train": IntOption(512, 1),
         "num_test": IntOption(128, 1),
         "num_classes": IntOption(10, 2, 1000),
         "image_size": IntOption(32, 8, 512),
         "seed": IntOption(0, 0, 2**63 - 1),
     }),
-    "market1501": MappingProxyType({
+    "market1501": DatasetEntry(REID, "market1501:MARKET1501", {
         "height": IntOption(256, 16, 1024),
         "width": IntOption(128, 16, 1024),
         "instances": IntOption(4, 1, 64),
         "max_identities": IntOption(None, 2, None, nullable=True),
     }),
 })
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+_WITH_OPTIONS: tuple[str, ...] = tuple(name for name, entry in DATASETS.items() if entry.options)
+
+
+def dataset_entry(name: str, key: str = "dataset") -> DatasetEntry:
+    """The entry of data set ``name``; ConfigError naming ``key`` and the known names otherwise."""
+    entry = DATASETS.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise ConfigError(f"{key}: unknown data set {name!r}; allowed: {', '.join(DATASET_NAMES)}")
+    return entry
+
+
+def dataset_task(name: str) -> str:
+    """The task a run on data set ``name`` learns (classification; reid for market1501)."""
+    return dataset_entry(name).task
 
 
 def validate_data_options(dataset: str, options: Any) -> dict[str, Any]:
     """``options`` of the (known) data set completed with defaults; ConfigError naming the key."""
-    return check_int_options(dataset, options, DATA_OPTIONS.get(dataset, {}))
+    return check_int_options(dataset, options, dataset_entry(dataset).options)

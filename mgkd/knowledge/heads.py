@@ -19,11 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mgkd.catalog.objectives import default_objective
+from mgkd.catalog.tasks import CLASSIFICATION
+from mgkd.config.execution import ExecutionSettings
 from mgkd.data import Batch, DataSplits
-from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
-from mgkd.execution import ExecutionSettings
 from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
 from mgkd.methods.common import soft_kl
+from mgkd.training.engine import EpochCallback, Schedule, Trainer
+from mgkd.training.learner import Learner
 
 log = logging.getLogger(__name__)
 HEAD_FORMAT = 1
@@ -102,7 +105,7 @@ def head_loss(decoder_logits: torch.Tensor, teacher_logits: torch.Tensor, target
                                                                                   targets)
 
 
-class HeadTrainingTask:
+class HeadLearner(Learner):
     """Trains several heads at once on one frozen teacher: one teacher forward per batch serves all.
 
     Heads do not interact (each has its own parameters and loss), so a head trained here is the
@@ -114,21 +117,6 @@ class HeadTrainingTask:
         self.temperatures = temperatures
         self.modules = nn.ModuleDict({"heads": nn.ModuleList(heads)})
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.modules.parameters())
-
-    def train(self) -> None:
-        self.modules.train()
-
-    def eval(self) -> None:
-        self.modules.eval()
-
-    def init_stage(self) -> InitStage | None:
-        return None
-
-    def step_constants(self, epoch: int) -> tuple:
-        return ()
-
     def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         out = self.teacher(batch.images)
         embedding = out.features[-1]
@@ -138,16 +126,10 @@ class HeadTrainingTask:
             total = total + head_loss(dec, out.logits, batch.labels, temperature)
         return {"loss": total}
 
-    def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean over heads of the decoders' CE and correct count."""
+    def eval_logits(self, batch: Batch) -> list[torch.Tensor]:
+        """Every head's decoder logits (the heads are scored by their mean)."""
         embedding = self.teacher(batch.images).features[-1]
-        loss = torch.zeros((), device=embedding.device)
-        correct = torch.zeros((), device=embedding.device)
-        for head in self.heads:
-            _, dec = head(embedding)
-            loss = loss + F.cross_entropy(dec, batch.labels, reduction="sum")
-            correct = correct + (dec.argmax(1) == batch.labels).sum()
-        return loss / len(self.heads), correct / len(self.heads)
+        return [head(embedding)[1] for head in self.heads]
 
 
 def _derived_seed(*parts: Any) -> int:
@@ -176,15 +158,17 @@ def train_heads(teacher: nn.Module, splits: DataSplits, levels: list[tuple[int, 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_derived_seed(seed, dim, temperature))
             heads.append(TeacherHead(width, dim, splits.spec.num_classes).to(device))
-    task = HeadTrainingTask(teacher, heads, [t for _, t in levels])
-    if splits.spec.task != "classification":
+    learner = HeadLearner(teacher, heads, [t for _, t in levels])
+    if splits.spec.task != CLASSIFICATION:
         # Heads decode to training classes; a retrieval split (unseen identities) cannot score them.
         splits = dataclasses.replace(splits, val=None, test=None)
     schedule = Schedule(epochs=epochs, lr=HEAD_RECIPE["lr"], momentum=HEAD_RECIPE["momentum"],
                         weight_decay=HEAD_RECIPE["weight_decay"],
                         milestones=HEAD_RECIPE["milestones"], decay=HEAD_RECIPE["decay"])
-    trainer = Trainer(task, splits, schedule, batch_size=HEAD_RECIPE["batch_size"], seed=seed,
-                      callbacks=callbacks, checkpoint_path=checkpoint_path, execution=execution)
+    # Heads decode the training classes: scored (where a split exists) as a classifier is.
+    trainer = Trainer(learner, splits, schedule, batch_size=HEAD_RECIPE["batch_size"], seed=seed,
+                      objective=default_objective(CLASSIFICATION), callbacks=callbacks,
+                      checkpoint_path=checkpoint_path, execution=execution)
     if trainer.resume_from_checkpoint():
         log.info("granularity heads continue after epoch %d of %d (%s)", trainer.state.epoch,
                  epochs, checkpoint_path)

@@ -9,18 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mgkd.config import ExperimentConfig, default_lr
+from mgkd.catalog.models import default_lr
+from mgkd.catalog.objectives import default_objective
+from mgkd.config import ExperimentConfig
+from mgkd.config.execution import ExecutionSettings
 from mgkd.data import Batch, DataSplits
-from mgkd.engine import EpochCallback, InitStage, Schedule, Trainer
-from mgkd.execution import ExecutionSettings
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
 from mgkd.models import MODELS, create_model
 from mgkd.models.loading import load_zoo_model, state_dict_of
-from mgkd.tasks import Task, get_task
+from mgkd.training.engine import EpochCallback, Schedule, Trainer
+from mgkd.training.learner import Learner
+from mgkd.training.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 # 2: weights under "model" in RepDistiller's naming (RepDistiller and mdistiller load these files).
@@ -79,42 +81,25 @@ def teacher_path(config: ExperimentConfig) -> Path:
     return cached_teacher_path(config)
 
 
-class ClassifierTask:
-    """Training one network on the task's supervised loss alone (teachers): cross-entropy, or
-    for re-ID label-smoothed cross-entropy plus the batch-hard triplet loss."""
+class SupervisedLearner(Learner):
+    """One network trained on its task's supervised loss alone (teachers): cross-entropy, or for
+    re-ID label-smoothed cross-entropy plus the batch-hard triplet loss."""
 
-    def __init__(self, model: nn.Module, kind: Task | None = None):
+    def __init__(self, model: nn.Module, task: Task):
         self.model = model
-        self.kind = kind or get_task("classification")
+        self.task = task
         self.modules = nn.ModuleDict({"model": model})
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.model.parameters())
-
-    def train(self) -> None:
-        self.model.train()
-
-    def eval(self) -> None:
-        self.model.eval()
-
-    def init_stage(self) -> InitStage | None:
-        return None
-
-    def step_constants(self, epoch: int) -> tuple:
-        return ()
 
     def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         features, logits = self.model(batch.images, features=True)
-        terms = self.kind.base_loss(logits, features[-1], batch.labels)
+        terms = self.task.base_loss(logits, features[-1], batch.labels)
         return {"loss": sum(terms.values()), **{f"loss_{k}": v for k, v in terms.items()}}
+
+    def eval_logits(self, batch: Batch) -> list[torch.Tensor]:
+        return [self.model(batch.images)]
 
     def embed(self, batch: Batch) -> torch.Tensor:
         return self.model(batch.images, features=True)[0][-1]
-
-    def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(batch.images)
-        return (F.cross_entropy(logits, batch.labels, reduction="sum"),
-                (logits.argmax(1) == batch.labels).sum())
 
 
 def progress_path(path: Path) -> Path:
@@ -138,9 +123,10 @@ def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
     model = create_model(recipe.arch, splits.spec.num_classes, key="teacher").to(device)
     if execution.channels_last:
         model.to(memory_format=torch.channels_last)
-    kind = get_task(splits.spec.task)
-    trainer = Trainer(ClassifierTask(model, kind), splits, recipe.schedule(),
-                      batch_size=recipe.batch_size, seed=recipe.seed, callbacks=callbacks,
+    task = splits.spec.task
+    trainer = Trainer(SupervisedLearner(model, get_task(task)), splits, recipe.schedule(),
+                      batch_size=recipe.batch_size, seed=recipe.seed,
+                      objective=default_objective(task), callbacks=callbacks,
                       checkpoint_path=checkpoint_path, execution=execution)
     if trainer.resume_from_checkpoint():
         log.info("teacher %s continues after epoch %d of %d (%s)", recipe.arch,

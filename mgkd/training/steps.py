@@ -16,7 +16,8 @@ launch. What it needs to stay exact:
 * **Static shapes.** Only full batches replay; a smaller last batch of an epoch runs eagerly, so
   every sample still trains.
 * **No host reads.** Sums stay on the device; a step that would sync with the host cannot be
-  captured (methods declare it: ``mgkd.method_defaults``; :mod:`mgkd.capture` checks it on CPU).
+  captured (methods declare it: ``mgkd.catalog.methods``; :mod:`mgkd.training.capture` checks
+  it on CPU).
 
 The recording back-end is a :class:`Recorder`: :class:`CudaGraphRecorder` on GPUs;
 :class:`InlineRecorder` "replays" by calling the recorded step again, which lets CPU tests run the

@@ -7,26 +7,24 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mgkd.engine import EpochReport
+from mgkd.catalog.objectives import get_objective
+from mgkd.catalog.tasks import CLASSIFICATION, task_entry
 from mgkd.io import atomic_write_text
-from mgkd.objectives import default_objective, get_objective
-from mgkd.tasks import get_task
+from mgkd.training.engine import EpochReport
 
 log = logging.getLogger("mgkd.progress")
 _LOSSES = ("train_loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity")
 
 
-def reported_metrics(task: str = "classification", objective: str | None = None) -> tuple[str, ...]:
+def reported_metrics(task: str, objective: str) -> tuple[str, ...]:
     """The keys every sweep trial reports each epoch (and `mgkd train` logs alike, so curves line
     up): losses, the task's metrics on val and test, the best objective value so far and lr."""
-    kind = get_task(task)
-    evaluated = tuple(f"{split}_{name}" for split in ("val", "test") for name in kind.metric_names)
-    best = (get_objective(objective) if objective else default_objective(kind.name)).best_metric
-    return ("epoch", *_LOSSES, *(f"loss_{name}" for name in kind.extra_losses), *evaluated, best,
+    entry = task_entry(task)
+    evaluated = tuple(f"{split}_{name}" for split in ("val", "test") for name in entry.metric_names)
+    best = get_objective(objective).best_metric
+    return ("epoch", *_LOSSES, *(f"loss_{name}" for name in entry.extra_losses), *evaluated, best,
             "lr")
 
-
-REPORTED = reported_metrics()  # a classification run's
 # Ray Tune's TensorBoard logger names a trial's metric ``ray/tune/<name>`` and its hparams after the
 # trial's flattened config ({"study", "trial_number", "params": ..., "experiment": ...}).
 TAG_PREFIX = "ray/tune/"
@@ -36,10 +34,10 @@ OUTCOME = "outcome"  # an hparam saying how a run ended: complete, pruned (ASHA)
 class ProgressLog:
     """One log line per epoch: epoch, loss, accuracies, learning rate and time."""
 
-    def __init__(self, label: str, total_epochs: int, task: str = "classification"):
+    def __init__(self, label: str, total_epochs: int, task: str = CLASSIFICATION):
         self.label = label
         self.total = total_epochs
-        self.shown = get_task(task).shown_metrics
+        self.shown = task_entry(task).shown_metrics
         self.started = time.perf_counter()
 
     def __call__(self, report: EpochReport) -> None:
@@ -67,11 +65,11 @@ def run_hparams(config: dict[str, Any], outcome: str) -> dict[str, Any]:
 
 class TensorBoardScalars:
     """Every numeric metric as a scalar, step = epoch, under the tag a sweep trial's metric has
-    (``ray/tune/<name>``); with ``hparams`` also the HPARAMS entry, so a run and the trials of
-    its sweep compare side by side in one TensorBoard."""
+    (``ray/tune/<name>``); with ``hparams`` also the HPARAMS entry (naming the ``reported``
+    metrics), so a run and the trials of its sweep compare side by side in one TensorBoard."""
 
     def __init__(self, log_dir: Path, hparams: dict[str, Any] | None = None,
-                 reported: tuple[str, ...] = REPORTED):
+                 reported: tuple[str, ...] = ()):
         from torch.utils.tensorboard import SummaryWriter  # imported only when used
         self.writer = SummaryWriter(log_dir=str(log_dir))
         if hparams:

@@ -1,10 +1,11 @@
 """One training loop for teachers, granularity heads, distillation and final training.
 
-A *task* says what one step computes (its loss components) and how a batch is scored; the
+A *learner* (:mod:`mgkd.training.learner`) says what one step computes (its loss components) and
+what an evaluation batch shows; the data set's *task* (:mod:`mgkd.training.tasks`) scores it. The
 ``Trainer`` owns everything else: batches, SGD with the milestone schedule, per-epoch metrics,
 callbacks and a checkpoint that continues a run bit-for-bit. How steps execute (CUDA graphs, bf16,
-channels-last, the evaluation batch size) is an :class:`~mgkd.execution.Execution`; the steps
-themselves run in :mod:`mgkd.steps`.
+channels-last, the evaluation batch size) is an :class:`~mgkd.config.execution.Execution`; the
+steps themselves run in :mod:`mgkd.training.steps`.
 """
 from __future__ import annotations
 
@@ -14,20 +15,21 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
 import torch
 from torch import nn
 
+from mgkd.catalog.objectives import Objective
+from mgkd.config.execution import Execution, graphs_refusal
 from mgkd.data import Batch, DataSplits, ImageSplit, make_batches
 from mgkd.errors import ConfigError, TrainingDiverged
-from mgkd.execution import Execution
 from mgkd.io import atomic_torch_save, safe_torch_load
 from mgkd.models.legacy import upgrade_state
-from mgkd.objectives import default_objective, get_objective
-from mgkd.steps import (ComputeFn, CudaGraphRecorder, EagerSteps, GraphedSteps, Recorder,
-                        StepRunner, capture_key)
-from mgkd.tasks import get_task
+from mgkd.training.learner import Learner
+from mgkd.training.steps import (ComputeFn, CudaGraphRecorder, EagerSteps, GraphedSteps, Recorder,
+                                 StepRunner, capture_key)
+from mgkd.training.tasks import get_task
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -54,47 +56,6 @@ class Schedule:
 
     def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.MultiStepLR:
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, self.milestone_epochs(), self.decay)
-
-
-@dataclass
-class InitStage:
-    """A warm-up stage some KD methods run before the main training (ab, ft, fsp)."""
-
-    epochs: int
-    parameters: list[nn.Parameter]
-    loss: Callable[[Batch], torch.Tensor]
-
-
-class TrainingTask(Protocol):
-    """What the Trainer needs from a teacher, head, distillation or final-training run."""
-
-    modules: nn.ModuleDict  # everything whose state is checkpointed (trained or not)
-
-    def trainable_parameters(self) -> list[nn.Parameter]: ...
-
-    def train(self) -> None: ...
-
-    def eval(self) -> None: ...
-
-    def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
-        """Named loss terms for one batch; ``"loss"`` is the total that is back-propagated."""
-        ...
-
-    def score(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed loss, number correct) over one evaluation batch, both as device tensors."""
-        ...
-
-    def embed(self, batch: Batch) -> torch.Tensor:
-        """The retrieval embedding of an evaluation batch (re-ID tasks only)."""
-        ...
-
-    def init_stage(self) -> InitStage | None: ...
-
-    def step_constants(self, epoch: int) -> Hashable:
-        """Python numbers one step of ``epoch`` bakes in besides the learning rate (e.g. DKD's
-        warm-up factor); a recorded CUDA graph is recorded again when they change. Only asked
-        when steps run as CUDA graphs."""
-        ...
 
 
 @dataclass
@@ -136,7 +97,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from mgkd.errors import ConfigError
         raise ConfigError(f"device: '{name}' was asked for but no CUDA GPU is visible; "
                           "use device: auto or cpu.")
     return torch.device(name)
@@ -145,19 +105,18 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Runs a task for ``schedule.epochs`` epochs; checkpoints continue a run exactly."""
 
-    def __init__(self, task: TrainingTask, splits: DataSplits, schedule: Schedule, *,
-                 batch_size: int, seed: int, callbacks: list[EpochCallback] | None = None,
-                 execution: Execution | None = None, checkpoint_path: Path | None = None,
-                 objective: str | None = None, recorder: Recorder | None = None):
-        """``objective`` (e.g. ``val_map``) picks the best epoch; None: the task's default.
-        ``execution`` says how steps run (default: eager fp32, as on the CPU); with
-        ``execution.cuda_graphs`` full training batches replay a recorded CUDA graph, through
-        ``recorder`` when given (tests pass an :class:`~mgkd.steps.InlineRecorder` on the CPU)."""
-        self.task = task
+    def __init__(self, learner: Learner, splits: DataSplits, schedule: Schedule, *,
+                 batch_size: int, seed: int, objective: Objective,
+                 callbacks: list[EpochCallback] | None = None, execution: Execution | None = None,
+                 checkpoint_path: Path | None = None, recorder: Recorder | None = None):
+        """``objective`` (e.g. val_acc, val_map) picks the best epoch. ``execution`` says how
+        steps run (default: eager fp32, as on the CPU); with ``execution.cuda_graphs`` full
+        training batches replay a recorded CUDA graph, through ``recorder`` when given (tests
+        pass an :class:`~mgkd.training.steps.InlineRecorder` on the CPU)."""
+        self.learner = learner
         self.splits = splits
-        self.kind = get_task(splits.spec.task)
-        self.objective = (get_objective(objective) if objective
-                          else default_objective(self.kind.name))
+        self.task = get_task(splits.spec.task)
+        self.objective = objective
         self.schedule = schedule
         self.batch_size = batch_size
         self.callbacks = list(callbacks or [])
@@ -166,13 +125,15 @@ class Trainer:
         self.execution = execution or Execution()
         self.amp = self.execution.amp and self.device.type == "cuda"
         if self.execution.cuda_graphs and recorder is None:
-            if self.device.type != "cuda":
-                raise ConfigError("cuda_graphs: true needs the run on a CUDA GPU, but its data is "
-                                  f"on {self.device}; use cuda_graphs: auto or false.")
+            refusal = graphs_refusal(True, on_gpu=self.device.type == "cuda",
+                                     capture_blocker=None,
+                                     cpu_because=f"this run's data is on {self.device}")
+            if refusal:
+                raise ConfigError(refusal)
             recorder = CudaGraphRecorder(self.device)
         self.recorder = recorder if self.execution.cuda_graphs else None
         self._steps: StepRunner | None = None
-        self.optimizer = schedule.optimizer(task.trainable_parameters())
+        self.optimizer = schedule.optimizer(learner.trainable_parameters())
         self.scheduler = schedule.scheduler(self.optimizer)
         self.data_rng = torch.Generator(device=self.device)
         self.data_rng.manual_seed(seed)
@@ -182,7 +143,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         state = {
             "format": CHECKPOINT_FORMAT,
-            "modules": self.task.modules.state_dict(),
+            "modules": self.learner.modules.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "data_rng": self.data_rng.get_state(),
@@ -196,7 +157,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
-        self.task.modules.load_state_dict(self._upgrade_modules(state["modules"]))
+        self.learner.modules.load_state_dict(self._upgrade_modules(state["modules"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.data_rng.set_state(state["data_rng"])
@@ -211,13 +172,13 @@ class Trainer:
         """Checkpoints of earlier versions name zoo models' tensors ``stem.*``/``stages.*``:
         convert each checkpointed module's part positionally to today's names (a log line)."""
         out: dict[str, torch.Tensor] = {}
-        for name, module in self.task.modules.items():
+        for name, module in self.learner.modules.items():
             prefix = f"{name}."
             part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             part = upgrade_state(part, module, source=f"checkpoint module '{name}'")
             out.update({prefix + k: v for k, v in part.items()})
         out.update({k: v for k, v in state.items()
-                    if not any(k.startswith(f"{n}.") for n in self.task.modules)})
+                    if not any(k.startswith(f"{n}.") for n in self.learner.modules)})
         return out
 
     def resume_from_checkpoint(self) -> bool:
@@ -270,7 +231,7 @@ class Trainer:
         return steps.means(len(batches))
 
     def _run_init_stage(self) -> None:
-        stage = self.task.init_stage()
+        stage = self.learner.init_stage()
         if stage is None or self.state.init_done:
             return
         optimizer = self.schedule.optimizer(stage.parameters)
@@ -278,7 +239,7 @@ class Trainer:
         log.info("init stage: %d epoch(s)", stage.epochs)
         try:
             for epoch in range(stage.epochs):
-                self.task.train()
+                self.learner.train()
                 compute = self._compute(lambda batch: {"loss": stage.loss(batch)})
                 value = self._run_epoch(steps, compute, capture_key(optimizer))["loss"]
                 _check_finite({"init_loss": value}, epoch + 1)
@@ -288,12 +249,12 @@ class Trainer:
         self.state.init_done = True
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        self.task.train()
+        self.learner.train()
         if self._steps is None:
             self._steps = self._step_runner(self.optimizer)
-        key = (capture_key(self.optimizer, self.task.step_constants(epoch))
+        key = (capture_key(self.optimizer, self.learner.step_constants(epoch))
                if self.recorder is not None else None)
-        compute = self._compute(lambda batch: self.task.loss_components(batch, epoch))
+        compute = self._compute(lambda batch: self.learner.loss_components(batch, epoch))
         means = self._run_epoch(self._steps, compute, key)
         return {("train_loss" if n == "loss" else n): v for n, v in means.items()}
 
@@ -311,9 +272,9 @@ class Trainer:
         """The task's metrics on a split (accuracy and loss, or rank-k and mAP), named
         ``<prefix>_<metric>``; all None when there is no such split."""
         if split is None or len(split) == 0:
-            return {f"{prefix}_{name}": None for name in self.kind.metric_names}
-        self.task.eval()
-        values = self.kind.evaluate(self.task, split, lambda s: self._batches(s, train=False),
+            return {f"{prefix}_{name}": None for name in self.task.entry.metric_names}
+        self.learner.eval()
+        values = self.task.evaluate(self.learner, split, lambda s: self._batches(s, train=False),
                                     self._autocast)
         return {f"{prefix}_{name}": value for name, value in values.items()}
 

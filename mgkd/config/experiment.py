@@ -1,8 +1,12 @@
 """The experiment config: one flat schema for a trial, an exported best config and a final run.
 
 Saved and loaded as YAML. ``None`` in a defaultable field (ce_weight, logit_weight, feature_weight,
-lr) means "the method's / architecture's default"; ``resolve`` fills those in, so a saved
-``config.yaml`` always holds the numbers that ran.
+lr, task, objective) means "the method's / architecture's / data set's default". :func:`resolve`
+is the one place those are filled in (and plain mode's levels dropped); runs, sweeps and the
+search spaces work on the resolved form, so a saved ``config.yaml`` always holds the numbers
+that ran. A config is validated once, when it is built from data
+(:meth:`ExperimentConfig.from_dict`, :meth:`~ExperimentConfig.replace`); resolving it validates
+nothing again.
 """
 from __future__ import annotations
 
@@ -14,20 +18,19 @@ from typing import Annotated, Any, ClassVar
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field, model_validator, with_config
 
-from mgkd.data_options import validate_data_options
+from mgkd.catalog.datasets import DATASET_NAMES, dataset_task, validate_data_options
+from mgkd.catalog.methods import (METHOD_NAMES, MODE_NAMES, method_defaults, mode_has_levels,
+                                  paper_logit_weight)
+from mgkd.catalog.models import MODEL_NAMES, default_lr
+from mgkd.catalog.objectives import check_objective
+from mgkd.catalog.tasks import REID, TASK_NAMES
+from mgkd.config.execution import graphs_refusal
+from mgkd.config.validation import (EMPTY_LIST_IF_NONE, AutoBool, AutoCount, Float, Int, Options,
+                                    Schema, Str, fail, one_of)
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, read_yaml_file
-from mgkd.method_defaults import method_defaults
-from mgkd.names import DATASET_NAMES, DATASET_TASKS, METHOD_NAMES, MODEL_NAMES, TASK_NAMES
-from mgkd.objectives import check_objective
-from mgkd.validation import (EMPTY_LIST_IF_NONE, AutoBool, AutoCount, Float, Int, Options, Schema,
-                             Str, fail, one_of)
 
-MODES = ("plain", "mag", "mas")
-DEVICES = ("auto", "cpu", "cuda")
 MAX_GRANULARITIES = 8
-# Students RepDistiller trains with lr 0.01 instead of 0.05.
-LOW_LR_ARCHS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
 Epochs = Annotated[Int, Field(ge=1, le=100_000)]
 Seed = Annotated[Int, Field(ge=0, le=2**31 - 1)]
@@ -80,7 +83,7 @@ class ExperimentConfig:
     train_subset: Annotated[Int, Field(ge=2, le=10**9)] | None = None
     # the loss
     method: Annotated[Str, one_of(METHOD_NAMES)] = "kd"
-    mode: Annotated[Str, one_of(MODES)] = "mas"
+    mode: Annotated[Str, one_of(MODE_NAMES)] = "mas"
     ce_weight: Weight = None
     logit_weight: Weight = None
     temperature: Temperature = 4.0
@@ -103,7 +106,7 @@ class ExperimentConfig:
     # execution
     device: Annotated[Str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
                                  description="auto, cpu, cuda or cuda:N")] = "auto"
-    # how steps execute (mgkd.execution): auto = on for CUDA, off on the CPU
+    # how steps execute (mgkd.config.execution): auto = on for CUDA, off on the CPU
     amp: AutoBool = "auto"  # bf16 autocast (CUDA only)
     channels_last: AutoBool = "auto"
     # record each training step as one CUDA graph; auto: on GPUs for capturable methods
@@ -113,7 +116,8 @@ class ExperimentConfig:
     cache_dir: Str = "~/.cache/mgkd"
     # the task: null = the data set's (classification; reid for market1501)
     task: Annotated[Str, one_of(TASK_NAMES)] | None = None
-    # what selects the best epoch / trial (mgkd.objectives): null = the task's (val_acc; val_map)
+    # what selects the best epoch / trial (mgkd.catalog.objectives): null = the task's
+    # (val_acc; val_map)
     objective: Annotated[Str | None, Field(description="val_acc, val_map, val_rank1 or null")] = None
     # a weights file that initialises the student's backbone (e.g. ImageNet weights); null: random
     student_init: Annotated[Str | None, Field(description="a file path or null")] = None
@@ -127,15 +131,13 @@ class ExperimentConfig:
 
     @model_validator(mode="after")
     def _cuda_graphs_can_be_honoured(self) -> "ExperimentConfig":
-        if self.cuda_graphs is not True:
-            return self
-        if self.device == "cpu":
-            fail("cuda_graphs: true with device: cpu; CUDA graphs need a GPU. Use cuda_graphs: "
-                 "auto (on GPUs only) or false.")
-        blocker = method_defaults(self.method).capture_blocker
-        if blocker:
-            fail(f"cuda_graphs: true, but method {self.method}'s step cannot be captured in a "
-                 f"CUDA graph: {blocker}. Use cuda_graphs: auto (it then runs eagerly) or false.")
+        # Before the run knows its device only device: cpu rules a GPU out; the run checks again.
+        refusal = graphs_refusal(self.cuda_graphs, on_gpu=self.device != "cpu",
+                                 cpu_because="device is cpu",
+                                 capture_blocker=method_defaults(self.method).capture_blocker,
+                                 what=f"method {self.method}")
+        if refusal:
+            fail(refusal)
         return self
 
     # ---- serialisation -------------------------------------------------------------------
@@ -152,7 +154,15 @@ class ExperimentConfig:
         _check_task(config, options)
         return config
 
+    @classmethod
+    def from_validated(cls, data: dict[str, Any]) -> "ExperimentConfig":
+        """Rebuild a config from ``to_dict()`` of one validated before (a sweep trial's config,
+        validated when its searcher made it), without validating it again."""
+        levels = [Granularity(**level) for level in data.get("granularities") or []]
+        return cls(**{**data, "granularities": levels})
+
     def replace(self, **changes: Any) -> "ExperimentConfig":
+        """This config with ``changes`` (plain data, as in a YAML file), validated."""
         return ExperimentConfig.from_dict({**self.to_dict(), **changes})
 
     def to_yaml(self) -> str:
@@ -164,69 +174,38 @@ _SCHEMA: Schema[ExperimentConfig] = Schema(ExperimentConfig)
 
 def _check_task(config: ExperimentConfig, options: dict[str, Any]) -> None:
     """The task and objective must fit the data set; a re-ID batch holds whole identities."""
-    task = DATASET_TASKS[config.dataset]
+    task = dataset_task(config.dataset)
     if config.task is not None and config.task != task:
         raise ConfigError(f"task: {config.task!r} does not fit data set {config.dataset}, a {task} "
                           f"data set; set task: {task} or leave it out (it follows the data set).")
-    check_objective(config.objective, config.dataset, config.data_options)
+    check_objective(config.objective, config.dataset)
     instances = options.get("instances")
-    if task == "reid" and instances and config.batch_size % instances:
+    if task == REID and instances and config.batch_size % instances:
         raise ConfigError(f"batch_size: {config.batch_size} is not a multiple of "
                           f"data_options.instances ({instances}); a re-ID batch holds P identities "
                           f"x {instances} images each. Use e.g. batch_size: "
                           f"{max(1, config.batch_size // instances) * instances}.")
 
 
-def validate(config: ExperimentConfig) -> None:
-    """Reject unknown names and out-of-range values, naming the key and what is allowed."""
-    ExperimentConfig.from_dict(config.to_dict())
-
-
 # ---- defaults ----------------------------------------------------------------------------------
-def default_lr(student: str) -> float:
-    return 0.01 if student in LOW_LR_ARCHS else 0.05
-
-
-def paper_logit_weight(method: str, mode: str) -> float:
-    """The paper's logit-KD weight for ``method`` in ``mode``.
-
-    plain is RepDistiller's baseline (``-a 0`` for feature methods): the method's own default. In
-    mag and mas the paper's published runs (its ``scripts/cifar100_*.sh``) pass ``--div_weight 1.0``
-    to every feature method, so a method whose own default is 0 gets a logit term of weight 1 (T 4)
-    there; in mas a zero weight would also silently erase the stable target. kd keeps 0.2 / 0.8.
-    """
-    default = method_defaults(method).logit_weight
-    if mode in ("mag", "mas") and default == 0.0:
-        return 1.0
-    return default
-
-
 def resolve(config: ExperimentConfig) -> ExperimentConfig:
-    """Fill every defaultable field with its value for this method, mode and pair."""
+    """Fill every defaultable field with its value for this method, mode, pair and data set, and
+    drop the levels of a mode without them. Validates nothing again (``config`` is valid, and so
+    are the defaults); resolving a resolved config returns an equal one."""
     method = method_defaults(config.method)
     options = method.resolve_options(config.method_options, config.teacher, config.student)
-    changes = {
-        "ce_weight": method.ce_weight if config.ce_weight is None else config.ce_weight,
-        "logit_weight": (paper_logit_weight(config.method, config.mode) if config.logit_weight is None
-                         else config.logit_weight),
-        "feature_weight": (method.feature_weight_default(options) if config.feature_weight is None
-                           else config.feature_weight),
-        "lr": default_lr(config.student) if config.lr is None else config.lr,
-        "method_options": options,
-        "granularities": [] if config.mode == "plain" else config.granularities,
-        "task": DATASET_TASKS[config.dataset],
-        "objective": check_objective(config.objective, config.dataset, config.data_options).name,
-    }
-    return config.replace(**changes)
-
-
-def validation_size(config: ExperimentConfig) -> int:
-    """Validation images a run of ``config`` selects on (0 with ``val_fraction: 0``); loads nothing."""
-    from mgkd.data import validation_size as split_validation_size
-
-    return split_validation_size(config.dataset, config.data_options, config.val_fraction,
-                                 config.train_subset, data_dir=Path(config.data_dir).expanduser(),
-                                 seed=config.split_seed)
+    return dataclasses.replace(
+        config,
+        ce_weight=method.ce_weight if config.ce_weight is None else config.ce_weight,
+        logit_weight=(paper_logit_weight(config.method, config.mode)
+                      if config.logit_weight is None else config.logit_weight),
+        feature_weight=(method.feature_weight_default(options) if config.feature_weight is None
+                        else config.feature_weight),
+        lr=default_lr(config.student) if config.lr is None else config.lr,
+        method_options=options,
+        granularities=list(config.granularities) if mode_has_levels(config.mode) else [],
+        task=dataset_task(config.dataset),
+        objective=check_objective(config.objective, config.dataset).name)
 
 
 def default_config(teacher: str, student: str, dataset: str, **overrides: Any) -> ExperimentConfig:

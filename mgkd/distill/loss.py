@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mgkd.catalog.methods import MODES, method_defaults
 from mgkd.config import ExperimentConfig
 from mgkd.methods.common import soft_kl
 
@@ -21,7 +22,11 @@ COMPONENTS = ("loss_ce", "loss_logit", "loss_feature", "loss_granularity")
 
 @dataclass(frozen=True)
 class LossWeights:
-    mode: str
+    """The loss's weights. ``stable_target``: the logit term's target is the mean of the
+    teacher's and its heads' decoder logits (mode mas); the level terms are those of the
+    config's granularity levels (none in plain)."""
+
+    stable_target: bool
     ce: float
     logit: float
     feature: float
@@ -30,20 +35,25 @@ class LossWeights:
     level_weights: tuple[float, ...]
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig, uses_feature_weight: bool = True) -> "LossWeights":
-        """From a resolved config (no ``None`` weights left)."""
-        levels = config.granularities if config.mode != "plain" else []
-        return cls(mode=config.mode, ce=float(config.ce_weight), logit=float(config.logit_weight),
-                   feature=float(config.feature_weight) if uses_feature_weight else 0.0,
+    def from_config(cls, config: ExperimentConfig) -> "LossWeights":
+        """From a resolved config (``mgkd.config.resolve``: no ``None`` weight left)."""
+        if config.ce_weight is None or config.logit_weight is None or config.feature_weight is None:
+            raise ValueError("LossWeights.from_config needs a resolved config "
+                             "(mgkd.config.resolve)")
+        uses_feature = method_defaults(config.method).uses_feature_weight
+        return cls(stable_target=MODES[config.mode].stable_target, ce=float(config.ce_weight),
+                   logit=float(config.logit_weight),
+                   feature=float(config.feature_weight) if uses_feature else 0.0,
                    temperature=config.temperature,
-                   level_temperatures=tuple(g.temperature for g in levels),
-                   level_weights=tuple(g.weight for g in levels))
+                   level_temperatures=tuple(g.temperature for g in config.granularities),
+                   level_weights=tuple(g.weight for g in config.granularities))
 
 
-def logit_target(mode: str, teacher_logits: torch.Tensor,
+def logit_target(stable_target: bool, teacher_logits: torch.Tensor,
                  decoder_logits: list[torch.Tensor]) -> torch.Tensor:
-    """The logit-KD target: teacher logits, or in mas their mean with the heads' decoder logits."""
-    if mode == "mas" and decoder_logits:
+    """The logit-KD target: teacher logits, or with the stable target (mas) their mean with the
+    heads' decoder logits."""
+    if stable_target and decoder_logits:
         return torch.stack([teacher_logits, *decoder_logits]).mean(dim=0)
     return teacher_logits
 
@@ -64,11 +74,11 @@ def compose_loss(weights: LossWeights, *, student_logits: torch.Tensor,
         if name != "ce":
             terms[f"loss_{name}"] = value
     if weights.logit:
-        target = logit_target(weights.mode, teacher_logits, decoder_logits)
+        target = logit_target(weights.stable_target, teacher_logits, decoder_logits)
         terms["loss_logit"] = weights.logit * soft_kl(student_logits, target, weights.temperature)
     if weights.feature:
         terms["loss_feature"] = weights.feature * method_loss
-    if weights.mode != "plain" and student_codes:
+    if weights.level_weights:
         granularity = zero
         for s_code, t_code, temp, weight in zip(student_codes, teacher_codes,
                                                 weights.level_temperatures, weights.level_weights):

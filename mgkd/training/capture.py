@@ -12,7 +12,7 @@ A recorded step replays fixed kernels on fixed addresses, so it must not
 :func:`capture_problems` runs a step once under a dispatch mode that sees every aten op and names
 each problem it finds. CPU tensors cannot show a plain ``.cpu()`` or ``.tolist()`` (no op
 dispatches for them), so keep those out of steps by review. ``tests/test_capture.py`` holds every
-method's declared ``capture_blocker`` (``mgkd.method_defaults``) to this check.
+method's declared ``capture_blocker`` (``mgkd.catalog.methods``) to this check.
 """
 from __future__ import annotations
 

@@ -71,16 +71,20 @@ def auto_eval_batch_size(on_cuda: bool, batch_size: int, image_shape: tuple[int,
     return max(batch_size, min(EVAL_BATCH_CAP, EVAL_PIXEL_BUDGET // max(pixels, 1)))
 
 
-def graphs_refusal(cuda_graphs: Setting, device_type: str, capture_blocker: str | None,
-                   what: str = "run") -> str | None:
-    """Why ``cuda_graphs`` cannot be honoured on this device for this step (None: it can)."""
+def graphs_refusal(cuda_graphs: Setting, *, on_gpu: bool, capture_blocker: str | None,
+                   what: str = "this run", cpu_because: str = "this run got the CPU") -> str | None:
+    """Why ``cuda_graphs`` cannot be honoured (None: it can): the one rule every check asks —
+    config validation, the sweep checks, ``mgkd train``'s preflight and the run itself.
+
+    ``cuda_graphs: true`` needs a GPU (``on_gpu``; ``cpu_because`` says why there is none) and a
+    step that can be captured (``capture_blocker`` is why not; ``what`` names the step's owner)."""
     if cuda_graphs is not True:
         return None
-    if device_type != "cuda":
-        return ("cuda_graphs: true needs a CUDA GPU, but this run got the CPU; use cuda_graphs: "
-                "auto (graphs on GPUs only) or false.")
+    if not on_gpu:
+        return (f"cuda_graphs: true needs a CUDA GPU, but {cpu_because}; use cuda_graphs: auto "
+                "(graphs on GPUs only) or false.")
     if capture_blocker is not None:
-        return (f"cuda_graphs: true, but this {what}'s step cannot be captured in a CUDA graph: "
+        return (f"cuda_graphs: true, but {what}'s step cannot be captured in a CUDA graph: "
                 f"{capture_blocker}. Use cuda_graphs: auto (it then runs eagerly) or false.")
     return None
 
@@ -94,7 +98,8 @@ def resolve_execution(*, device_type: str, cuda_graphs: Setting = False, amp: Se
     cannot be captured (None: it can). ``cuda_graphs: true`` that cannot be honoured is a
     ConfigError; ``auto`` falls back to eager steps with one log line naming the reason."""
     on_cuda = device_type == "cuda"
-    refusal = graphs_refusal(cuda_graphs, device_type, capture_blocker, what)
+    refusal = graphs_refusal(cuda_graphs, on_gpu=on_cuda, capture_blocker=capture_blocker,
+                             what=f"this {what}")
     if refusal:
         raise ConfigError(refusal)
     graphs = cuda_graphs is True

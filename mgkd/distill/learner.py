@@ -1,0 +1,169 @@
+"""A distillation run: the learner one step trains (frozen teacher and heads, student, student
+encoders and the KD method's modules) and the trainer that runs it. The Ray trainable and
+``mgkd train`` both build runs with :func:`make_trainer`."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mgkd.catalog.methods import method_defaults
+from mgkd.catalog.objectives import Objective, get_objective
+from mgkd.config import ExperimentConfig, resolve
+from mgkd.config.execution import Execution, ExecutionSettings
+from mgkd.data import Batch, DataSplits
+from mgkd.distill.loss import LossWeights, compose_loss
+from mgkd.knowledge.heads import FrozenTeacher, StudentGranularity, TeacherHead
+from mgkd.knowledge.prepare import Knowledge, head_levels
+from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method
+from mgkd.models import create_model, probe_feature_shapes
+from mgkd.models.backbone_init import init_backbone
+from mgkd.training.engine import EpochCallback, Schedule, Trainer, resolve_device
+from mgkd.training.learner import InitStage, Learner
+from mgkd.training.steps import Recorder
+from mgkd.training.tasks import Task, get_task
+
+log = logging.getLogger(__name__)
+
+
+class DistillationLearner(Learner):
+    """One distillation step: frozen teacher (+ heads) and student (+ encoders, method modules)."""
+
+    def __init__(self, config: ExperimentConfig, teacher: FrozenTeacher, student: nn.Module,
+                 granularity: StudentGranularity, method: DistillMethod, task: Task):
+        self.task = task
+        self.teacher = teacher
+        self.student = student
+        self.granularity = granularity
+        self.method = method
+        self.weights = LossWeights.from_config(config)
+        # Checkpointed state: everything that trains. The teacher is restored from Knowledge.
+        self.modules = nn.ModuleDict({"student": student, "granularity": granularity,
+                                      "method": method})
+
+    def step_constants(self, epoch: int) -> tuple:
+        return self.method.step_constants(epoch)
+
+    def _forward(self, batch: Batch, epoch: int):
+        images = batch.images
+        t = self.teacher(images)
+        s_features, s_logits = self.student(images, features=True)
+        inputs = MethodInputs(student_features=s_features, teacher_features=t.features,
+                              student_logits=s_logits, teacher_logits=t.logits,
+                              targets=batch.labels, indices=batch.indices, epoch=epoch)
+        return t, s_features, s_logits, inputs
+
+    def loss_components(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        t, s_features, s_logits, inputs = self._forward(batch, epoch)
+        method_loss = self.method(inputs) if self.weights.feature else s_logits.new_zeros(())
+        student_codes = self.granularity(s_features[-1]) if self.weights.level_weights else []
+        base = self.task.base_loss(s_logits, s_features[-1], batch.labels)
+        return compose_loss(self.weights, student_logits=s_logits, teacher_logits=t.logits,
+                            base=base, method_loss=method_loss,
+                            student_codes=student_codes, teacher_codes=t.codes,
+                            decoder_logits=t.decoder_logits)
+
+    def eval_logits(self, batch: Batch) -> list[torch.Tensor]:
+        return [self.student(batch.images)]
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """The student's pooled embedding: what re-ID retrieval ranks by."""
+        return self.student(batch.images, features=True)[0][-1]
+
+    def init_stage(self) -> InitStage | None:
+        if not self.method.has_init_stage:
+            return None
+        params = list(self.method.init_parameters())
+        if self.method.init_trains_student:
+            params += list(self.student.parameters())
+
+        def loss(batch: Batch) -> torch.Tensor:
+            return self.method.init_loss(self._forward(batch, 0)[3])
+
+        return InitStage(epochs=self.method.init_epochs(), parameters=params, loss=loss)
+
+
+def build_learner(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledge,
+                  device: torch.device, *, channels_last: bool = False) -> DistillationLearner:
+    """Models, heads and method on ``device`` for a resolved ``config`` (convolutions
+    channels-last when asked). Seeds the global RNG with ``config.seed`` first, so the same
+    config always starts from the same weights."""
+    torch.manual_seed(config.seed)
+    classes, size = splits.spec.num_classes, splits.spec.image_shape
+    teacher_model = create_model(config.teacher, classes, key="teacher")
+    teacher_model.load_state_dict(knowledge.teacher_state)
+    heads = []
+    for dim, temp in head_levels(config):
+        head = TeacherHead(teacher_model.embedding_dim, dim, classes)
+        head.load_state_dict(knowledge.head_state(dim, temp))
+        heads.append(head)
+    teacher = FrozenTeacher(teacher_model, heads).to(device)
+    student = create_model(config.student, classes, key="student")
+    if config.student_init:
+        init_backbone(student, Path(config.student_init).expanduser(), key="student_init",
+                      arch=config.student)
+    student = student.to(device)
+    granularity = StudentGranularity(student.embedding_dim,
+                                     [dim for dim, _ in head_levels(config)]).to(device)
+    context = MethodContext(student_shapes=probe_feature_shapes(student, size, splits.spec.channels),
+                            teacher_shapes=probe_feature_shapes(teacher_model, size,
+                                                                splits.spec.channels),
+                            num_classes=classes, num_train_samples=len(splits.train),
+                            epochs=config.epochs, temperature=config.temperature,
+                            teacher=config.teacher, student=config.student)
+    method = build_method(config.method, context, config.method_options).to(device)
+    if channels_last:
+        for module in (teacher, student):
+            module.to(memory_format=torch.channels_last)
+    return DistillationLearner(config, teacher, student, granularity, method,
+                               get_task(splits.spec.task))
+
+
+def schedule_of(config: ExperimentConfig) -> Schedule:
+    return Schedule(epochs=config.epochs, lr=float(config.lr), momentum=config.momentum,
+                    weight_decay=config.weight_decay, milestones=tuple(config.lr_milestones),
+                    decay=config.lr_decay)
+
+
+def execution_of(config: ExperimentConfig, device: torch.device, splits: DataSplits) -> Execution:
+    """How this distillation run's steps execute on ``device`` (``auto`` settings resolved)."""
+    blocker = method_defaults(config.method).capture_blocker
+    return ExecutionSettings.of(config).resolve(
+        device_type=device.type, batch_size=config.batch_size,
+        image_shape=splits.spec.image_shape, capture_blocker=blocker,
+        what=f"{config.method} distillation")
+
+
+def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledge, *,
+                 callbacks: list[EpochCallback] | None = None,
+                 checkpoint_path: Path | None = None, recorder: Recorder | None = None) -> Trainer:
+    """A ready-to-fit distillation trainer; ``splits`` may live on the CPU (moved here). The
+    config is resolved here (a no-op for a resolved one): everything below reads the resolved
+    form. ``recorder`` (an :class:`~mgkd.training.steps.InlineRecorder`, for CPU tests and the
+    benchmark's self-check) records the steps the way CUDA graphs would, on any device."""
+    config = resolve(config)
+    device = resolve_device(config.device)
+    execution = execution_of(config, device, splits)  # before any work: it may refuse the config
+    if recorder is not None:
+        execution = dataclasses.replace(execution, cuda_graphs=True)
+    splits = splits.to(device)
+    learner = build_learner(config, splits, knowledge, device,
+                            channels_last=execution.channels_last)
+    return Trainer(learner, splits, schedule_of(config), batch_size=config.batch_size,
+                   seed=config.seed, objective=get_objective(config.objective),
+                   callbacks=callbacks, execution=execution, checkpoint_path=checkpoint_path,
+                   recorder=recorder)
+
+
+def final_metrics(state: Any, objective: Objective) -> dict[str, Any]:
+    """The run's summary: the last epoch's objective and its test counterpart, plus the epoch
+    with the best objective value (``best_val_acc``, ``test_acc_at_best_val`` for val_acc)."""
+    last = state.history[-1] if state.history else {}
+    name, test = objective.name, objective.test_metric
+    return {"epochs": state.epoch, name: last.get(name), test: last.get(test),
+            objective.best_metric: state.best_value, "best_epoch": state.best_epoch,
+            objective.test_at_best: state.test_at_best}

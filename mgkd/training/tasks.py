@@ -1,0 +1,112 @@
+"""The tasks' implementations: the supervised base loss every network trains with and how a
+held-out split is scored (the tasks and their metric names are listed in
+:mod:`mgkd.catalog.tasks`, whose entries name these classes).
+
+* classification: cross-entropy; accuracy and mean loss of the learner's classifier(s);
+* person re-ID: label-smoothed identity cross-entropy plus the batch-hard triplet loss; CMC rank-k
+  and mAP of a query set ranked against a gallery by the learner's embedding.
+
+The engine, the learners, the trainables, sweeps and analysis stay generic: they ask the task,
+found by name with :func:`get_task`.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from mgkd.catalog.tasks import CLASSIFICATION, REID, TaskEntry, task_entry
+from mgkd.data import Batch, ImageSplit, RetrievalSplit
+from mgkd.reid.losses import ReidBaseLoss
+from mgkd.reid.metrics import retrieval_metrics
+from mgkd.training.learner import Learner
+
+# Triplet margin and label smoothing of the re-ID base loss: the usual values (DESIGN.md §9).
+REID_LABEL_SMOOTHING = 0.1
+REID_TRIPLET_MARGIN = 0.3
+
+BatchesOf = Callable[[ImageSplit], Iterable[Batch]]
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+class Task(Protocol):
+    entry: TaskEntry  # the catalog's facts: name, metric names, extra losses, default objective
+
+    def base_loss(self, logits: torch.Tensor, embedding: torch.Tensor,
+                  labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The supervised terms, named ``ce`` (always) and e.g. ``triplet``; not weighted."""
+        ...
+
+    def evaluate(self, learner: Learner, split: Any, batches_of: BatchesOf,
+                 autocast: Autocast) -> dict[str, float]:
+        """``entry.metric_names`` on a held-out split."""
+        ...
+
+
+def score(logits: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy, number correct) of one evaluation batch, each the mean over the
+    classifiers whose ``logits`` are given; both device tensors."""
+    loss = correct = torch.zeros((), device=labels.device)
+    for classifier in logits:
+        loss = loss + F.cross_entropy(classifier.float(), labels, reduction="sum")
+        correct = correct + (classifier.argmax(1) == labels).sum()
+    return loss / len(logits), correct / len(logits)
+
+
+class Classification:
+    entry = task_entry(CLASSIFICATION)
+
+    def base_loss(self, logits: torch.Tensor, embedding: torch.Tensor,
+                  labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(logits, labels)}
+
+    def evaluate(self, learner: Learner, split: ImageSplit, batches_of: BatchesOf,
+                 autocast: Autocast) -> dict[str, float]:
+        """Accuracy in % and mean loss; one host sync for the whole split."""
+        loss_sum = correct = None
+        for batch in batches_of(split):
+            with autocast():
+                batch_loss, batch_correct = score(learner.eval_logits(batch), batch.labels)
+            loss_sum = batch_loss.float() if loss_sum is None else loss_sum + batch_loss.float()
+            correct = batch_correct.float() if correct is None else correct + batch_correct.float()
+        assert loss_sum is not None and correct is not None  # split is not empty
+        loss_value, correct_value = torch.stack([loss_sum, correct]).tolist()
+        return {"acc": 100.0 * correct_value / len(split), "loss": loss_value / len(split)}
+
+
+class PersonReid:
+    entry = task_entry(REID)
+    loss = ReidBaseLoss(ce_epsilon=REID_LABEL_SMOOTHING, triplet_margin=REID_TRIPLET_MARGIN)
+
+    def base_loss(self, logits: torch.Tensor, embedding: torch.Tensor,
+                  labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.loss(logits, embedding, labels)
+
+    def _embed_all(self, learner: Learner, split: ImageSplit, batches_of: BatchesOf,
+                   autocast: Autocast) -> torch.Tensor:
+        parts = []
+        for batch in batches_of(split):
+            with autocast():
+                parts.append(learner.embed(batch).float())
+        return torch.cat(parts)
+
+    def evaluate(self, learner: Learner, split: RetrievalSplit, batches_of: BatchesOf,
+                 autocast: Autocast) -> dict[str, float]:
+        """CMC rank-1/5/10 and mAP (in %) of the query set against the gallery, on the device."""
+        query = self._embed_all(learner, split.query, batches_of, autocast)
+        gallery = self._embed_all(learner, split.gallery, batches_of, autocast)
+        return retrieval_metrics(query, split.query.labels, split.query.cameras,
+                                 gallery, split.gallery.labels, split.gallery.cameras).to_metrics()
+
+
+@functools.cache
+def get_task(name: str) -> Task:
+    """The implementation of task ``name``, as its catalog entry names it (one instance each);
+    ConfigError naming the known tasks otherwise."""
+    module, cls = task_entry(name).implementation.split(":")
+    return getattr(importlib.import_module(f"mgkd.training.{module}"), cls)()
