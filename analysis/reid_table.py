@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from analysis.formats import fmt_number
+from mgkd.catalog.methods import MODES, mode_has_levels
 
 if TYPE_CHECKING:
     from analysis.best import StudyBest
@@ -63,7 +64,8 @@ def paper_rows(arch: str) -> list[PaperRow]:
 def method_label(best: StudyBest) -> str:
     """``MAS_RKD`` style, as the seed writes its rows, with the teacher."""
     s = best.study
-    name = s.method.upper() if s.mode == "plain" else f"{s.mode.upper()}_{s.method.upper()}"
+    name = (s.method.upper() if s.mode in MODES and not mode_has_levels(s.mode)
+            else f"{s.mode.upper()}_{s.method.upper()}")
     return f"{name} (teacher {s.teacher})"
 
 

@@ -26,12 +26,11 @@ from analysis.records import COMPLETE, Run, StudyInfo
 from analysis.reid_table import reid_table
 from analysis.run import read_run
 from analysis.rundir import OPTUNA_DB
+from mgkd.catalog.methods import MODE_NAMES, MODES, mode_has_levels
 from mgkd.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP = 5
-MODE_ORDER = ("plain", "mag", "mas")
-MODE_LABELS = {"plain": "{method}", "mag": "{method} + MAG", "mas": "{method} + MAS"}
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
@@ -91,10 +90,18 @@ def summary_table(bests: list[StudyBest]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def mode_label(method: str, mode: str) -> str:
+    """``kd`` for a mode without levels (plain), ``kd + MAS`` for one with; ``kd (mode)`` for a
+    mode this version does not know (an older run dir's)."""
+    if mode not in MODES:
+        return f"{method} ({mode})"
+    return method if not mode_has_levels(mode) else f"{method} + {mode.upper()}"
+
+
 def _row_keys(studies: list[StudyInfo]) -> list[tuple[str, str]]:
     methods = list(dict.fromkeys(s.method for s in studies))
     modes = sorted({s.mode for s in studies},
-                   key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER), m))
+                   key=lambda m: (MODE_NAMES.index(m) if m in MODE_NAMES else len(MODE_NAMES), m))
     present = {(s.method, s.mode) for s in studies}
     return [(method, mode) for method in methods for mode in modes if (method, mode) in present]
 
@@ -109,7 +116,7 @@ def paper_table(bests: list[StudyBest]) -> str:
         f"<th>{_e(p.replace('__', ' → '))}</th>" for p in pairs) + "</tr>"
     rows = []
     for method, mode in _row_keys([b.study for b in bests]):
-        label = MODE_LABELS.get(mode, "{method} (" + mode + ")").format(method=method)
+        label = mode_label(method, mode)
         cells = []
         for pair in pairs:
             b = by_cell.get((method, mode, pair))

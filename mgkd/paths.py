@@ -41,13 +41,3 @@ def sweep_run_dir_of(path: str | Path) -> Path | None:
         if all((folder / marker).exists() for marker in SWEEP_MARKERS):
             return folder
     return None
-
-
-def existing_run_dir(path: str | Path, command: str) -> Path:
-    """A RUN_DIR argument that must exist and be a directory."""
-    folder = Path(path).expanduser().absolute()
-    if not folder.is_dir():
-        state = "is a file" if folder.exists() else "does not exist"
-        raise ConfigError(f"{command}: the run dir {folder} {state}; give the directory `mgkd tune` "
-                          "printed when it started (<storage_path>/<name>, e.g. runs/demo).")
-    return folder

@@ -16,15 +16,15 @@ from mgkd.catalog.objectives import get_objective
 from mgkd.config import ExperimentConfig, resolve, save_config
 from mgkd.config.execution import ExecutionSettings, graphs_refusal
 from mgkd.data import DataSplits, check_available, load_config_splits
-from mgkd.distill.learner import final_metrics, make_trainer
+from mgkd.distill.learner import final_metrics, make_trainer, reported_metrics
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, file_sha256, safe_torch_load
 from mgkd.knowledge.prepare import head_bank, head_keys, prepare_knowledge
 from mgkd.knowledge.teacher import (TeacherRecipe, load_teacher, save_teacher, teacher_path,
                                     train_teacher)
 from mgkd.paths import sweep_run_dir_of, writable_dir
-from mgkd.training.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars,
-                                     reported_metrics, run_hparams, write_metrics)
+from mgkd.training.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars, run_hparams,
+                                     write_metrics)
 from mgkd.training.engine import EpochCallback, RunState, resolve_device
 
 log = logging.getLogger(__name__)

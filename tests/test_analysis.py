@@ -27,8 +27,8 @@ from analysis.load import load_run
 from analysis.report import write_report
 from analysis.run import read_run
 from mgkd.config import ExperimentConfig, load_config
+from mgkd.distill.learner import reported_metrics
 from mgkd.errors import MgkdError
-from mgkd.training.callbacks import reported_metrics
 
 from analysis_fixtures import (STUDIES, best_complete, damaged, make_legacy, optuna_trials,  # noqa: F401
                                real_run, result_lines, set_running, trial_dir_of,

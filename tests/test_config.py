@@ -128,3 +128,31 @@ def test_whole_floats_are_integers_and_empty_values_are_empty():
     assert type(config.epochs) is int and config.epochs == 3
     assert type(config.lr) is float and config.lr == 1.0
     assert (config.method_options, config.granularities) == ({}, [])
+
+
+def test_a_trial_config_is_validated_once_and_resolving_adds_no_validation(monkeypatch,
+                                                                          tiny_config):
+    from mgkd.config import experiment
+    from mgkd.data import load_config_splits
+    from mgkd.distill.learner import make_trainer
+    from mgkd.knowledge.prepare import Knowledge
+    from spaces import build_space
+
+    space = build_space("full", tiny_config())
+    flat = space.paper_default()
+    splits = load_config_splits(space.base)
+    parses = []
+
+    class Counting:
+        def parse(self, data):
+            parses.append(data)
+            return schema.parse(data)
+
+    schema = experiment._SCHEMA
+    monkeypatch.setattr(experiment, "_SCHEMA", Counting())
+    config = space.to_config(flat)  # what the searcher hands a trial
+    assert len(parses) == 1
+    again = ExperimentConfig.from_validated(config.to_dict())  # the trial rebuilds it
+    assert resolve(again) == again == config
+    make_trainer(again, splits, Knowledge.untrained(again, splits.spec.num_classes))
+    assert len(parses) == 1  # the trainable, resolve() and make_trainer validated nothing again

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from mgkd.data import load_splits
+from mgkd.distill.learner import reported_metrics
 from mgkd.errors import TrainingDiverged
 from mgkd.models import create_model
 from mgkd.runner import run_training
-from mgkd.training.callbacks import reported_metrics
 from mgkd.training.engine import Schedule, Trainer
 from mgkd.training.learner import InitStage, Learner
 

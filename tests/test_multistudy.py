@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from mgkd.config import ExperimentConfig, resolve
+from mgkd.config import ExperimentConfig
 from search.multistudy import (PAPER_DEFAULT_ATTR, MultiStudySearcher, PerStudyASHA, StudyEntry,
                                trial_outcome)
 from spaces import build_space

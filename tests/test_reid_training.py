@@ -13,14 +13,13 @@ from market_fixture import write_market1501
 from mgkd.catalog.objectives import get_objective
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import load_config_splits, load_splits, make_batches
-from mgkd.distill.learner import build_learner
+from mgkd.distill.learner import build_learner, reported_metrics
 from mgkd.errors import ConfigError
 from mgkd.knowledge.prepare import Knowledge, prepare_knowledge
 from mgkd.knowledge.teacher import SupervisedLearner, TeacherRecipe, train_teacher
 from mgkd.models import create_model
 from mgkd.reid.metrics import retrieval_metrics
 from mgkd.runner import run_training
-from mgkd.training.callbacks import reported_metrics
 from mgkd.training.engine import RunState, Trainer
 from mgkd.training.tasks import get_task
 

@@ -1,1 +1,2 @@
-"""Ray Tune trainables wrapping mgkd runs (arrives with the sweep issue)."""
+"""Ray Tune trainables wrapping mgkd runs: the per-trial distillation function and the Ray tasks
+that prepare each teacher's knowledge once per sweep."""

@@ -20,9 +20,8 @@ from ray import tune
 
 from mgkd.config import ExperimentConfig
 from mgkd.data import DataSplits
-from mgkd.distill.learner import make_trainer
+from mgkd.distill.learner import make_trainer, reported_metrics
 from mgkd.knowledge.prepare import Knowledge
-from mgkd.training.callbacks import reported_metrics
 from mgkd.training.engine import EpochReport
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,11 @@ from torch import nn
 
 from mgkd.catalog.methods import method_defaults
 from mgkd.catalog.objectives import Objective, get_objective
+from mgkd.catalog.tasks import task_entry
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.config.execution import Execution, ExecutionSettings
 from mgkd.data import Batch, DataSplits
-from mgkd.distill.loss import LossWeights, compose_loss
+from mgkd.distill.loss import COMPONENTS, LossWeights, compose_loss
 from mgkd.knowledge.heads import FrozenTeacher, StudentGranularity, TeacherHead
 from mgkd.knowledge.prepare import Knowledge, head_levels
 from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method
@@ -157,6 +158,16 @@ def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowle
                    seed=config.seed, objective=get_objective(config.objective),
                    callbacks=callbacks, execution=execution, checkpoint_path=checkpoint_path,
                    recorder=recorder)
+
+
+def reported_metrics(task: str, objective: str) -> tuple[str, ...]:
+    """The keys every sweep trial reports each epoch (and `mgkd train` logs alike, so curves line
+    up): losses, the task's metrics on val and test, the best objective value so far and lr."""
+    entry = task_entry(task)
+    evaluated = tuple(f"{split}_{name}" for split in ("val", "test") for name in entry.metric_names)
+    best = get_objective(objective).best_metric
+    return ("epoch", "train_loss", *COMPONENTS, *(f"loss_{name}" for name in entry.extra_losses),
+            *evaluated, best, "lr")
 
 
 def final_metrics(state: Any, objective: Objective) -> dict[str, Any]:

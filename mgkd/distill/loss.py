@@ -17,6 +17,7 @@ from mgkd.catalog.methods import MODES, method_defaults
 from mgkd.config import ExperimentConfig
 from mgkd.methods.common import soft_kl
 
+# Every term a distillation step reports (also when its weight is 0), besides the task's extra ones.
 COMPONENTS = ("loss_ce", "loss_logit", "loss_feature", "loss_granularity")
 
 

@@ -7,23 +7,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mgkd.catalog.objectives import get_objective
 from mgkd.catalog.tasks import CLASSIFICATION, task_entry
 from mgkd.io import atomic_write_text
 from mgkd.training.engine import EpochReport
 
 log = logging.getLogger("mgkd.progress")
-_LOSSES = ("train_loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity")
-
-
-def reported_metrics(task: str, objective: str) -> tuple[str, ...]:
-    """The keys every sweep trial reports each epoch (and `mgkd train` logs alike, so curves line
-    up): losses, the task's metrics on val and test, the best objective value so far and lr."""
-    entry = task_entry(task)
-    evaluated = tuple(f"{split}_{name}" for split in ("val", "test") for name in entry.metric_names)
-    best = get_objective(objective).best_metric
-    return ("epoch", *_LOSSES, *(f"loss_{name}" for name in entry.extra_losses), *evaluated, best,
-            "lr")
 
 # Ray Tune's TensorBoard logger names a trial's metric ``ray/tune/<name>`` and its hparams after the
 # trial's flattened config ({"study", "trial_number", "params": ..., "experiment": ...}).
