@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,14 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# Every test (what CI runs): about 5 1/2 minutes of pytest on 2 idle cores.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: no Ray, no second process, no single slow test (the tiers are set in
+# tests/conftest.py); about 1 1/2 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not ray and not cli and not slow" $(PYTEST_ARGS)
 
 # The built-in sweep (sweeps/demo.yaml) on the embedded digits data: two pairs, mode mas, teachers
 # and head banks prepared automatically. Re-running starts the demo afresh.

@@ -1,7 +1,8 @@
 """A small real run dir for the analysis tests, made by a real sweep (Ray on 2 local CPUs, real
 Optuna, real TensorBoard files), and copies of it damaged the ways real run dirs get damaged.
 
-The analysis itself runs after ``ray.shutdown()``: a run dir must be readable without Ray.
+Analysis reads the run dir from files alone (``test_analysis_never_imports_ray`` proves it in a
+process without Ray).
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
-import pytest
 import yaml
 
 from sweep_helpers import TINY_SPACE, tiny_sweep
@@ -22,30 +22,13 @@ STUDIES = ("resnet8__resnet8__kd__mas", "resnet8__resnet8__kd__plain")
 SPACE = {**TINY_SPACE, "ce_weight": {"type": "categorical", "choices": [0.2, 1.0, 1.0e7]}}
 
 
-def make_real_run(storage: Path) -> Path:
-    """Run the sweep: 2 studies (kd in mas and plain) x 6 trials, 4 epochs, ASHA from epoch 2."""
-    import ray
-
-    from search.tune import run_sweep
-
-    spec = tiny_sweep(storage, name="analysed", space=SPACE, num_samples=6,
+def real_sweep(storage: Path):
+    """The sweep: 2 studies (kd in mas and plain) x 6 trials, 4 epochs, ASHA from epoch 2; its
+    ce_weight 1e7 makes some trials diverge."""
+    return tiny_sweep(storage, name="analysed", space=SPACE, num_samples=6,
                       scheduler={"grace_period": 2, "reduction_factor": 2},
                       searcher={"seed": 0, "multivariate": True})
-    started = not ray.is_initialized()
-    if started:  # address="local": a Ray of its own, even if another one runs on this machine
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        run_sweep(spec)
-    finally:
-        if started:
-            ray.shutdown()
-    return spec.run_dir
 
-
-@pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> Path:
-    """The pristine run dir (do not modify it: copy it with ``damaged``)."""
-    return make_real_run(tmp_path_factory.mktemp("analysis-sweep"))
 
 
 # ---- reading the ground truth ------------------------------------------------------------------

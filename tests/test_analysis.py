@@ -30,20 +30,14 @@ from mgkd.config import ExperimentConfig, load_config
 from mgkd.distill.learner import reported_metrics
 from mgkd.errors import MgkdError
 
-from analysis_fixtures import (STUDIES, best_complete, damaged, make_legacy, optuna_trials,  # noqa: F401
-                               real_run, result_lines, set_running, trial_dir_of,
-                               truncate_last_line)
+from analysis_fixtures import (STUDIES, best_complete, damaged, make_legacy, optuna_trials,
+                               result_lines, set_running, trial_dir_of, truncate_last_line)
+from conftest import mgkd
 
-MGKD = Path(sys.executable).parent / "mgkd"
 SCALARS = ("train_loss", "loss_ce", "loss_logit", "loss_feature", "loss_granularity", "val_acc",
            "val_loss", "test_acc", "best_val_acc")
 PLAIN_KEYS = [k for k in ExperimentConfig().to_dict()
               if k not in ("granularities", "method_options", "data_options", "lr_milestones")]
-
-
-def mgkd(*args, env=None):
-    return subprocess.run([str(MGKD), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 def same(a, b) -> bool:
@@ -63,8 +57,6 @@ def expected_winners(run_dir: Path) -> dict:
 
 # ---- the DataFrame -----------------------------------------------------------------------------
 def test_the_frame_holds_every_trial_epoch_as_optuna_and_the_trial_files_say(real_run):
-    import ray
-    assert not ray.is_initialized()  # analysis reads files alone
     frame = load_run(real_run)
     assert frame.attrs["warnings"] == []
     states = set()

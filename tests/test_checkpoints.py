@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,13 +28,12 @@ from mgkd.runner import teacher_facts
 from mgkd.training.engine import Schedule, Trainer
 from mgkd.training.tasks import get_task
 
-from conftest import TINY_DATA, VAL_ACC
+from conftest import TINY_DATA, VAL_ACC, mgkd
 
 CLASSIFY = get_task("classification")
 DATA = Path(__file__).parent / "data"
 LEGACY = DATA / "legacy_resnet8_c4.pt"
 EXPECTED = DATA / "legacy_resnet8_c4_expected.pt"
-MGKD = Path(sys.executable).parent / "mgkd"
 
 
 def _legacy_state() -> dict[str, torch.Tensor]:
@@ -202,10 +199,8 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
 
 def test_a_booby_trapped_teacher_exits_2_through_the_cli(tmp_path):
     path, marker = _booby_trapped(tmp_path, "cli")
-    result = subprocess.run([str(MGKD), "heads", "--teacher", str(path), "--dims", "8",
-                             "--temperatures", "2", "--epochs", "1", "--dataset", "synthetic",
-                             "--device", "cpu", "--cache-dir", str(tmp_path / "cache")],
-                            capture_output=True, text=True, timeout=300)
+    result = mgkd("heads", "--teacher", path, "--dims", "8", "--temperatures", "2", "--epochs", "1",
+                  "--dataset", "synthetic", "--device", "cpu", "--cache-dir", tmp_path / "cache")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "refused" in result.stderr
     assert result.stderr.strip().count("\n") == 0

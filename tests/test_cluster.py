@@ -5,11 +5,14 @@ from ray.cluster_utils import Cluster
 
 from search.tune import run_sweep
 
+from conftest import start_local_ray
 from sweep_helpers import epochs_reported, study_trials, tiny_sweep, trial_dirs
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(ray_runtime):
+    shared = ray.is_initialized()  # the local Ray other tests share makes way for the cluster
+    ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -17,6 +20,8 @@ def two_nodes():
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+    if shared:
+        start_local_ray()
 
 
 def test_sweep_runs_across_both_nodes(two_nodes, tmp_path):

@@ -1,32 +1,39 @@
 """`mgkd best --confirm K --seeds S`: the top configs re-run under further seeds through Ray."""
 import json
+import shutil
 
 import pytest
-import ray
 
 from mgkd.errors import ConfigError
 from search.confirm import confirm
 from search.tune import run_sweep
 
+from conftest import mgkd
 from sweep_helpers import study_trials, tiny_sweep
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def test_top_configs_are_rerun_with_more_seeds_and_ranked_by_mean(tmp_path):
-    spec = tiny_sweep(tmp_path, modes=["plain"], num_samples=3,
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, local_ray):
+    """One finished sweep of a plain study, 3 trials of its whole budget (no pruning); each test
+    confirms in a copy of its run dir."""
+    spec = tiny_sweep(tmp_path_factory.mktemp("confirm"), modes=["plain"], num_samples=3,
                       scheduler={"grace_period": 4, "reduction_factor": 2})
-    result = run_sweep(spec)
-    key = result.studies[0].study.key
-    ranking = confirm(result.run_dir, 2, 2)[key]
-    stored = json.loads((result.run_dir / "confirm" / f"{key}.json").read_text())
+    return run_sweep(spec)
+
+
+def copy_of(result, tmp_path):
+    target = tmp_path / result.run_dir.name
+    shutil.copytree(result.run_dir, target)
+    return target
+
+
+def test_top_configs_are_rerun_with_more_seeds_and_ranked_by_mean(swept, tmp_path):
+    run_dir = copy_of(swept, tmp_path)
+    key = swept.studies[0].study.key
+    ranking = confirm(run_dir, 2, 2)[key]
+    stored = json.loads((run_dir / "confirm" / f"{key}.json").read_text())
     assert stored == ranking
-    trials = {t.number: t for t in study_trials(result.run_dir, key)}
+    trials = {t.number: t for t in study_trials(run_dir, key)}
     top_two = sorted(trials.values(), key=lambda t: (-t.value, t.number))[:2]
     # The top two, and the paper default (trial 0) too, so the verdict compares like with like.
     assert {e["trial_number"] for e in ranking["entries"]} == {t.number for t in top_two} | {0}
@@ -38,22 +45,15 @@ def test_top_configs_are_rerun_with_more_seeds_and_ranked_by_mean(tmp_path):
     means = [e["mean_val_acc"] for e in ranking["entries"]]
     assert means == sorted(means, reverse=True)
     with pytest.raises(ConfigError, match="at least 1"):
-        confirm(result.run_dir, 0, 2)
+        confirm(run_dir, 0, 2)
 
 
-def test_best_confirm_from_the_command_line_shows_the_confirmed_winner(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-    spec = tiny_sweep(tmp_path, modes=["plain"], num_samples=2,
-                      scheduler={"grace_period": 4, "reduction_factor": 2})
-    result = run_sweep(spec)
-    mgkd = Path(sys.executable).parent / "mgkd"
-    out = subprocess.run([str(mgkd), "best", str(result.run_dir), "--confirm", "1", "--seeds", "1",
-                          "--format", "json"], capture_output=True, text=True, timeout=300)
+def test_best_confirm_from_the_command_line_shows_the_confirmed_winner(swept, tmp_path):
+    run_dir = copy_of(swept, tmp_path)
+    out = mgkd("best", run_dir, "--confirm", "1", "--seeds", "1", "--format", "json")
     assert out.returncode == 0, out.stderr
     (study,) = json.loads(out.stdout)["studies"]
-    stored = json.loads((result.run_dir / "confirm" / f"{study['study']}.json").read_text())
+    stored = json.loads((run_dir / "confirm" / f"{study['study']}.json").read_text())
     assert study["selected_by"] == "mean of 2 seeds"
     assert study["val_acc"] == pytest.approx(stored["entries"][0]["mean_val_acc"])
     assert 0 in {e["trial_number"] for e in stored["entries"]}  # the paper default is re-run too

@@ -21,7 +21,7 @@ from mgkd.models import create_model
 from mgkd.runner import run_training
 from mgkd.training.callbacks import ProgressLog
 
-from conftest import assert_clean_error, mgkd, tiny_config_dict
+from conftest import assert_clean_error, mgkd, mgkd_process, tiny_config_dict
 
 
 
@@ -232,7 +232,7 @@ def test_every_option_is_described_with_its_default_and_allowed_values():
 
 
 def test_version_and_a_light_start():
-    result = mgkd("--version")
+    result = mgkd_process("--version")  # the console script itself
     assert result.returncode == 0 and result.stdout.strip() == "mgkd 0.1.0"
     probe = ("import sys; from search.cli import build_parser; build_parser(); "
              "print(sorted(m for m in ('torch', 'ray', 'optuna', 'pandas', 'matplotlib') "
@@ -240,5 +240,5 @@ def test_version_and_a_light_start():
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=120)
     assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stderr
-    help_text = mgkd("train", "--help").stdout
+    help_text = mgkd_process("train", "--help").stdout
     assert "--out DIR" in help_text and "sweep's run dir" in help_text

@@ -44,6 +44,7 @@ def test_mgkd_config_gives_the_papers_weights(method, mode):
     assert {key: got[key] for key in expected} == expected
 
 
+@pytest.mark.slow  # plans and samples all 48 studies of the paper's sweep
 def test_first_trial_of_every_study_is_the_papers_setting(tmp_path):
     spec = SweepSpec.from_dict({
         "name": "paper", "storage_path": str(tmp_path), "pairs": [{"teacher": "resnet20",

@@ -7,7 +7,6 @@ import json
 
 import optuna
 import pytest
-import ray
 import yaml
 
 from conftest import mgkd
@@ -21,7 +20,7 @@ RETRIEVAL = ("val_map", "val_rank1", "val_rank5", "val_rank10", "val_map_se", "t
 
 
 @pytest.fixture(scope="module")
-def reid_sweep(tmp_path_factory):
+def reid_sweep(tmp_path_factory, local_ray):
     # Teachers and heads train at batch 64 = 16 identities x 4: 24 identities, 6 held out for val.
     data_dir = write_market1501(tmp_path_factory.mktemp("market"), identities=24, cameras=2,
                                 per_camera=2, test_identities=4)
@@ -31,11 +30,7 @@ def reid_sweep(tmp_path_factory):
                       base={"dataset": "market1501", "data_dir": str(data_dir),
                             "data_options": {"height": 64, "width": 32, "instances": 4},
                             "epochs": 2})
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield spec, run_sweep(spec)
-    finally:
-        ray.shutdown()
+    return spec, run_sweep(spec)
 
 
 def test_trials_report_retrieval_metrics_and_optuna_selects_on_val_map(reid_sweep):

@@ -75,6 +75,7 @@ def test_evaluation_ranks_the_models_own_embeddings(market):
     assert trainer.evaluate(None, "val") == {f"val_{k}": None for k in RETRIEVAL_KEYS}
 
 
+@pytest.mark.slow  # trains an OSNet teacher twice
 def test_an_interrupted_reid_teacher_resumes_to_the_same_weights(market, tmp_path):
     whole, _ = train_teacher(recipe(2), market)
     checkpoint = tmp_path / "progress"

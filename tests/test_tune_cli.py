@@ -1,21 +1,12 @@
 """`mgkd tune` front door: bad sweeps fail before Ray starts; the progress table counts right."""
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import yaml
 
 from search.progress import count_trials, format_counts
 
+from conftest import mgkd
 from sweep_helpers import tiny_sweep
-
-MGKD = Path(sys.executable).parent / "mgkd"
-
-
-def run_mgkd(*args, cwd):
-    return subprocess.run([str(MGKD), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
 
 
 def write_sweep(tmp_path, **changes):
@@ -28,7 +19,7 @@ def write_sweep(tmp_path, **changes):
 
 def test_grace_period_beyond_epochs_fails_before_ray_starts(tmp_path):
     path = write_sweep(tmp_path, scheduler={"grace_period": 9, "reduction_factor": 2})
-    result = run_mgkd("tune", path, cwd=tmp_path)
+    result = mgkd("tune", path, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "grace_period" in result.stderr and "beyond" in result.stderr
@@ -38,17 +29,17 @@ def test_grace_period_beyond_epochs_fails_before_ray_starts(tmp_path):
 
 def test_unknown_architecture_and_missing_data_are_reported(tmp_path):
     path = write_sweep(tmp_path, pairs=[{"teacher": "resnet9", "student": "resnet8"}])
-    result = run_mgkd("tune", path, cwd=tmp_path)
+    result = mgkd("tune", path, cwd=tmp_path)
     assert result.returncode == 2 and "resnet9" in result.stderr and "allowed" in result.stderr
     data = tiny_sweep(tmp_path).to_dict()
     data["base"] = {"dataset": "cifar100", "data_dir": str(tmp_path / "nodata"), "epochs": 4}
     path.write_text(yaml.safe_dump(data))
-    result = run_mgkd("tune", path, cwd=tmp_path)
+    result = mgkd("tune", path, cwd=tmp_path)
     assert result.returncode == 2 and "mgkd download cifar100" in result.stderr
 
 
 def test_resume_needs_a_sweep_run_dir(tmp_path):
-    result = run_mgkd("tune", "--resume", tmp_path, cwd=tmp_path)
+    result = mgkd("tune", "--resume", tmp_path, cwd=tmp_path)
     assert result.returncode == 2 and "not a sweep run dir" in result.stderr
 
 
@@ -76,7 +67,7 @@ def test_a_gpu_request_without_gpus_fails_before_ray_starts(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the request is valid here")
     path = write_sweep(tmp_path, resources_per_trial={"cpu": 1, "gpu": 0.5})
-    result = run_mgkd("tune", path, cwd=tmp_path)
+    result = mgkd("tune", path, cwd=tmp_path)
     assert result.returncode == 2 and "no GPU" in result.stderr and "gpu: 0" in result.stderr
     assert "Ray" not in result.stderr.replace("Ray cluster", "")  # no Ray banner or logs
     assert not (tmp_path / "tiny").exists()

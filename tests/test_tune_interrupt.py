@@ -14,6 +14,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from conftest import mgkd
 from sweep_helpers import tiny_sweep
 
 MGKD = Path(sys.executable).parent / "mgkd"
@@ -54,7 +55,7 @@ def study_trials(run_dir: Path) -> list:
                              storage=f"sqlite:///{run_dir / 'optuna.db'}").get_trials()
 
 
-def test_ctrl_c_stops_cleanly_and_names_the_resume_command(tmp_path):
+def test_ctrl_c_stops_cleanly_and_names_the_resume_command(tmp_path, local_ray):
     run_dir = tmp_path / "stopped"
     proc = start("tune", write_sweep(tmp_path, "stopped"), cwd=tmp_path)
     wait_for_a_running_trial(run_dir, proc)
@@ -71,8 +72,7 @@ def test_ctrl_c_stops_cleanly_and_names_the_resume_command(tmp_path):
     assert not any(t.state == TrialState.PRUNED for t in trials)  # interrupted is not pruned
     assert any(t.state == TrialState.RUNNING for t in trials)
 
-    resumed = subprocess.run([str(MGKD), "tune", "--resume", run_dir], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
+    resumed = mgkd("tune", "--resume", run_dir, cwd=tmp_path)  # in this process, on the shared Ray
     assert resumed.returncode == 0, resumed.stderr
     trials = study_trials(run_dir)
     assert len(trials) == 2 and all(t.state.is_finished() for t in trials)
@@ -95,7 +95,8 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_optuna_db_whole(tmp_path):
     assert trials and trials[0].user_attrs.get("paper_default")
 
 
-def test_a_sweep_stopped_while_its_teacher_trains_resumes_inside_teacher_training(tmp_path):
+def test_a_sweep_stopped_while_its_teacher_trains_resumes_inside_teacher_training(tmp_path,
+                                                                                  local_ray):
     import torch
 
     from mgkd.config import ExperimentConfig
@@ -121,8 +122,7 @@ def test_a_sweep_stopped_while_its_teacher_trains_resumes_inside_teacher_trainin
     stopped_at = torch.load(progress, weights_only=False)["run"]["epoch"]
     assert 1 <= stopped_at < 40
 
-    resumed = subprocess.run([str(MGKD), "tune", "--resume", run_dir], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
+    resumed = mgkd("tune", "--resume", run_dir, cwd=tmp_path)  # in this process, on the shared Ray
     assert resumed.returncode == 0, resumed.stderr
     (teacher,) = run_dir.glob("cache/teachers/*.pt")
     assert not list(run_dir.glob("cache/teachers/.*.progress"))
