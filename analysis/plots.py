@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.records import COMPLETE, PRUNED, TrialRecord
 from mgkd.catalog.objectives import OBJECTIVES, Objective
-from spaces.names import LEVEL_FIELDS, NUM_LEVELS, split_level_name
+from spaces.names import canonical_order
 
 DPI = 100
 LOG_SPAN = 20.0  # an undeclared axis whose positive values span more than this factor is log10
@@ -74,16 +74,9 @@ def importance_png(importances: dict[str, float], title: str, path: Path) -> Pat
 
 
 def param_order(names: list[str]) -> list[str]:
-    """num_granularities, then the levels (g0_dim, g0_temperature, ...), then the rest as given."""
-    def rank(item: tuple[int, str]) -> tuple[int, int, int, int]:
-        position, name = item
-        if name == NUM_LEVELS:
-            return (0, 0, 0, position)
-        parsed = split_level_name(name)
-        if parsed is not None:
-            return (1, parsed[0], LEVEL_FIELDS.index(parsed[1]), position)
-        return (2, 0, 0, position)
-    return [name for _, name in sorted(enumerate(dict.fromkeys(names)), key=rank)]
+    """num_granularities, then the levels (g0_dim, g0_temperature, ...), then the rest as given
+    (each name once): the order a space samples in."""
+    return canonical_order(list(dict.fromkeys(names)))
 
 
 @dataclass

@@ -40,6 +40,13 @@ def derived_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+def stopped_early(last_epoch: Any, epochs: int) -> bool:
+    """Whether a trial that ended without an error after reporting ``last_epoch`` (None: no
+    epoch) of its ``epochs`` was stopped early, by ASHA: the one rule the searcher, the progress
+    table and the TensorBoard outcome share."""
+    return int(last_epoch or 0) < epochs
+
+
 def trial_outcome(result: dict[str, Any] | None, error: bool, epochs: int,
                   metric: str) -> tuple[TrialState, float | None]:
     """How a finished Ray trial enters its study: errored → FAIL, stopped before its epoch budget
@@ -50,7 +57,7 @@ def trial_outcome(result: dict[str, Any] | None, error: bool, epochs: int,
     value = result.get(metric)
     if value is None or not math.isfinite(float(value)):
         return TrialState.FAIL, None
-    if int(result.get("epoch", 0)) < epochs:
+    if stopped_early(result.get("epoch"), epochs):
         return TrialState.PRUNED, None
     return TrialState.COMPLETE, float(value)
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from search.multistudy import stopped_early
+
 log = logging.getLogger("mgkd.sweep")
 
 
@@ -30,7 +32,7 @@ def classify(status: str, last_result: dict[str, Any], epochs: int) -> str:
     if status == "ERROR":
         return "errored"
     if status == "TERMINATED":
-        return "done" if int(last_result.get("epoch", 0) or 0) >= epochs else "pruned"
+        return "pruned" if stopped_early(last_result.get("epoch"), epochs) else "done"
     if status == "RUNNING":
         return "running"
     return "pending"  # PENDING, PAUSED

@@ -8,6 +8,7 @@ from ray.tune.logger import TBXLoggerCallback
 from ray.tune.utils import flatten_dict
 
 from mgkd.training.callbacks import OUTCOME, TAG_PREFIX
+from search.multistudy import stopped_early
 
 HPARAM_TYPES = (bool, int, float, str)
 
@@ -16,7 +17,7 @@ def trial_outcome_label(failed: bool, epoch: Any, budget: Any) -> str:
     """``errored``, ``pruned (ASHA)`` when it ended before its epoch budget, else ``complete``."""
     if failed:
         return "errored"
-    if isinstance(epoch, (int, float)) and isinstance(budget, int) and epoch < budget:
+    if isinstance(budget, int) and stopped_early(epoch, budget):
         return "pruned (ASHA)"
     return "complete"
 

@@ -97,13 +97,14 @@ def allowed_names() -> str:
 def canonical_order(names: list[str]) -> list[str]:
     """num_granularities first, then levels in order (dim, temperature, weight), then the rest as given.
 
-    ``sample`` suggests in this order, so the level count is known before any level is sampled.
+    ``sample`` suggests in this order, so the level count is known before any level is sampled;
+    plots and reports show parameters in it.
     """
     def key(item: tuple[int, str]) -> tuple[int, int, int, int]:
         position, name = item
         if name == NUM_LEVELS:
             return (0, 0, 0, position)
-        parsed = parse_level_name(name)
+        parsed = split_level_name(name)
         if parsed is not None:
             return (1, parsed[0], LEVEL_FIELDS.index(parsed[1]), position)
         return (2, 0, 0, position)
