@@ -25,7 +25,8 @@ from mgkd.knowledge.teacher import (TeacherRecipe, load_teacher, save_teacher, t
 from mgkd.paths import sweep_run_dir_of, writable_dir
 from mgkd.training.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars, run_hparams,
                                      write_metrics)
-from mgkd.training.engine import EpochCallback, RunState, resolve_device
+from mgkd.training.checkpoint import RunState
+from mgkd.training.engine import EpochCallback, resolve_device
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"

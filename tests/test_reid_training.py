@@ -20,7 +20,8 @@ from mgkd.knowledge.teacher import SupervisedLearner, TeacherRecipe, train_teach
 from mgkd.models import create_model
 from mgkd.reid.metrics import retrieval_metrics
 from mgkd.runner import run_training
-from mgkd.training.engine import RunState, Trainer
+from mgkd.training.checkpoint import RunState
+from mgkd.training.engine import Trainer
 from mgkd.training.tasks import get_task
 
 SMALL = {"height": 64, "width": 32, "instances": 4}

@@ -10,10 +10,9 @@ steps themselves run in :mod:`mgkd.training.steps`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
@@ -25,14 +24,13 @@ from mgkd.config.execution import Execution, graphs_refusal
 from mgkd.data import Batch, DataSplits, ImageSplit, make_batches
 from mgkd.errors import ConfigError, TrainingDiverged
 from mgkd.io import atomic_torch_save, safe_torch_load
-from mgkd.models.legacy import upgrade_state
+from mgkd.training.checkpoint import Resumable, RunState
 from mgkd.training.learner import Learner
 from mgkd.training.steps import (ComputeFn, CudaGraphRecorder, EagerSteps, GraphedSteps, Recorder,
                                  StepRunner, capture_key)
 from mgkd.training.tasks import get_task
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -73,25 +71,6 @@ class EpochReport:
 EpochCallback = Callable[[EpochReport], None]
 
 
-@dataclass
-class RunState:
-    """Where a run stands; ``best_value`` is the best objective value so far (``val_acc`` unless
-    the run selects by another objective) and ``test_at_best`` the test counterpart then."""
-
-    epoch: int = 0
-    init_done: bool = False
-    best_value: float | None = None
-    best_epoch: int | None = None
-    test_at_best: float | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunState":
-        """Also reads checkpoints written before runs could select by other objectives."""
-        renamed = {"best_val_acc": "best_value", "test_acc_at_best_val": "test_at_best"}
-        return cls(**{renamed.get(k, k): v for k, v in data.items()})
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks the GPU Ray (or the user) made visible, else the CPU."""
     if name == "auto":
@@ -103,7 +82,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Runs a task for ``schedule.epochs`` epochs; checkpoints continue a run exactly."""
+    """Trains a learner for ``schedule.epochs`` epochs; checkpoints continue a run exactly."""
 
     def __init__(self, learner: Learner, splits: DataSplits, schedule: Schedule, *,
                  batch_size: int, seed: int, objective: Objective,
@@ -138,48 +117,16 @@ class Trainer:
         self.data_rng = torch.Generator(device=self.device)
         self.data_rng.manual_seed(seed)
         self.state = RunState()
+        self._resumable = Resumable(learner.modules, self.optimizer, self.scheduler, self.data_rng)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "modules": self.learner.modules.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "data_rng": self.data_rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "run": dataclasses.asdict(self.state),
-        }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return state
+        return self._resumable.state_dict(self.state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
-        self.learner.modules.load_state_dict(self._upgrade_modules(state["modules"]))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.data_rng.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.state = RunState.from_dict(state["run"])
+        self.state = self._resumable.load_state_dict(state)
         if self._steps is not None:  # the optimizer's buffers are new tensors now
             self._steps.invalidate()
-
-    def _upgrade_modules(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Checkpoints of earlier versions name zoo models' tensors ``stem.*``/``stages.*``:
-        convert each checkpointed module's part positionally to today's names (a log line)."""
-        out: dict[str, torch.Tensor] = {}
-        for name, module in self.learner.modules.items():
-            prefix = f"{name}."
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            part = upgrade_state(part, module, source=f"checkpoint module '{name}'")
-            out.update({prefix + k: v for k, v in part.items()})
-        out.update({k: v for k, v in state.items()
-                    if not any(k.startswith(f"{n}.") for n in self.learner.modules)})
-        return out
 
     def resume_from_checkpoint(self) -> bool:
         """Continue from ``checkpoint_path`` when a checkpoint is there (True), else start afresh."""
@@ -297,22 +244,12 @@ class Trainer:
             metrics.update(self.evaluate(self.splits.val, "val"))
             metrics.update(self.evaluate(self.splits.test, "test"))
             metrics["lr"] = lr
-            self._update_best(metrics)
-            self.state.epoch = epoch + 1
-            self.state.history.append(metrics)
+            self.state.record(metrics, self.objective)
             if self.checkpoint_path is not None:
                 self.save_checkpoint(self.checkpoint_path)
             report = EpochReport(epoch=epoch + 1, metrics=metrics, trainer=self)
             for callback in self.callbacks:
                 callback(report)
-
-    def _update_best(self, metrics: dict[str, Any]) -> None:
-        value = metrics.get(self.objective.name)
-        if value is not None and (self.state.best_value is None or value > self.state.best_value):
-            self.state.best_value = value
-            self.state.best_epoch = metrics["epoch"]
-            self.state.test_at_best = metrics.get(self.objective.test_metric)
-        metrics[self.objective.best_metric] = self.state.best_value
 
 
 class _Layout:
