@@ -3,6 +3,8 @@ graphs (recording keeps the step with the Python values it was built with, repla
 again), so static buffers, warm-up, capture keys, re-recording at lr milestones and DKD's warm-up,
 partial last batches, init stages and resume run here exactly as on a GPU — and must give the
 eager path's results to the last bit."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -13,7 +15,8 @@ from mgkd.distill.learner import make_trainer
 from mgkd.knowledge.teacher import SupervisedLearner
 from mgkd.models import create_model
 from mgkd.training.engine import Schedule, Trainer
-from mgkd.training.steps import WARMUP_STEPS, InlineRecorder, capture_key
+from mgkd.training.steps import (WARMUP_STEPS, CudaGraphRecorder, InlineRecorder, capture_key,
+                                 side_stream)
 from mgkd.training.tasks import get_task
 
 from conftest import TINY_DATA, VAL_ACC
@@ -175,3 +178,50 @@ def test_cuda_graphs_without_a_gpu_or_recorder_is_a_clear_error(splits):
         Trainer(SupervisedLearner(create_model("resnet8", 4), CLASSIFY), splits,
                 Schedule(epochs=1, lr=0.1), batch_size=16, seed=0, objective=VAL_ACC,
                 execution=GRAPHED)
+
+
+# ---- what only a GPU would hit, checked on the CPU --------------------------------------------
+def test_a_checkpoint_resumes_whatever_device_the_run_has(splits, tmp_path):
+    # A run on a GPU reads its checkpoint for that device; random generators take only CPU
+    # states, so reading it onto the run's device broke every resume there. A device that is not
+    # the CPU (meta, here) shows where the file is read to.
+    trained = classifier_trainer(splits)
+    trained.schedule = dataclasses.replace(trained.schedule, epochs=1)
+    trained.fit()
+    trained.save_checkpoint(tmp_path / "checkpoint.pt")
+    fresh = classifier_trainer(splits)
+    fresh.device = torch.device("meta")
+    fresh.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert fresh.state.epoch == 1
+    assert torch.equal(fresh.data_rng.get_state(), trained.data_rng.get_state())
+
+
+def test_every_recorder_on_a_device_shares_its_side_stream(monkeypatch):
+    made = []
+
+    class Stream:  # stands in for torch.cuda.Stream: records which device each was made for
+        def __init__(self, device):
+            made.append(device)
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    side_stream.cache_clear()
+    try:
+        first, second = (CudaGraphRecorder(torch.device("cuda", 0)) for _ in range(2))
+        other = CudaGraphRecorder(torch.device("cuda", 1))
+        assert first.side_stream is second.side_stream is not other.side_stream
+        assert made == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    finally:
+        side_stream.cache_clear()
+
+
+def test_closing_a_gpu_run_releases_the_cublas_workspaces(monkeypatch, splits):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: calls.append("cublas"),
+                        raising=False)
+    trainer = classifier_trainer(splits)
+    trainer.close()
+    assert calls == []  # a CPU run has nothing on a GPU to free
+    trainer.device = torch.device("cuda")
+    trainer.close()
+    assert calls == ["empty_cache", "cublas"]

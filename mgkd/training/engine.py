@@ -27,7 +27,7 @@ from mgkd.io import atomic_torch_save, safe_torch_load
 from mgkd.training.checkpoint import Resumable, RunState
 from mgkd.training.learner import Learner
 from mgkd.training.steps import (ComputeFn, CudaGraphRecorder, EagerSteps, GraphedSteps, Recorder,
-                                 StepRunner, capture_key)
+                                 StepRunner, capture_key, release_cublas_workspaces)
 from mgkd.training.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,10 @@ class Trainer:
         atomic_torch_save(self.state_dict(), path)
 
     def load_checkpoint(self, path: Path) -> None:
-        """Continue from a checkpoint file, read through torch's restricted unpickler."""
-        self.load_state_dict(safe_torch_load(path, "checkpoint", map_location=self.device))
+        """Continue from a checkpoint file, read through torch's restricted unpickler onto the
+        CPU whatever the run's device: random generators take only CPU states, and the modules
+        and the optimizer copy what they load onto their own device."""
+        self.load_state_dict(safe_torch_load(path, "checkpoint"))
 
     # ---- the loop ----------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -213,6 +215,7 @@ class Trainer:
             self._steps = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+            release_cublas_workspaces()
 
     @torch.no_grad()
     def evaluate(self, split: Any, prefix: str) -> dict[str, float | None]:

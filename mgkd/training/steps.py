@@ -25,6 +25,7 @@ same control flow (buffers, keys, re-recording, partial batches) the GPU path ru
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
@@ -118,12 +119,29 @@ class Recorder(Protocol):
     def release(self, graph: Any) -> None: ...
 
 
+@functools.cache
+def side_stream(device: torch.device) -> torch.cuda.Stream:
+    """The one side stream of ``device`` in this process. cuBLAS keeps a workspace per (handle,
+    stream) that ``empty_cache`` never frees: a new stream per run would grow the GPU memory of a
+    reused Ray actor trial after trial."""
+    return torch.cuda.Stream(device)
+
+
+def release_cublas_workspaces() -> None:
+    """Free cuBLAS's per-stream workspaces (torch offers it privately since 1.12; a no-op where a
+    torch lacks it)."""
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
+
+
 class CudaGraphRecorder:
-    """torch.cuda graphs: eager steps on a side stream, capture, replay (torch >= 2.0 API)."""
+    """torch.cuda graphs: eager steps on the device's side stream, capture, replay (torch >= 2.0
+    API)."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.side_stream = torch.cuda.Stream(device)
+        self.side_stream = side_stream(device)
 
     def run_eager(self, fn: Callable[[], None]) -> None:
         current = torch.cuda.current_stream(self.device)
