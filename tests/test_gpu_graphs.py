@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mgkd.catalog.methods import METHOD_DEFAULTS
+from mgkd.catalog.objectives import get_objective
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.config.execution import Execution
 from mgkd.data import load_splits
@@ -47,10 +48,10 @@ def config_of(tmp_path, **changes):
 
 def trainer_of(config, splits, execution, **kwargs):
     knowledge = Knowledge.untrained(config, CIFAR_SIZED["num_classes"])
-    task = build_learner(config, splits, knowledge, torch.device("cuda"),
-                      channels_last=execution.channels_last)
-    return Trainer(task, splits, schedule_of(config), batch_size=config.batch_size, seed=0,
-                   execution=execution, **kwargs)
+    learner = build_learner(config, splits, knowledge, torch.device("cuda"),
+                            channels_last=execution.channels_last)
+    return Trainer(learner, splits, schedule_of(config), batch_size=config.batch_size, seed=0,
+                   objective=get_objective(config.objective), execution=execution, **kwargs)
 
 
 def losses(trainer):
