@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 
 from analysis.flatten import rebuild_experiment
 from analysis.optuna_db import PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR, read_studies, state_name
-from analysis.records import (COMPLETE, LEGACY_OBJECTIVE, FAIL, RUNNING, UNKNOWN, Run, StudyInfo,
+from analysis.records import (COMPLETE, FAIL, LEGACY_OBJECTIVE, RUNNING, UNKNOWN, Run, StudyInfo,
                               TrialRecord, finite)
 from analysis.rundir import OPTUNA_DB, locate, read_sweep, scan
 from analysis.trialdir import TrialDir, read_trial_dir
@@ -54,8 +54,8 @@ def experiment_objective(experiment: dict[str, Any] | None) -> str | None:
     default; None when the config does not say (older configs of unknown data sets)."""
     if not experiment:
         return None
-    from mgkd.catalog.objectives import OBJECTIVES, default_objective
     from mgkd.catalog.datasets import dataset_task
+    from mgkd.catalog.objectives import OBJECTIVES, default_objective
 
     named = experiment.get("objective")
     if isinstance(named, str) and named in OBJECTIVES:
@@ -109,7 +109,7 @@ def _from_files(found: TrialDir, study: StudyInfo | None) -> TrialRecord:
     if budget is None and found.experiment:
         budget = found.experiment.get("epochs")
     state = _infer_state(found, budget)
-    objective = study.objective if study and study.objective else LEGACY_OBJECTIVE
+    objective = study.objective if study else LEGACY_OBJECTIVE  # read_run filled it in
     value = finite(found.history[-1].get(objective)) if state == COMPLETE else None
     return TrialRecord(study=found.study or "?", trial_number=found.trial_number,
                        ray_trial_id=found.ray_trial_id, state=state,

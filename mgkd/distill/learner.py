@@ -4,7 +4,6 @@ encoders and the KD method's modules) and the trainer that runs it. The Ray trai
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,6 @@ from mgkd.training.engine import EpochCallback, Schedule, Trainer, resolve_devic
 from mgkd.training.learner import InitStage, Learner
 from mgkd.training.steps import Recorder
 from mgkd.training.tasks import Task, get_task
-
-log = logging.getLogger(__name__)
 
 
 class DistillationLearner(Learner):
