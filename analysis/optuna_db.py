@@ -18,6 +18,14 @@ STATE_NAMES: dict[TrialState, str] = {TrialState.COMPLETE: COMPLETE, TrialState.
                                       TrialState.FAIL: FAIL, TrialState.RUNNING: RUNNING}
 
 
+def open_read_only(db: Path) -> optuna.storages.RDBStorage:
+    """``db`` opened so that reading never writes: a reader opening a database the sweep is
+    creating would otherwise write its schema version too, and the sweep's own write then fails.
+    A database not yet complete raises instead (retry once the sweep is under way)."""
+    url = f"sqlite:///file:{db.resolve()}?mode=ro&uri=true"
+    return optuna.storages.RDBStorage(url, skip_table_creation=True)
+
+
 def read_studies(db: Path, notes: list[str]) -> dict[str, list[FrozenTrial]]:
     """Every study's trials (in number order) from the sqlite file ``db``; a note when unreadable."""
     if not db.is_file():
@@ -25,8 +33,8 @@ def read_studies(db: Path, notes: list[str]) -> dict[str, list[FrozenTrial]]:
                      "(errored: an error file; complete: every epoch of the budget reported).")
         return {}
     try:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
-    except Exception as err:  # an optuna.db of another schema version, or not sqlite at all
+        storage = open_read_only(db)
+    except Exception as err:  # another schema version, not sqlite at all, or still being created
         notes.append(f"{db} could not be opened by Optuna {optuna.__version__} ({err}); trial "
                      "states are inferred from the trial dirs.")
         return {}
@@ -50,8 +58,7 @@ def state_name(trial: FrozenTrial) -> str | None:
 
 def load_stored_study(db: Path, key: str) -> optuna.Study:
     """Study ``key`` as stored in ``db`` (KeyError when it holds no such study)."""
-    storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
-    return optuna.load_study(study_name=key, storage=storage)
+    return optuna.load_study(study_name=key, storage=open_read_only(db))
 
 
 def log_sampled(db: Path, key: str) -> set[str]:
@@ -60,7 +67,7 @@ def log_sampled(db: Path, key: str) -> set[str]:
         return set()
     storage = None
     try:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
+        storage = open_read_only(db)
         trials = optuna.load_study(study_name=key, storage=storage).get_trials(deepcopy=False)
     except Exception:  # a missing study or a damaged file: the plot falls back to its heuristic
         return set()

@@ -10,10 +10,12 @@ import hashlib
 import logging
 import math
 import pickle
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
@@ -47,6 +49,24 @@ def stopped_early(last_epoch: Any, epochs: int) -> bool:
     return int(last_epoch or 0) < epochs
 
 
+def open_study_storage(url: str, *, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """The sweep's Optuna storage, created if new.
+
+    Opening a new sqlite file writes its schema version; a second process opening it in that same
+    instant (a user's ``optuna-dashboard``, a script polling the run) can write it first, and the
+    driver would die on the duplicate row. The second attempt finds the database complete."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                optuna.exceptions.StorageInternalError) as err:
+            if attempt == attempts:
+                raise
+            log.info("opening %s raced another process (%s); trying again", url, err)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
 def trial_outcome(result: dict[str, Any] | None, error: bool, epochs: int,
                   metric: str) -> tuple[TrialState, float | None]:
     """How a finished Ray trial enters its study: errored → FAIL, stopped before its epoch budget
@@ -73,6 +93,7 @@ class MultiStudySearcher(Searcher):
         super().__init__(metric=metric, mode=mode)
         self._entries = {entry.key: entry for entry in studies}
         self._storage_url = storage_url
+        self._storage: optuna.storages.RDBStorage | None = None  # opened once, lazily; not pickled
         self._seed = seed
         self._multivariate = multivariate
         self._started = {entry.key: 0 for entry in studies}
@@ -85,6 +106,7 @@ class MultiStudySearcher(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_studies"] = {}  # database connections do not pickle; reopened on demand
+        state["_storage"] = None
         state["_live"] = {}
         return state
 
@@ -109,6 +131,11 @@ class MultiStudySearcher(Searcher):
         return True  # metric and mode are fixed at construction (the sweep's objective, max)
 
     # ---- studies --------------------------------------------------------------------------------
+    def storage(self) -> optuna.storages.RDBStorage:
+        if self._storage is None:
+            self._storage = open_study_storage(self._storage_url)
+        return self._storage
+
     def study(self, key: str) -> optuna.Study:
         if key not in self._studies:
             entry = self._entries[key]
@@ -116,7 +143,7 @@ class MultiStudySearcher(Searcher):
             sampler = optuna.samplers.TPESampler(
                 seed=derived_seed(self._seed, key), multivariate=self._multivariate,
                 group=self._multivariate, constant_liar=True, n_startup_trials=startup)
-            study = optuna.create_study(study_name=key, storage=self._storage_url,
+            study = optuna.create_study(study_name=key, storage=self.storage(),
                                         direction="maximize", sampler=sampler, load_if_exists=True)
             if not study.trials:
                 # The paper's setting is every study's first trial: the baseline the search must beat.
@@ -131,7 +158,7 @@ class MultiStudySearcher(Searcher):
         Ray snapshots the searcher now and then; a driver killed after a snapshot may already have
         asked, run and told further trials. They are done (their results are in the study), so
         they count as started: otherwise a resumed sweep would run more than ``num_samples``."""
-        existing = set(optuna.get_all_study_names(self._storage_url))
+        existing = set(optuna.get_all_study_names(self.storage()))
         for key in self._entries:
             if key not in existing:
                 continue

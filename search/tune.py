@@ -126,6 +126,7 @@ def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
     run_dir = spec.run_dir
     searcher = MultiStudySearcher(entries, storage_url(run_dir), seed=spec.searcher.seed,
                                   multivariate=spec.searcher.multivariate, metric=metric)
+    searcher.storage()  # optuna.db complete before any trial starts or any reader looks
     scheduler = PerStudyASHA({e.key: e.epochs for e in entries},
                              grace_period=spec.scheduler.grace_period,
                              reduction_factor=spec.scheduler.reduction_factor, metric=metric)

@@ -15,6 +15,8 @@ from typing import Callable
 import optuna
 import yaml
 
+from analysis.optuna_db import open_read_only
+
 from sweep_helpers import TINY_SPACE, tiny_sweep
 
 STUDIES = ("resnet8__resnet8__kd__mas", "resnet8__resnet8__kd__plain")
@@ -33,7 +35,8 @@ def real_sweep(storage: Path):
 
 # ---- reading the ground truth ------------------------------------------------------------------
 def optuna_trials(run_dir: Path, key: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=key, storage=f"sqlite:///{run_dir / 'optuna.db'}").trials
+    # Read-only: these run beside a sweep that may be creating the database.
+    return optuna.load_study(study_name=key, storage=open_read_only(run_dir / "optuna.db")).trials
 
 
 def trial_dir_of(run_dir: Path, key: str, number: int) -> Path:

@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 
+from analysis.optuna_db import open_read_only
 from mgkd.config.sweep import SweepSpec
 
 TINY_SPACE = {"preset": "full", "g*_dim": {"type": "categorical", "choices": [16, 64, 256]},
@@ -30,7 +31,8 @@ def tiny_sweep(storage: Path, name: str = "tiny", **overrides: Any) -> SweepSpec
 
 
 def study_trials(run_dir: Path, key: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=key, storage=f"sqlite:///{run_dir / 'optuna.db'}").trials
+    # Read-only: these run beside a sweep that may be creating the database.
+    return optuna.load_study(study_name=key, storage=open_read_only(run_dir / "optuna.db")).trials
 
 
 def trial_dirs(run_dir: Path) -> list[Path]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
@@ -674,3 +675,24 @@ def test_a_missing_run_dir_is_one_clear_paragraph(tmp_path, command):
 def test_a_directory_that_is_no_run_dir_is_rejected(tmp_path):
     with pytest.raises(MgkdError, match="not a sweep run dir"):
         load_run(tmp_path)
+
+
+def test_reading_a_database_still_being_created_writes_nothing(tmp_path):
+    """A reader (mgkd status, the report) racing the sweep's creation of optuna.db must not write
+    the schema version itself: the sweep's own write would then fail. It notes the database as
+    unreadable for now and leaves the file as it found it."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    from analysis.optuna_db import read_studies
+    db = tmp_path / "optuna.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    models.BaseModel.metadata.create_all(engine)  # tables made, version not yet written
+    engine.dispose()
+    before = db.read_bytes()
+    notes: list[str] = []
+    assert read_studies(db, notes) == {}
+    assert "could not be opened" in notes[0]
+    assert db.read_bytes() == before
+    optuna.storages.RDBStorage(f"sqlite:///{db}").engine.dispose()  # the sweep completes it
+    assert read_studies(db, []) == {}  # now readable: no studies yet

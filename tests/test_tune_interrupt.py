@@ -14,6 +14,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from analysis.optuna_db import open_read_only
+
 from conftest import mgkd
 from sweep_helpers import tiny_sweep
 
@@ -52,7 +54,7 @@ def wait_for_a_running_trial(run_dir: Path, proc: subprocess.Popen, limit: float
 
 def study_trials(run_dir: Path) -> list:
     return optuna.load_study(study_name=STUDY,
-                             storage=f"sqlite:///{run_dir / 'optuna.db'}").get_trials()
+                             storage=open_read_only(run_dir / "optuna.db")).get_trials()
 
 
 def test_ctrl_c_stops_cleanly_and_names_the_resume_command(tmp_path, local_ray):
