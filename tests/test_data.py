@@ -406,6 +406,40 @@ def test_train_epoch_covers_every_index_once() -> None:
     assert len(dropped) == 12 and all(b.images.shape[0] == 16 for b in dropped)
 
 
+def _snapshot(batch: D.Batch) -> tuple[torch.Tensor, ...]:
+    return batch.images.clone(), batch.labels.clone(), batch.indices.clone()
+
+
+@pytest.mark.parametrize("task", ["classification", "reid"])
+def test_full_batches_are_written_into_the_buffer_and_equal_fresh_ones(task: str) -> None:
+    """A CUDA graph reads its inputs at fixed addresses: with epoch(into=buffer) every full batch
+    is the buffer's own tensors (nothing copied after the batch is made), channels-last when
+    asked, and holds exactly what a batch made without the buffer holds."""
+    if task == "reid":
+        spec = dataclasses.replace(_SPEC32, task="reid", instances=4, random_erasing=0.5)
+        split = D.ImageSplit(_coord_split(96, 32).images, torch.arange(96) % 12)
+    else:
+        spec, split = _SPEC32, _coord_split(203, 32)
+
+    def batches(**kw):
+        return D.make_batches(split, spec, 16, train=True, generator=_generator(5), **kw)
+
+    fresh = [_snapshot(b) for b in batches()]
+    buffer = D.BatchBuffer()
+    layout = torch.channels_last
+    written = []
+    for batch in batches(memory_format=layout).epoch(into=buffer):
+        full = batch.labels.shape[0] == 16
+        assert (batch is buffer.batch) == full  # the last, partial batch is a batch of its own
+        assert batch.images.is_contiguous(memory_format=layout)
+        written.append(_snapshot(batch))
+    assert buffer.batch is not None
+    assert len(written) == len(fresh) == (13 if task == "classification" else 6)
+    for got, want in zip(written, fresh):
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+
+
 def test_eval_batches_are_exact_and_in_order() -> None:
     splits = D.load_splits("synthetic", "unused", val_fraction=0.0, options={"num_train": 50, "num_test": 37})
     batches = D.DeviceBatches(splits.test, splits.spec, 8, train=False)

@@ -19,6 +19,7 @@ from mgkd.data.augment import AugmentPlan, Augmenter
 from mgkd.data.batches import DeviceBatches, EpochBatches, IdentityBatches, make_batches
 from mgkd.data.containers import (
     Batch,
+    BatchBuffer,
     DatasetSpec,
     DataSplits,
     EvalSplit,
@@ -69,7 +70,8 @@ def config_validation_size(config: ExperimentConfig) -> int:
 
 
 __all__ = [
-    "SOURCES", "SYNTHETIC_DEFAULTS", "AugmentPlan", "Augmenter", "Batch", "DataSplits",
+    "SOURCES", "SYNTHETIC_DEFAULTS", "AugmentPlan", "Augmenter", "Batch", "BatchBuffer",
+    "DataSplits",
     "DatasetSource", "DatasetSpec", "DeviceBatches", "EpochBatches", "EvalSplit", "IdentityBatches",
     "ImageSplit", "RetrievalSplit", "SourceData", "check_available", "config_validation_size",
     "dataset_spec", "download_dataset", "get_source", "hold_out_identities", "load_config_splits",

@@ -29,15 +29,22 @@ ERASE_ATTEMPTS = 10
 @dataclass(frozen=True)
 class AugmentPlan:
     """Per-sample augmentation draws: crop offsets (N, 2) as (top, left) into the padded image,
-    flips (N,) bool, erase boxes (N, 4) as (top, left, height, width) with height 0 for none."""
+    flips (N,) bool, erase boxes (N, 4) as (top, left, height, width) with height 0 for none.
+
+    ``starts`` and ``steps`` are what the crop and flip come to, worked out once per epoch: where
+    each sample's first output pixel lies in its padded image (its top-right when flipped), and
+    the column step (+1, or -1 when flipped)."""
 
     offsets: torch.Tensor | None = None
     flips: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
+    steps: torch.Tensor | None = None
 
     def slice(self, lo: int, hi: int) -> AugmentPlan:
         """The draws of samples ``lo:hi``."""
-        return AugmentPlan(*(None if t is None else t[lo:hi] for t in (self.offsets, self.flips, self.boxes)))
+        return AugmentPlan(*(None if t is None else t[lo:hi] for t in
+                             (self.offsets, self.flips, self.boxes, self.starts, self.steps)))
 
 
 def draw_erase_boxes(count: int, height: int, width: int, probability: float,
@@ -78,12 +85,14 @@ class Augmenter:
         std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._scale = 1.0 / (255.0 * std)
         self._shift = -mean / std
-        padded_width = width + 2 * self._pad
+        padded_height, padded_width = height + 2 * self._pad, width + 2 * self._pad
         self._padded_width = padded_width
-        # Flat offsets into a padded image: row part (1, H, 1), forward and mirrored columns (W,).
-        self._row_offsets = (torch.arange(height, device=device) * padded_width).view(1, height, 1)
+        self._image_numel = spec.channels * padded_height * padded_width
+        # Flat offset of (channel, row) in a padded image, (1, C, H, 1); and the columns (W,).
+        channels = torch.arange(spec.channels, device=device).view(1, -1, 1, 1)
+        rows = torch.arange(height, device=device).view(1, 1, height, 1)
+        self._channel_rows = channels * (padded_height * padded_width) + rows * padded_width
         self._cols = torch.arange(width, device=device)
-        self._cols_flipped = self._cols.flip(0)
         self._rows_grid = torch.arange(height, device=device).view(1, height, 1)
         self._cols_grid = torch.arange(width, device=device).view(1, 1, width)
 
@@ -98,37 +107,47 @@ class Augmenter:
             return AugmentPlan()
         assert generator is not None, "training augmentation needs the run's data generator"
         device, pad = self._device, self._pad
-        offsets = flips = boxes = None
+        offsets = flips = boxes = starts = steps = None
         if pad:
             offsets = torch.randint(0, 2 * pad + 1, (2, count), generator=generator, device=device).t()
         if self._flip:
             flips = torch.randint(0, 2, (count,), generator=generator, device=device, dtype=torch.bool)
         if self._erase > 0:
             boxes = draw_erase_boxes(count, self._height, self._width, self._erase, generator, device)
-        return AugmentPlan(offsets, flips, boxes)
+        if offsets is not None or flips is not None:
+            starts = torch.zeros(count, dtype=torch.int64, device=device)
+            if offsets is not None:
+                starts += offsets[:, 0] * self._padded_width + offsets[:, 1]
+            if flips is not None:
+                starts += flips * (self._width - 1)
+                steps = 1 - 2 * flips.long()
+        return AugmentPlan(offsets, flips, boxes, starts, steps)
 
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> normalised float32."""
-        # Convert first: a mixed uint8 x float32 addcmul takes a slow path on CPU.
-        return torch.addcmul(self._shift, images.float(), self._scale)
+    def source(self, images: torch.Tensor) -> torch.Tensor:
+        """A split's uint8 images as :meth:`gather` reads them: zero-padded once for cropping
+        (the padded copy is the price of one gather per batch instead of a copy and a pad)."""
+        if self._pad:
+            pad = self._pad
+            return F.pad(images, (pad, pad, pad, pad)).contiguous()
+        return images.contiguous()
 
-    def _crop_and_flip(self, images: torch.Tensor, plan: AugmentPlan) -> torch.Tensor:
-        count, channels, height, width = images.shape
-        pad = self._pad
-        if pad:
-            images = F.pad(images, (pad, pad, pad, pad))
-        if plan.flips is None:
-            cols = self._cols.view(1, 1, width)
+    def normalise(self, images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 -> normalised float32 (written into ``out`` when given, in its memory layout)."""
+        return torch.addcmul(self._shift, images, self._scale, out=out)
+
+    def _cropped(self, source: torch.Tensor, indices: torch.Tensor, plan: AugmentPlan) -> torch.Tensor:
+        """Images ``indices`` of ``source``, cropped and flipped by ``plan``: one gather of flat
+        offsets (sample, then the plan's start, then channel and row, then the column step)."""
+        if plan.starts is None:
+            return source.index_select(0, indices)
+        count = indices.shape[0]
+        first = torch.add(plan.starts, indices, alpha=self._image_numel).view(count, 1, 1, 1)
+        base = first + self._channel_rows
+        if plan.steps is None:
+            flat = base + self._cols
         else:
-            cols = torch.where(plan.flips.view(-1, 1), self._cols_flipped, self._cols).view(count, 1, width)
-        if plan.offsets is None:
-            base = torch.zeros((count, 1, 1), dtype=torch.int64, device=images.device)
-        else:
-            base = (plan.offsets[:, 0] * self._padded_width + plan.offsets[:, 1]).view(count, 1, 1)
-        index = (base + self._row_offsets + cols).view(count, 1, height * width)
-        flat = images.reshape(count, channels, -1)
-        gathered = flat.gather(2, index.expand(count, channels, height * width))
-        return gathered.view(count, channels, height, width)
+            flat = torch.addcmul(base, plan.steps.view(count, 1, 1, 1), self._cols)
+        return source.take(flat)
 
     def _erase_boxes(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         top, left, box_h, box_w = (boxes[:, i].view(-1, 1, 1) for i in range(4))
@@ -136,11 +155,16 @@ class Augmenter:
         inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
         return images.masked_fill_(inside.unsqueeze(1), 0.0)
 
-    def apply(self, images: torch.Tensor, plan: AugmentPlan) -> torch.Tensor:
-        """Augment a uint8 batch by ``plan`` and return it normalised (float32)."""
-        if plan.offsets is not None or plan.flips is not None:
-            images = self._crop_and_flip(images, plan)
-        out = self.normalise(images)
+    def gather(self, source: torch.Tensor, indices: torch.Tensor, plan: AugmentPlan,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """Images ``indices`` of ``source`` (:meth:`source`) augmented by ``plan`` (their slice
+        of the epoch's plan), normalised float32, written into ``out`` when given."""
+        out = self.normalise(self._cropped(source, indices, plan), out)
         if plan.boxes is not None:
             out = self._erase_boxes(out, plan.boxes)
         return out
+
+    def apply(self, images: torch.Tensor, plan: AugmentPlan) -> torch.Tensor:
+        """Augment a uint8 batch by ``plan`` and return it normalised (float32)."""
+        indices = torch.arange(images.shape[0], device=images.device)
+        return self.gather(self.source(images), indices, plan)

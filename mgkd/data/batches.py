@@ -6,7 +6,10 @@
 
 Iterating yields one epoch; iterating again yields the next. A training epoch draws all of its
 randomness (order, identities, augmentation) from the run's generator when it starts, so saving the
-generator's state between epochs makes epochs reproducible.
+generator's state between epochs makes epochs reproducible. ``epoch(into=buffer)`` writes every
+full batch straight into a :class:`~mgkd.data.containers.BatchBuffer` (a CUDA graph's static
+inputs), and images come out in the memory format asked for (channels-last for the GPU): no copy
+after a batch is made.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import torch
 
 from mgkd.catalog.datasets import is_int
 from mgkd.catalog.tasks import CLASSIFICATION, REID
-from mgkd.data.augment import Augmenter
-from mgkd.data.containers import Batch, DatasetSpec, ImageSplit
+from mgkd.data.augment import AugmentPlan, Augmenter
+from mgkd.data.containers import Batch, BatchBuffer, DatasetSpec, ImageSplit
 from mgkd.errors import ConfigError
 
 
@@ -50,6 +53,55 @@ class EpochBatches(Protocol):
     def __iter__(self) -> Iterator[Batch]:
         ...
 
+    def epoch(self, into: BatchBuffer | None = None) -> Iterator[Batch]:
+        ...
+
+
+class _Writer:
+    """Makes the batches of one split: augmented (or plain) images, normalised, in the memory
+    format asked for; full batches into a :class:`BatchBuffer` when one is given."""
+
+    def __init__(self, split: ImageSplit, spec: DatasetSpec, batch_size: int, *, train: bool,
+                 memory_format: torch.memory_format) -> None:
+        self.augmenter = Augmenter(spec, split.device, train=train)
+        self.source = self.augmenter.source(split.images) if train else split.images
+        self.labels = split.labels
+        self.batch_size = batch_size
+        self.memory_format = memory_format
+        self._shape = tuple(split.images.shape[1:])
+        self._device = split.device
+
+    def _images(self, count: int) -> torch.Tensor:
+        return torch.empty((count, *self._shape), dtype=torch.float32, device=self._device,
+                           memory_format=self.memory_format)
+
+    def _target(self, into: BatchBuffer) -> Batch:
+        count = self.batch_size
+        held = into.batch
+        if (held is None or tuple(held.images.shape) != (count, *self._shape)
+                or held.images.device != self._device
+                or not held.images.is_contiguous(memory_format=self.memory_format)):
+            held = into.batch = Batch(self._images(count),
+                                      torch.empty(count, dtype=self.labels.dtype, device=self._device),
+                                      torch.empty(count, dtype=torch.int64, device=self._device))
+        return held
+
+    def train_batch(self, indices: torch.Tensor, plan: AugmentPlan,
+                    into: BatchBuffer | None) -> Batch:
+        if into is not None and indices.shape[0] == self.batch_size:
+            target = self._target(into)
+            self.augmenter.gather(self.source, indices, plan, out=target.images)
+            torch.index_select(self.labels, 0, indices, out=target.labels)
+            target.indices.copy_(indices)
+            return target
+        images = self.augmenter.gather(self.source, indices, plan,
+                                       out=self._images(indices.shape[0]))
+        return Batch(images, self.labels.index_select(0, indices), indices)
+
+    def eval_batch(self, lo: int, hi: int, indices: torch.Tensor) -> Batch:
+        images = self.augmenter.normalise(self.source[lo:hi], out=self._images(hi - lo))
+        return Batch(images, self.labels[lo:hi], indices[lo:hi])
+
 
 class DeviceBatches:
     """One epoch of batches over a whole split on the training device.
@@ -68,16 +120,15 @@ class DeviceBatches:
         train: bool,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         _check_common(split, spec, batch_size, train, generator)
-        self._images = split.images
-        self._labels = split.labels
         self._batch_size = batch_size
         self._train = train
         self._generator = generator
         self._drop_last = drop_last
         self._num = len(split)
-        self._augmenter = Augmenter(spec, split.device, train=train)
+        self._writer = _Writer(split, spec, batch_size, train=train, memory_format=memory_format)
         self._all_indices = torch.arange(self._num, device=split.device)
 
     def __len__(self) -> int:
@@ -85,23 +136,26 @@ class DeviceBatches:
             return self._num // self._batch_size
         return math.ceil(self._num / self._batch_size)
 
+    def _bounds(self, b: int) -> tuple[int, int]:
+        return b * self._batch_size, min((b + 1) * self._batch_size, self._num)
+
     def _eval_batches(self) -> Iterator[Batch]:
         for b in range(len(self)):
-            lo, hi = b * self._batch_size, min((b + 1) * self._batch_size, self._num)
-            images = self._augmenter.normalise(self._images[lo:hi])
-            yield Batch(images, self._labels[lo:hi], self._all_indices[lo:hi])
+            yield self._writer.eval_batch(*self._bounds(b), self._all_indices)
 
-    def _train_batches(self) -> Iterator[Batch]:
-        order = torch.randperm(self._num, generator=self._generator, device=self._images.device)
-        plan = self._augmenter.draw(self._num, self._generator)
+    def _train_batches(self, into: BatchBuffer | None) -> Iterator[Batch]:
+        order = torch.randperm(self._num, generator=self._generator, device=self._all_indices.device)
+        plan = self._writer.augmenter.draw(self._num, self._generator)
         for b in range(len(self)):
-            lo, hi = b * self._batch_size, min((b + 1) * self._batch_size, self._num)
-            idx = order[lo:hi]
-            images = self._augmenter.apply(self._images.index_select(0, idx), plan.slice(lo, hi))
-            yield Batch(images, self._labels.index_select(0, idx), idx)
+            lo, hi = self._bounds(b)
+            yield self._writer.train_batch(order[lo:hi], plan.slice(lo, hi), into)
+
+    def epoch(self, into: BatchBuffer | None = None) -> Iterator[Batch]:
+        """One epoch of batches; in training, full ones written into ``into`` when given."""
+        return self._train_batches(into) if self._train else self._eval_batches()
 
     def __iter__(self) -> Iterator[Batch]:
-        return self._train_batches() if self._train else self._eval_batches()
+        return self.epoch()
 
 
 class IdentityBatches:
@@ -116,7 +170,8 @@ class IdentityBatches:
     """
 
     def __init__(self, split: ImageSplit, spec: DatasetSpec, batch_size: int, *,
-                 generator: torch.Generator | None) -> None:
+                 generator: torch.Generator | None,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
         _check_common(split, spec, batch_size, True, generator)
         instances = spec.instances
         if not is_int(instances) or instances < 1:
@@ -149,7 +204,7 @@ class IdentityBatches:
         self._starts = torch.cumsum(self._counts, 0) - self._counts
         self._width = max(int(self._counts.max()), instances)
         self._columns = torch.arange(self._width, device=device)
-        self._augmenter = Augmenter(spec, device, train=True)
+        self._writer = _Writer(split, spec, batch_size, train=True, memory_format=memory_format)
 
     def __len__(self) -> int:
         return self._num_batches
@@ -176,29 +231,33 @@ class IdentityBatches:
         picks = torch.where(counts >= k, distinct, repeated.clamp_max_(counts - 1))
         return self._members[self._starts[slots].view(-1, 1) + picks].flatten()
 
-    def __iter__(self) -> Iterator[Batch]:
+    def epoch(self, into: BatchBuffer | None = None) -> Iterator[Batch]:
+        """One epoch of batches (all full), written into ``into`` when given."""
         indices = self._epoch_indices()
-        plan = self._augmenter.draw(len(indices), self._generator)
+        plan = self._writer.augmenter.draw(len(indices), self._generator)
         for b in range(self._num_batches):
             lo, hi = b * self._batch_size, (b + 1) * self._batch_size
-            idx = indices[lo:hi]
-            images = self._augmenter.apply(self._images.index_select(0, idx), plan.slice(lo, hi))
-            yield Batch(images, self._labels.index_select(0, idx), idx)
+            yield self._writer.train_batch(indices[lo:hi], plan.slice(lo, hi), into)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch()
 
 
-_Factory = Callable[[ImageSplit, DatasetSpec, int, "torch.Generator | None"], EpochBatches]
+_Factory = Callable[..., EpochBatches]
 
 _TRAIN_BATCHES: Mapping[str, _Factory] = MappingProxyType({
-    CLASSIFICATION: lambda split, spec, size, gen: DeviceBatches(split, spec, size, train=True,
-                                                                    generator=gen),
-    REID: lambda split, spec, size, gen: IdentityBatches(split, spec, size, generator=gen),
+    CLASSIFICATION: lambda split, spec, size, **kw: DeviceBatches(split, spec, size, train=True, **kw),
+    REID: lambda split, spec, size, **kw: IdentityBatches(split, spec, size, **kw),
 })
 
 
 def make_batches(split: ImageSplit, spec: DatasetSpec, batch_size: int, *, train: bool,
-                 generator: torch.Generator | None = None) -> EpochBatches:
+                 generator: torch.Generator | None = None,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> EpochBatches:
     """The batches the engine iterates: training batches by the spec's task (identity-balanced for
-    re-ID, shuffled otherwise); evaluation batches in order, unaugmented, for every task."""
+    re-ID, shuffled otherwise); evaluation batches in order, unaugmented, for every task. Images
+    come in ``memory_format`` (channels-last for a channels-last model)."""
     if not train:
-        return DeviceBatches(split, spec, batch_size, train=False)
-    return _TRAIN_BATCHES[spec.task](split, spec, batch_size, generator)
+        return DeviceBatches(split, spec, batch_size, train=False, memory_format=memory_format)
+    return _TRAIN_BATCHES[spec.task](split, spec, batch_size, generator=generator,
+                                     memory_format=memory_format)

@@ -171,6 +171,16 @@ class Batch:
 
 
 @dataclass
+class BatchBuffer:
+    """Where full training batches are written when the consumer asks for it: the same three
+    tensors for every batch, so a recorded CUDA graph finds each batch at the addresses it was
+    recorded with (and no copy into them is needed). Filled by the first full batch; a batch
+    yielded into it is valid until the next one is drawn."""
+
+    batch: Batch | None = None
+
+
+@dataclass
 class SourceData:
     """What a data set's loader reads: its training images and its own test split.
 

@@ -14,14 +14,14 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator
+from typing import Any, Callable, Hashable, Iterable
 
 import torch
 from torch import nn
 
 from mgkd.catalog.objectives import Objective
 from mgkd.config.execution import Execution, graphs_refusal
-from mgkd.data import Batch, DataSplits, ImageSplit, make_batches
+from mgkd.data import Batch, DataSplits, EpochBatches, ImageSplit, make_batches
 from mgkd.errors import ConfigError, TrainingDiverged
 from mgkd.io import atomic_torch_save, safe_torch_load
 from mgkd.training.checkpoint import Resumable, RunState
@@ -112,6 +112,7 @@ class Trainer:
             recorder = CudaGraphRecorder(self.device)
         self.recorder = recorder if self.execution.cuda_graphs else None
         self._steps: StepRunner | None = None
+        self._train_batches: EpochBatches | None = None
         self.optimizer = schedule.optimizer(learner.trainable_parameters())
         self.scheduler = schedule.scheduler(self.optimizer)
         self.data_rng = torch.Generator(device=self.device)
@@ -152,13 +153,24 @@ class Trainer:
                                   cache_enabled=not self.execution.cuda_graphs)
         return contextlib.nullcontext()
 
-    def _batches(self, split: ImageSplit, *, train: bool) -> Iterable[Batch]:
-        if train:
-            return make_batches(split, self.splits.spec, self.batch_size, train=True,
-                                generator=self.data_rng)
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.execution.channels_last else torch.contiguous_format
+
+    def _training_batches(self) -> EpochBatches:
+        """Built once a run (each iteration is a new epoch): the padded copy of the split that
+        crops read from and re-ID's identity tables are made once, not every epoch."""
+        if self._train_batches is None:
+            self._train_batches = make_batches(self.splits.train, self.splits.spec,
+                                               self.batch_size, train=True,
+                                               generator=self.data_rng,
+                                               memory_format=self._memory_format)
+        return self._train_batches
+
+    def _eval_batches(self, split: ImageSplit) -> EpochBatches:
         size = self.execution.eval_batch_size or self.batch_size
-        return _Layout(make_batches(split, self.splits.spec, size, train=False),
-                       self.execution.channels_last)
+        return make_batches(split, self.splits.spec, size, train=False,
+                            memory_format=self._memory_format)
 
     def _step_runner(self, optimizer: torch.optim.Optimizer) -> StepRunner:
         if self.recorder is None:
@@ -173,9 +185,9 @@ class Trainer:
 
     def _run_epoch(self, steps: StepRunner, compute: ComputeFn, key: Hashable) -> dict[str, float]:
         """One pass over the training split; per-batch means of the components (one host sync)."""
-        batches = self._batches(self.splits.train, train=True)
+        batches = self._training_batches()
         steps.begin_epoch()
-        for batch in _Layout(batches, self.execution.channels_last):
+        for batch in batches.epoch(into=steps.buffer):
             steps.step(batch, key, compute)
         return steps.means(len(batches))
 
@@ -213,6 +225,7 @@ class Trainer:
         if self._steps is not None:
             self._steps.close()
             self._steps = None
+        self._train_batches = None  # the padded copy of the training split
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
             release_cublas_workspaces()
@@ -224,8 +237,7 @@ class Trainer:
         if split is None or len(split) == 0:
             return {f"{prefix}_{name}": None for name in self.task.entry.metric_names}
         self.learner.eval()
-        values = self.task.evaluate(self.learner, split, lambda s: self._batches(s, train=False),
-                                    self._autocast)
+        values = self.task.evaluate(self.learner, split, self._eval_batches, self._autocast)
         return {f"{prefix}_{name}": value for name, value in values.items()}
 
     def fit(self) -> RunState:
@@ -253,24 +265,6 @@ class Trainer:
             report = EpochReport(epoch=epoch + 1, metrics=metrics, trainer=self)
             for callback in self.callbacks:
                 callback(report)
-
-
-class _Layout:
-    """Batches whose images are channels-last when asked (a no-op view otherwise)."""
-
-    def __init__(self, batches: Any, channels_last: bool):
-        self.batches = batches
-        self.channels_last = channels_last
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[Batch]:
-        for batch in self.batches:
-            if self.channels_last:
-                batch = Batch(batch.images.contiguous(memory_format=torch.channels_last),
-                              batch.labels, batch.indices)
-            yield batch
 
 
 def _check_finite(metrics: dict[str, Any], epoch: int) -> None:

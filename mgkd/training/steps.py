@@ -5,7 +5,9 @@ optimizer's step, and adding each component into a per-epoch sum on the device (
 epoch). :class:`EagerSteps` runs that in Python every batch. :class:`GraphedSteps` records it once
 into a CUDA graph and replays it: each batch is copied into static input buffers, and the graph
 replays teacher forward, student forward, every loss term, backward and the SGD update with one
-launch. What it needs to stay exact:
+launch. The batches are written straight into those buffers (``epoch(into=...)`` of
+:func:`mgkd.data.make_batches`), so outside the graph a step runs only the few ops that draw and
+augment its batch (``bench/graph_ops.py`` counts them). What it needs to stay exact:
 
 * **Warm-up.** The first ``warmup_steps`` full batches run eagerly on a side stream (real training
   steps): they initialise lazily created state — above all SGD's momentum buffers, whose first step
@@ -32,7 +34,7 @@ from typing import Any, Protocol
 
 import torch
 
-from mgkd.data import Batch
+from mgkd.data import Batch, BatchBuffer
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ def epoch_means(sums: Components, count: int) -> dict[str, float]:
 
 
 class StepRunner(Protocol):
+    buffer: BatchBuffer | None  # where full batches should be written (None: anywhere)
+
     def begin_epoch(self) -> None: ...
 
     def step(self, batch: Batch, key: Hashable, compute: ComputeFn) -> None: ...
@@ -92,6 +96,7 @@ class EagerSteps:
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.optimizer = optimizer
         self.sums: Components = {}
+        self.buffer = None
 
     def begin_epoch(self) -> None:
         self.sums = {}
@@ -211,6 +216,9 @@ class GraphedSteps:
         self.warmup_steps = warmup_steps
         self._warmups_left = warmup_steps
         self.sums: Components = {}  # addresses fixed once created: the graph adds into them
+        # The graph's static inputs. Batches written into ``buffer`` (make_batches' epoch(into=))
+        # are already there; any other full batch is copied in.
+        self.buffer = BatchBuffer()
         self._static: Batch | None = None
         self._graph: Any = None
         self._key: Hashable = None
@@ -231,8 +239,8 @@ class GraphedSteps:
             self._eager(batch, compute)
             return
         if self._static is None:
-            self._static = _static_copy(batch)
-        else:
+            self._static = batch if batch is self.buffer.batch else _static_copy(batch)
+        elif batch is not self._static:
             for static, value in zip((self._static.images, self._static.labels,
                                       self._static.indices),
                                      (batch.images, batch.labels, batch.indices)):
@@ -273,5 +281,5 @@ class GraphedSteps:
     def close(self) -> None:
         """Free the graph and its memory pool: gradients recorded into it are dropped too."""
         self._release_graph()
-        self._static = None
+        self._static = self.buffer.batch = None
         self.optimizer.zero_grad(set_to_none=True)
