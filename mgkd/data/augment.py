@@ -85,13 +85,10 @@ class Augmenter:
         std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._scale = 1.0 / (255.0 * std)
         self._shift = -mean / std
-        padded_height, padded_width = height + 2 * self._pad, width + 2 * self._pad
+        padded_width = width + 2 * self._pad
         self._padded_width = padded_width
-        self._image_numel = spec.channels * padded_height * padded_width
-        # Flat offset of (channel, row) in a padded image, (1, C, H, 1); and the columns (W,).
-        channels = torch.arange(spec.channels, device=device).view(1, -1, 1, 1)
-        rows = torch.arange(height, device=device).view(1, 1, height, 1)
-        self._channel_rows = channels * (padded_height * padded_width) + rows * padded_width
+        # Flat offset of each row in a padded image, (1, H, 1); and the columns (W,).
+        self._row_offsets = (torch.arange(height, device=device) * padded_width).view(1, height, 1)
         self._cols = torch.arange(width, device=device)
         self._rows_grid = torch.arange(height, device=device).view(1, height, 1)
         self._cols_grid = torch.arange(width, device=device).view(1, 1, width)
@@ -125,7 +122,7 @@ class Augmenter:
 
     def source(self, images: torch.Tensor) -> torch.Tensor:
         """A split's uint8 images as :meth:`gather` reads them: zero-padded once for cropping
-        (the padded copy is the price of one gather per batch instead of a copy and a pad)."""
+        (the padded copy saves padding every batch)."""
         if self._pad:
             pad = self._pad
             return F.pad(images, (pad, pad, pad, pad)).contiguous()
@@ -136,18 +133,20 @@ class Augmenter:
         return torch.addcmul(self._shift, images, self._scale, out=out)
 
     def _cropped(self, source: torch.Tensor, indices: torch.Tensor, plan: AugmentPlan) -> torch.Tensor:
-        """Images ``indices`` of ``source``, cropped and flipped by ``plan``: one gather of flat
-        offsets (sample, then the plan's start, then channel and row, then the column step)."""
+        """Images ``indices`` of ``source``, cropped and flipped by ``plan``: the padded images
+        picked, then one gather of flat pixel offsets (the plan's start, the row, the column
+        step) shared by every channel."""
+        picked = source.index_select(0, indices)
         if plan.starts is None:
-            return source.index_select(0, indices)
-        count = indices.shape[0]
-        first = torch.add(plan.starts, indices, alpha=self._image_numel).view(count, 1, 1, 1)
-        base = first + self._channel_rows
+            return picked
+        count, channels, height, width = picked.shape[0], picked.shape[1], self._height, self._width
+        base = plan.starts.view(count, 1, 1) + self._row_offsets
         if plan.steps is None:
             flat = base + self._cols
         else:
-            flat = torch.addcmul(base, plan.steps.view(count, 1, 1, 1), self._cols)
-        return source.take(flat)
+            flat = torch.addcmul(base, plan.steps.view(count, 1, 1), self._cols)
+        index = flat.view(count, 1, height * width).expand(count, channels, height * width)
+        return picked.view(count, channels, -1).gather(2, index).view(count, channels, height, width)
 
     def _erase_boxes(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         top, left, box_h, box_w = (boxes[:, i].view(-1, 1, 1) for i in range(4))
