@@ -25,10 +25,12 @@ def resolved(device_type, **settings):
 
 
 def test_auto_turns_everything_on_for_cuda_and_nothing_on_the_cpu():
-    auto = dict(cuda_graphs="auto", amp="auto", channels_last="auto", eval_batch_size="auto")
+    auto = dict(cuda_graphs="auto", amp="auto", channels_last="auto", eval_batch_size="auto",
+                cudnn_benchmark="auto")
     assert resolved("cuda", **auto) == Execution(cuda_graphs=True, amp=True, channels_last=True,
-                                                 eval_batch_size=1024)
+                                                 eval_batch_size=1024, cudnn_benchmark=True)
     assert resolved("cpu", **auto) == Execution(eval_batch_size=64)
+    assert not resolved("cpu", cudnn_benchmark=True).cudnn_benchmark  # cuDNN is CUDA's
     # Explicit values: amp is CUDA-only, channels_last true is honoured on the CPU too.
     assert resolved("cpu", amp=True, channels_last=True).channels_last
     assert not resolved("cpu", amp=True).amp
@@ -41,7 +43,28 @@ def test_the_configs_defaults_keep_graphs_off_until_measured():
     settings = ExecutionSettings.of(config)
     assert settings == ExecutionSettings()
     assert (config.cuda_graphs, config.amp, config.channels_last) == (False, "auto", "auto")
-    assert not settings.resolve(device_type="cuda", batch_size=64, image_shape=CIFAR).cuda_graphs
+    on_gpu = settings.resolve(device_type="cuda", batch_size=64, image_shape=CIFAR)
+    assert not on_gpu.cuda_graphs and not on_gpu.cudnn_benchmark
+    assert ExecutionSettings.of(config.replace(cudnn_benchmark="auto")).resolve(
+        device_type="cuda", batch_size=64, image_shape=CIFAR).cudnn_benchmark
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_cudnn_benchmark_is_on_while_a_run_trains_and_restored_after(before):
+    from mgkd.training.engine import _cudnn_benchmark
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = before
+        with _cudnn_benchmark(True):
+            assert torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark == before
+        with pytest.raises(KeyboardInterrupt), _cudnn_benchmark(True):
+            raise KeyboardInterrupt
+        assert torch.backends.cudnn.benchmark == before
+        with _cudnn_benchmark(False):
+            assert torch.backends.cudnn.benchmark == before
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def test_auto_eval_batch_size_keeps_to_a_pixel_budget():

@@ -1,8 +1,11 @@
 """Teacher heads: trained on a frozen teacher, stored once in the bank, shared by later runs."""
+import copy
 import multiprocessing as mp
 from dataclasses import replace
 
+import pytest
 import torch
+from torch import nn
 
 from mgkd.data import DeviceBatches, load_splits
 from mgkd.knowledge.heads import (FrozenTeacher, HeadBank, HeadKey, HeadLearner, StudentGranularity,
@@ -124,3 +127,26 @@ def test_two_processes_asking_at_once_end_with_one_valid_file(tmp_path):
     assert len(list(tmp_path.glob("*.pt"))) == 1
     assert not list(tmp_path.glob("*.tmp"))
     assert HeadBank(tmp_path).has(key())
+
+
+@pytest.mark.parametrize("arch", ["resnet8x4", "wrn_16_2", "MobileNetV2", "ShuffleV2", "vgg8",
+                                  "osnet_x0_25"])
+def test_a_teacher_with_bf16_weights_computes_exactly_what_autocast_computes(arch):
+    """Under bf16 autocast a GPU run keeps the frozen teacher's conv and linear weights in bf16
+    (cast once) instead of letting autocast cast them every step: the outputs must not change by
+    a bit. Checked under the CPU's bf16 autocast, which casts the same ops."""
+    torch.manual_seed(0)
+    model = create_model(arch, 10)
+    cast_every_call = FrozenTeacher(model, [TeacherHead(model.embedding_dim, 16, 10)])
+    cast_once = copy.deepcopy(cast_every_call)
+    cast_once.store_matmul_weights_in(torch.bfloat16)
+    dtypes = {type(m).__name__: m.weight.dtype for m in cast_once.modules()
+              if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))}
+    assert dtypes["Conv2d"] == dtypes["Linear"] == torch.bfloat16
+    assert dtypes["BatchNorm2d"] == torch.float32
+    images = torch.randn(3, 3, *((64, 32) if arch.startswith("osnet") else (32, 32)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = cast_every_call(images), cast_once(images)
+    for a, b in zip([*want.features, want.logits, *want.codes, *want.decoder_logits],
+                    [*got.features, got.logits, *got.codes, *got.decoder_logits]):
+        assert a.dtype == b.dtype and torch.equal(a, b)

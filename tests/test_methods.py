@@ -98,3 +98,14 @@ def test_one_step_moves_student_and_method(tiny_config, splits, method, mode):
     if method not in ("kd", "ft") and trains_in_main_stage:
         assert float(terms["loss_feature"].detach()) != 0.0
         assert moved(method_mod, task.method)
+
+
+def test_channels_last_reaches_the_methods_own_convolutions(tiny_config, splits):
+    """ft's paraphraser and translator hold 3x3 convolutions: channels-last for the teacher and
+    the student alone would leave them converting layouts on every call."""
+    config = resolve(tiny_config(method="ft", mode="plain"))
+    task = build_learner(config, splits, untrained_knowledge(config), torch.device("cpu"),
+                         channels_last=True)
+    kernels = [p for p in task.method.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert not all(p.is_contiguous() for p in kernels)

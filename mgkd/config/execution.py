@@ -1,5 +1,5 @@
-"""How a run's steps execute on its device: CUDA graphs, bf16 autocast, channels-last and the
-evaluation batch size. These settings change speed and floating-point rounding, never what is
+"""How a run's steps execute on its device: CUDA graphs, bf16 autocast, channels-last, cuDNN's
+algorithm search and the evaluation batch size. These settings change speed and floating-point rounding, never what is
 computed, so they are not part of any cache key (teachers, heads) — like the device itself.
 
 Configs say ``auto``, ``true`` or ``false``; :func:`resolve_execution` turns that into an
@@ -31,6 +31,7 @@ class Execution:
     amp: bool = False  # bf16 autocast (CUDA only)
     channels_last: bool = False  # also honoured on the CPU when a config says true
     eval_batch_size: int | None = None  # None: the training batch size
+    cudnn_benchmark: bool = False  # CUDA only: torch.backends.cudnn.benchmark while the run trains
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,22 @@ class ExecutionSettings:
     amp: Setting = "auto"
     channels_last: Setting = "auto"
     eval_batch_size: int | Literal["auto"] = "auto"
+    cudnn_benchmark: Setting = False
 
     @classmethod
     def of(cls, config: Any) -> "ExecutionSettings":
         """The settings of an ``ExperimentConfig`` (typed loosely: this module stays free of the
         config and pydantic)."""
         return cls(cuda_graphs=config.cuda_graphs, amp=config.amp,
-                   channels_last=config.channels_last, eval_batch_size=config.eval_batch_size)
+                   channels_last=config.channels_last, eval_batch_size=config.eval_batch_size,
+                   cudnn_benchmark=config.cudnn_benchmark)
 
     def resolve(self, *, device_type: str, batch_size: int, image_shape: tuple[int, ...],
                 capture_blocker: str | None = None, what: str = "run") -> Execution:
         return resolve_execution(device_type=device_type, cuda_graphs=self.cuda_graphs,
                                  amp=self.amp, channels_last=self.channels_last,
-                                 eval_batch_size=self.eval_batch_size, batch_size=batch_size,
+                                 eval_batch_size=self.eval_batch_size,
+                                 cudnn_benchmark=self.cudnn_benchmark, batch_size=batch_size,
                                  image_shape=image_shape, capture_blocker=capture_blocker,
                                  what=what)
 
@@ -92,7 +96,7 @@ def graphs_refusal(cuda_graphs: Setting, *, on_gpu: bool, capture_blocker: str |
 def resolve_execution(*, device_type: str, cuda_graphs: Setting = False, amp: Setting = "auto",
                       channels_last: Setting = "auto",
                       eval_batch_size: int | Literal["auto"] = "auto",
-                      batch_size: int, image_shape: tuple[int, ...],
+                      cudnn_benchmark: Setting = False, batch_size: int, image_shape: tuple[int, ...],
                       capture_blocker: str | None = None, what: str = "run") -> Execution:
     """Resolve ``auto`` against the device a run got. ``capture_blocker`` is why the run's step
     cannot be captured (None: it can). ``cuda_graphs: true`` that cannot be honoured is a
@@ -115,4 +119,5 @@ def resolve_execution(*, device_type: str, cuda_graphs: Setting = False, amp: Se
     return Execution(cuda_graphs=graphs,
                      amp=on_cuda and amp in (True, "auto"),
                      channels_last=channels_last is True or (on_cuda and channels_last == "auto"),
-                     eval_batch_size=eval_size)
+                     eval_batch_size=eval_size,
+                     cudnn_benchmark=on_cuda and cudnn_benchmark in (True, "auto"))

@@ -113,6 +113,8 @@ class ExperimentConfig:
     cuda_graphs: AutoBool = False
     # auto: 1024 CIFAR-sized images per batch on a GPU, the training batch size on the CPU
     eval_batch_size: AutoCount = "auto"
+    # let cuDNN time its algorithms for the run's fixed shapes (CUDA only); auto: on for CUDA
+    cudnn_benchmark: AutoBool = False
     cache_dir: Str = "~/.cache/mgkd"
     # the task: null = the data set's (classification; reid for market1501)
     task: Annotated[Str, one_of(TASK_NAMES)] | None = None

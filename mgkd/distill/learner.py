@@ -86,10 +86,13 @@ class DistillationLearner(Learner):
 
 
 def build_learner(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledge,
-                  device: torch.device, *, channels_last: bool = False) -> DistillationLearner:
-    """Models, heads and method on ``device`` for a resolved ``config`` (convolutions
-    channels-last when asked). Seeds the global RNG with ``config.seed`` first, so the same
-    config always starts from the same weights."""
+                  device: torch.device, *, channels_last: bool = False,
+                  amp: bool = False) -> DistillationLearner:
+    """Models, heads and method on ``device`` for a resolved ``config``: convolutions of the
+    teacher, the student and the method's modules channels-last when asked; under ``amp`` (bf16
+    autocast) the frozen teacher's matmul weights stored in bf16 once, instead of cast every
+    step. Seeds the global RNG with ``config.seed`` first, so the same config always starts from
+    the same weights."""
     torch.manual_seed(config.seed)
     classes, size = splits.spec.num_classes, splits.spec.image_shape
     teacher_model = create_model(config.teacher, classes, key="teacher")
@@ -115,8 +118,10 @@ def build_learner(config: ExperimentConfig, splits: DataSplits, knowledge: Knowl
                             teacher=config.teacher, student=config.student)
     method = build_method(config.method, context, config.method_options).to(device)
     if channels_last:
-        for module in (teacher, student):
+        for module in (teacher, student, method):
             module.to(memory_format=torch.channels_last)
+    if amp:
+        teacher.store_matmul_weights_in(torch.bfloat16)
     return DistillationLearner(config, teacher, student, granularity, method,
                                get_task(splits.spec.task))
 
@@ -150,7 +155,8 @@ def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowle
         execution = dataclasses.replace(execution, cuda_graphs=True)
     splits = splits.to(device)
     learner = build_learner(config, splits, knowledge, device,
-                            channels_last=execution.channels_last)
+                            channels_last=execution.channels_last,
+                            amp=execution.amp and device.type == "cuda")
     return Trainer(learner, splits, schedule_of(config), batch_size=config.batch_size,
                    seed=config.seed, objective=get_objective(config.objective),
                    callbacks=callbacks, execution=execution, checkpoint_path=checkpoint_path,

@@ -87,6 +87,16 @@ class FrozenTeacher(nn.Module):
     def train(self, mode: bool = True) -> "FrozenTeacher":
         return self  # stays in eval mode: BatchNorm statistics of the teacher never move
 
+    def store_matmul_weights_in(self, dtype: torch.dtype) -> None:
+        """Keep convolution and linear weights (and biases) in ``dtype``, for runs under autocast
+        to it. Autocast would cast them to ``dtype`` at every call; a frozen teacher's weights
+        never change, so they are cast once here and the forward computes exactly the same
+        (those ops see the same ``dtype`` weights; BatchNorm keeps float32, as under autocast).
+        Outside autocast the teacher then refuses float32 inputs: it runs under autocast only."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                module.to(dtype)
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> TeacherOutput:
         features, logits = self.model(images, features=True)

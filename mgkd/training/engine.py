@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -243,7 +243,8 @@ class Trainer:
     def fit(self) -> RunState:
         """Train from the current state to the end of the budget; returns the run state."""
         try:
-            self._fit()
+            with _cudnn_benchmark(self.execution.cudnn_benchmark and self.device.type == "cuda"):
+                self._fit()
         finally:
             self.close()
         return self.state
@@ -265,6 +266,21 @@ class Trainer:
             report = EpochReport(epoch=epoch + 1, metrics=metrics, trainer=self)
             for callback in self.callbacks:
                 callback(report)
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(on: bool) -> Iterator[None]:
+    """cuDNN's algorithm search on while a run trains (torch's switch is process-wide: restored
+    after, so the next run in a reused worker starts from the process's setting)."""
+    if not on:
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _check_finite(metrics: dict[str, Any], epoch: int) -> None:
