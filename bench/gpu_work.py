@@ -30,7 +30,7 @@ import torch
 from bench.gpu_procs import Barrier, sleep_until
 from bench.gpu_report import WorkerResult
 from mgkd.config import ExperimentConfig, resolve
-from mgkd.data import DataSplits, load_splits
+from mgkd.data import DataSplits, ImageSplit, RetrievalSplit, dataset_spec, load_splits
 from mgkd.distill.learner import make_trainer
 from mgkd.knowledge.prepare import Knowledge
 from mgkd.training.engine import EpochReport, Trainer
@@ -70,6 +70,62 @@ class DataSize:
                              options=self.options())
         return splits.to(device)
 
+    def config_keys(self) -> dict[str, Any]:
+        return {"dataset": "synthetic", "data_options": self.options(),
+                "val_fraction": self.val_fraction}
+
+
+@dataclass(frozen=True)
+class ReidSize:
+    """Market-1501-shaped re-ID data made on the device (random pixels): ``num_train`` training
+    images of ``identities`` identities, and a test split of ``num_query`` queries against
+    ``num_gallery`` gallery images of ``test_identities`` other identities, over ``cameras``
+    cameras. The defaults are Market-1501's counts."""
+
+    num_train: int = 12_936
+    identities: int = 751
+    num_query: int = 3_368
+    num_gallery: int = 15_913
+    test_identities: int = 750
+    height: int = 256
+    width: int = 128
+    instances: int = 4  # K of the P x K batches
+    cameras: int = 6
+
+    @property
+    def num_classes(self) -> int:
+        return self.identities
+
+    def options(self) -> dict[str, int]:
+        return {"height": self.height, "width": self.width, "instances": self.instances}
+
+    def config_keys(self) -> dict[str, Any]:
+        return {"dataset": "market1501", "data_options": self.options(), "val_fraction": 0.0}
+
+    def _split(self, count: int, identities: int, camera_shift: int,
+               generator: torch.Generator, device: torch.device) -> ImageSplit:
+        images = torch.randint(0, 256, (count, 3, self.height, self.width), dtype=torch.uint8,
+                               generator=generator, device=device)
+        positions = torch.arange(count, device=device)
+        cameras = (positions // identities + camera_shift) % self.cameras + 1
+        return ImageSplit(images, positions % identities, cameras)
+
+    def load(self, device: torch.device) -> DataSplits:
+        generator = torch.Generator(device=device).manual_seed(0)
+        spec = dataclasses.replace(dataset_spec("market1501", self.options()),
+                                   num_classes=self.identities)
+        train = self._split(self.num_train, self.identities, 0, generator, device)
+        # Test identities from 1 (0 marks distractors); queries and gallery images of an identity
+        # come from different cameras, so every query has true matches to rank.
+        query = self._split(self.num_query, self.test_identities, 0, generator, device)
+        gallery = self._split(self.num_gallery, self.test_identities, 1, generator, device)
+        query.labels.add_(1)
+        gallery.labels.add_(1)
+        return DataSplits(spec=spec, train=train, val=None, test=RetrievalSplit(query, gallery))
+
+
+Data = Union["DataSize", ReidSize]
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -91,11 +147,10 @@ class RunSpec:
         return cls(teacher, student, mode, batch, cuda_graphs=graphed, amp=p.amp,
                    channels_last=p.channels_last)
 
-    def config(self, data: DataSize, device: str) -> ExperimentConfig:
+    def config(self, data: Data, device: str) -> ExperimentConfig:
         on_cpu = device == "cpu"
         return resolve(ExperimentConfig.from_dict({
-            "teacher": self.teacher, "student": self.student, "dataset": "synthetic",
-            "data_options": data.options(), "val_fraction": data.val_fraction,
+            "teacher": self.teacher, "student": self.student, **data.config_keys(),
             "method": "kd", "mode": self.mode, "batch_size": self.batch, "epochs": self.epochs,
             "lr_milestones": [1.0],  # no lr change inside a short run: no re-recording timed
             "device": device, "cuda_graphs": False if on_cpu else self.cuda_graphs,
@@ -107,7 +162,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def untrained_knowledge(spec: RunSpec, data: DataSize) -> Knowledge:
+def untrained_knowledge(spec: RunSpec, data: Data) -> Knowledge:
     """A randomly initialised teacher with the heads of mode mas (they serve mag too)."""
     config = dataclasses.replace(spec, mode="mas").config(data, "cpu")
     return Knowledge.untrained(config, data.num_classes)
@@ -117,7 +172,7 @@ def _expected(setting: Setting, on_cuda: bool) -> bool:
     return on_cuda if setting == "auto" else bool(setting)
 
 
-def build_trainer(spec: RunSpec, data: DataSize, splits: DataSplits, knowledge: Knowledge,
+def build_trainer(spec: RunSpec, data: Data, splits: DataSplits, knowledge: Knowledge,
                   device: torch.device, *,
                   callbacks: list[Callable[[EpochReport], None]] | None = None) -> Trainer:
     """The Trainer a user's run of ``spec`` gets (``make_trainer``); on the CPU one built from the
@@ -137,14 +192,12 @@ def build_trainer(spec: RunSpec, data: DataSize, splits: DataSplits, knowledge: 
 
 
 class StepClock:
-    """Times blocks of a Trainer's training steps; one block is one epoch of N full batches."""
+    """Times blocks of a Trainer's training steps; one block is one training epoch (every batch
+    of the split, a last partial one included: what ``fit`` runs)."""
 
     def __init__(self, trainer: Trainer):
-        count, batch = len(trainer.splits.train), trainer.batch_size
-        if count % batch:
-            raise ValueError(f"{count} training images are not whole batches of {batch}")
         self.trainer = trainer
-        self.steps = count // batch
+        self.steps = trainer.steps_per_epoch()
 
     def block(self) -> float:
         """Seconds per step over one block (synchronised before and after)."""
@@ -224,7 +277,7 @@ def _device_used(device: torch.device) -> int | None:
     return int(total - free)
 
 
-def time_fit(spec: RunSpec, data: DataSize, splits: DataSplits, knowledge: Knowledge,
+def time_fit(spec: RunSpec, data: Data, splits: DataSplits, knowledge: Knowledge,
              device: torch.device, before_fit: Callable[[], None] | None = None) -> FitTiming:
     """Fit ``spec`` for its epochs with the real Trainer, timing each epoch by wall clock."""
     marks: list[float] = []
@@ -243,6 +296,7 @@ def time_fit(spec: RunSpec, data: DataSize, splits: DataSplits, knowledge: Knowl
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     start = time.perf_counter()
+    steps_per_epoch = trainer.steps_per_epoch()
     state = trainer.fit()
     edges = [start, *marks]
     epoch_seconds = [b - a for a, b in zip(edges, edges[1:])]
@@ -258,8 +312,9 @@ def time_fit(spec: RunSpec, data: DataSize, splits: DataSplits, knowledge: Knowl
     return FitTiming(
         epoch_seconds=epoch_seconds, eval_seconds=eval_seconds,
         train_images=len(splits.train), val_images=val_images, test_images=len(splits.test),
-        train_steps=state.epoch * math.ceil(len(splits.train) / spec.batch),
-        last_metrics={k: last.get(k) for k in ("train_loss", "val_acc", "test_acc")},
+        train_steps=state.epoch * steps_per_epoch,
+        last_metrics={k: last[k] for k in ("train_loss", "val_acc", "test_acc", "test_map",
+                                            "test_rank1") if k in last},
         max_allocated=int(torch.cuda.max_memory_allocated(device)) if on_cuda else None,
         max_reserved=int(torch.cuda.max_memory_reserved(device)) if on_cuda else None,
         device_used=max(used) if used else None)

@@ -76,6 +76,21 @@ def test_cpu_self_check_runs_every_phase_end_to_end(tmp_path):
         assert run["run_240_s"] == pytest.approx(
             run["epoch_seconds"][0] + 239 * run["epoch_seconds"][1])
         assert run["last_metrics"]["val_acc"] is not None
+        # the step aim is judged on a whole training epoch: 36 images, 4 batches of 8 and one of 4
+        assert run["train_epoch_steps"] == 5 and run["train_epoch_s"] > 0
+        assert run["train_epoch_ms_per_step"] == pytest.approx(run["train_epoch_s"] * 1000 / 5)
+    graphed = figures["epoch"]["runs"]["graphed, GPU defaults (bf16+cl)"]
+    assert figures["epoch"]["step_aim"] == (
+        "met" if graphed["train_epoch_ms_per_step"] <= 3.0 else "not met")
+
+    reid = figures["reid"]
+    assert set(reid["runs"]) == {"eager bf16+cl", "graphed bf16+cl"}
+    for run in reid["runs"].values():
+        assert run["train_epoch_steps"] == 2  # 16 images in P x K batches of 2 x 4
+        assert run["fit"]["test_images"] == 4 and run["fit"]["val_images"] == 0
+        assert run["fit"]["last_metrics"]["test_map"] is not None
+    assert reid["eager_over_graphed"] == pytest.approx(
+        reid["runs"]["eager bf16+cl"]["train_epoch_s"] / reid["runs"]["graphed bf16+cl"]["train_epoch_s"])
 
     (worker,) = figures["concurrency"]["graphed"]["levels"]["1"]
     assert worker["steps"] > 0 and worker["steps"] % 2 == 0  # whole blocks of 2 steps
@@ -84,7 +99,7 @@ def test_cpu_self_check_runs_every_phase_end_to_end(tmp_path):
 
     (memory,) = figures["memory"]["pairs"]
     assert memory["steps"] == 5  # one epoch: 36 images in batches of 8
-    for header in ("eager/graphed", "240 epochs", "ratio to 1", "max reserved"):
+    for header in ("eager/graphed", "240 epochs", "ratio to 1", "max reserved", "evaluation s"):
         assert header in result.stdout
 
 

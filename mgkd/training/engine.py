@@ -167,6 +167,10 @@ class Trainer:
                                                memory_format=self._memory_format)
         return self._train_batches
 
+    def steps_per_epoch(self) -> int:
+        """Training steps in one epoch (a last, partial batch included)."""
+        return len(self._training_batches())
+
     def _eval_batches(self, split: ImageSplit) -> EpochBatches:
         size = self.execution.eval_batch_size or self.batch_size
         return make_batches(split, self.splits.spec, size, train=False,
