@@ -220,12 +220,20 @@ def phase_epoch(bench: Bench) -> dict[str, Any]:
     bench.progress(f"epoch: generating {sum(s.epoch_images)} synthetic images")
     splits = data.load(bench.device)
     knowledge = untrained_knowledge(next(iter(runs.values())), data)
+    graphed_name, eager_name = runs
     timings, train_epochs = {}, {}
     for name, spec in runs.items():
         bench.progress(f"epoch: Trainer.fit, {s.fit_epochs} epochs, {name}")
         timings[name] = time_fit(spec, data, splits, knowledge, bench.device)
         bench.progress(f"epoch: one more training epoch alone, {name}")
         train_epochs[name] = full_training_epoch(spec, data, splits, knowledge, bench.device)
+    # cuDNN's algorithm search: kept off by default unless it measures faster here.
+    graphed_spec = next(iter(runs.values()))
+    searched = f"{next(iter(runs))} + cudnn_benchmark"
+    bench.progress(f"epoch: one more training epoch alone, {searched}")
+    searched_epoch = full_training_epoch(
+        dataclasses.replace(graphed_spec, cudnn_benchmark=True), data, splits, knowledge,
+        bench.device)
     del splits
     if bench.device.type == "cuda":
         torch.cuda.empty_cache()
@@ -242,15 +250,18 @@ def phase_epoch(bench: Bench) -> dict[str, Any]:
     headers = ["run", *(f"epoch {i + 1} s" for i in range(s.fit_epochs)), "val+test s",
                f"{TOTAL_EPOCHS} epochs"]
     bench.show(format_table(headers, rows))
+    benchmark_gain = ratio(train_epochs[graphed_name][0], searched_epoch[0])
     for name, (seconds, steps) in train_epochs.items():
         figures[name]["train_epoch_s"] = seconds
         figures[name]["train_epoch_steps"] = steps
         figures[name]["train_epoch_ms_per_step"] = to_ms(seconds / steps)
     bench.show(format_table(["training epoch alone", "s", "steps", "ms/step"],
                             [[name, f"{sec:.2f}", str(steps), fmt_ms(sec / steps)]
-                             for name, (sec, steps) in train_epochs.items()]))
-    graphed_name, eager_name = runs
+                             for name, (sec, steps) in
+                             [*train_epochs.items(), (searched, searched_epoch)]]))
     graphed, eager = figures[graphed_name], figures[eager_name]
+    bench.show(f"  without / with cudnn_benchmark, graphed training epoch: "
+               f"{fmt_ratio(benchmark_gain)} (above 1: the search pays)")
     steady = ratio(eager["epoch_seconds"][-1], graphed["epoch_seconds"][-1])
     bench.show(f"  eager fp32 / graphed, last epoch: {fmt_ratio(steady)}")
     result = verdict(graphed[f"run_{TOTAL_EPOCHS}_s"], AIM_RUN_S)
@@ -261,7 +272,9 @@ def phase_epoch(bench: Bench) -> dict[str, Any]:
     bench.show(f"  aim graphed mas step {pair_name(s.pairs[0])} <= {AIM_STEP_S * 1000:.1f} ms over "
                f"a full training epoch: {fmt_ms(step_ms / 1000)} ms: {step_result}")
     return {"runs": figures, "eager_over_graphed_last_epoch": steady, "aim": result,
-            "step_aim": step_result}
+            "step_aim": step_result,
+            "cudnn_benchmark": {"train_epoch_s": searched_epoch[0],
+                                "without_over_with": benchmark_gain}}
 
 
 def full_training_epoch(spec: Any, data: Any, splits: Any, knowledge: Any,

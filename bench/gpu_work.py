@@ -139,6 +139,7 @@ class RunSpec:
     cuda_graphs: Setting = False
     amp: Setting = False
     channels_last: Setting = False
+    cudnn_benchmark: Setting = False
 
     @classmethod
     def variant(cls, teacher: str, student: str, mode: str, precision: str, graphed: bool,
@@ -154,7 +155,8 @@ class RunSpec:
             "method": "kd", "mode": self.mode, "batch_size": self.batch, "epochs": self.epochs,
             "lr_milestones": [1.0],  # no lr change inside a short run: no re-recording timed
             "device": device, "cuda_graphs": False if on_cpu else self.cuda_graphs,
-            "amp": self.amp, "channels_last": self.channels_last, "eval_batch_size": "auto"}))
+            "amp": self.amp, "channels_last": self.channels_last, "eval_batch_size": "auto",
+            "cudnn_benchmark": self.cudnn_benchmark}))
 
 
 def sync(device: torch.device) -> None:

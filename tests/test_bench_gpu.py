@@ -82,6 +82,9 @@ def test_cpu_self_check_runs_every_phase_end_to_end(tmp_path):
     graphed = figures["epoch"]["runs"]["graphed, GPU defaults (bf16+cl)"]
     assert figures["epoch"]["step_aim"] == (
         "met" if graphed["train_epoch_ms_per_step"] <= 3.0 else "not met")
+    searched = figures["epoch"]["cudnn_benchmark"]
+    assert searched["without_over_with"] == pytest.approx(
+        graphed["train_epoch_s"] / searched["train_epoch_s"])
 
     reid = figures["reid"]
     assert set(reid["runs"]) == {"eager bf16+cl", "graphed bf16+cl"}
