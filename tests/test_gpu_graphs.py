@@ -182,16 +182,25 @@ def test_crd_draws_new_negatives_at_every_replay(tmp_path, splits):
     assert torch.isfinite(values[0]) and not torch.equal(values[0], values[1])
 
 
+def fp32(graphed: bool) -> ExecutionSettings:
+    return ExecutionSettings(cuda_graphs=graphed, amp=False, channels_last=False)
+
+
+def teacher_trained_both_ways(recipe, data):
+    """{graphed: (teacher, metrics)} of train_teacher, eager and graphed, in fp32."""
+    return {graphed: train_teacher(recipe, data, settings=fp32(graphed))
+            for graphed in (False, True)}
+
+
 def test_teacher_and_head_training_graphed_equal_eager():
     data = synthetic(CIFAR_SIZED)
     recipe = TeacherRecipe(arch="resnet8x4", data="synthetic-gpu-test", epochs=3, seed=0,
                            lr=0.05, batch_size=64)
+    teachers = teacher_trained_both_ways(recipe, data)
     runs = {}
-    for graphed in (False, True):
-        settings = ExecutionSettings(cuda_graphs=graphed, amp=False, channels_last=False)
-        teacher, metrics = train_teacher(recipe, data, settings=settings)
+    for graphed, (teacher, metrics) in teachers.items():
         _, head_metrics = train_heads(teacher, data, [(16, 2.0), (64, 8.0)], epochs=2, seed=0,
-                                      settings=settings)
+                                      settings=fp32(graphed))
         runs[graphed] = ([h["train_loss"] for h in metrics["history"]], head_metrics)
     assert runs[True][0] == pytest.approx(runs[False][0], rel=FP32)
     assert runs[True][1]["train_loss"] == pytest.approx(runs[False][1]["train_loss"], rel=FP32)
@@ -205,11 +214,8 @@ def test_an_osnet_reid_step_graphed_equals_eager():
                       test_identities=6, height=64, width=32).load(CUDA)
     recipe = TeacherRecipe(arch="osnet_x0_25", data="market-gpu-test", epochs=3, seed=0,
                            lr=0.05, batch_size=16)
-    runs = {}
-    for graphed in (False, True):
-        settings = ExecutionSettings(cuda_graphs=graphed, amp=False, channels_last=False)
-        _, metrics = train_teacher(recipe, market, settings=settings)
-        runs[graphed] = metrics["history"]
+    runs = {graphed: metrics["history"]
+            for graphed, (_, metrics) in teacher_trained_both_ways(recipe, market).items()}
     for name in ("train_loss", "loss_triplet"):
         assert ([h[name] for h in runs[True]]
                 == pytest.approx([h[name] for h in runs[False]], rel=FP32)), name
