@@ -119,7 +119,8 @@ RUN_DIR_HELP = ("the sweep's run dir, <storage_path>/<name> (e.g. runs/demo); on
 
 
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``best``, ``export``, ``board`` and ``report`` to the ``mgkd`` program."""
+    """Add ``best``, ``export``, ``board``, ``report`` and the model analyses (``noise``, ``cka``,
+    ``transfer``) to the ``mgkd`` program."""
     from analysis.formats import FORMATS  # light: no pandas, optuna or matplotlib
 
     p = subparsers.add_parser(
@@ -175,3 +176,6 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=_positive, default=5, metavar="K",
                    help="trials per study in the validation curves, 1 or more (default 5)")
     p.set_defaults(handler=cmd_report)
+
+    from analysis.probe_cli import add_probe_commands  # light: no torch until a handler runs
+    add_probe_commands(subparsers)
