@@ -11,7 +11,7 @@ from conftest import TINY_DATA, mgkd
 from mgkd.errors import ConfigError
 from mgkd.knowledge.teacher import save_teacher
 from mgkd.models import create_model
-from mgkd.probe.cka import cka_matrix, linear_cka
+from mgkd.probe.cka import centered_gram, cka_matrix, linear_cka
 from mgkd.probe.runs import cka_report
 
 
@@ -55,6 +55,15 @@ def test_cka_small_cases_by_hand():
     assert linear_cka(x[:, :1], x[:, 1:]) == pytest.approx(0.0, abs=1e-15)
 
 
+def test_the_chunked_gram_equals_the_whole_one(monkeypatch):
+    x = _data(rows=6, cols=50, seed=7).float()
+    flat = x.double() - x.double().mean(0)
+    whole = centered_gram(x)
+    monkeypatch.setattr("mgkd.probe.cka.GRAM_CHUNK", 7)  # 50 columns: 8 chunks, the last short
+    assert torch.allclose(centered_gram(x), whole, rtol=1e-12)
+    assert torch.allclose(whole, flat @ flat.T, rtol=1e-12)
+
+
 def test_cka_is_nan_for_a_constant_side_and_needs_matching_examples():
     assert math.isnan(linear_cka(torch.ones(5, 3), _data(rows=5)))
     with pytest.raises(ConfigError, match="same 2\\+ examples"):
@@ -63,7 +72,9 @@ def test_cka_is_nan_for_a_constant_side_and_needs_matching_examples():
 
 def test_cka_matrix_pairs_every_stage_and_writes_csv():
     a, b, c = _data(seed=4), _data(cols=3, seed=5), _data(cols=20, seed=6)
-    matrix = cka_matrix([a, b], [a, b, c], ["t0", "t1"], ["s0", "s1", "s2"])
+    matrix = cka_matrix([centered_gram(a), centered_gram(b)],
+                        [centered_gram(a), centered_gram(b), centered_gram(c)],
+                        ["t0", "t1"], ["s0", "s1", "s2"])
     expected = [[linear_cka(t, s) for s in (a, b, c)] for t in (a, b)]
     assert sum(matrix.values, []) == pytest.approx(sum(expected, []), rel=1e-12)
     assert matrix.values[0][0] == pytest.approx(1.0) and matrix.values[1][1] == pytest.approx(1.0)

@@ -19,11 +19,21 @@ import torch
 from mgkd.errors import ConfigError
 
 
+GRAM_CHUNK = 4096  # feature columns converted to float64 at a time
+
+
 def centered_gram(x: torch.Tensor) -> torch.Tensor:
-    """The Gram matrix (n × n, float64) of ``x`` (n, ...) flattened per example, columns centred."""
-    flat = x.reshape(x.shape[0], -1).double()
-    flat = flat - flat.mean(dim=0, keepdim=True)
-    return flat @ flat.T
+    """The Gram matrix (n × n, float64) of ``x`` (n, ...) flattened per example, columns centred.
+
+    Summed over chunks of columns (centring is per column, so each chunk centres on its own): a
+    float64 copy of a 65,536-wide stage map is never made whole."""
+    flat = x.reshape(x.shape[0], -1)
+    gram = torch.zeros(flat.shape[0], flat.shape[0], dtype=torch.float64)
+    for start in range(0, flat.shape[1], GRAM_CHUNK):
+        chunk = flat[:, start:start + GRAM_CHUNK].double()
+        chunk -= chunk.mean(dim=0, keepdim=True)
+        gram += chunk @ chunk.T
+    return gram
 
 
 def cka_of_grams(k: torch.Tensor, l: torch.Tensor) -> float:
@@ -58,14 +68,11 @@ class CkaMatrix:
         return "\n".join(lines) + "\n"
 
 
-def cka_matrix(teacher: list[torch.Tensor], student: list[torch.Tensor],
+def cka_matrix(teacher_grams: list[torch.Tensor], student_grams: list[torch.Tensor],
                teacher_stages: list[str], student_stages: list[str]) -> CkaMatrix:
-    """CKA of each of ``teacher``'s stage outputs with each of ``student``'s (same examples)."""
-    if teacher[0].shape[0] != student[0].shape[0]:
+    """CKA of each teacher stage with each student stage, from their :func:`centered_gram`\ s
+    (same examples; a model's features can be dropped once its Grams are made)."""
+    if teacher_grams[0].shape != student_grams[0].shape:
         raise ConfigError("CKA needs the teacher's and the student's outputs on the same examples")
-    student_grams = [centered_gram(s) for s in student]
-    values = []
-    for t in teacher:
-        k = centered_gram(t)
-        values.append([cka_of_grams(k, l) for l in student_grams])
+    values = [[cka_of_grams(k, l) for l in student_grams] for k in teacher_grams]
     return CkaMatrix(list(teacher_stages), list(student_stages), values)

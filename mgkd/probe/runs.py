@@ -13,7 +13,7 @@ from mgkd.catalog.models import model_entry
 from mgkd.catalog.tasks import CLASSIFICATION
 from mgkd.data import ImageSplit, load_splits
 from mgkd.errors import ConfigError
-from mgkd.probe.cka import CkaMatrix, cka_matrix
+from mgkd.probe.cka import CkaMatrix, centered_gram, cka_matrix
 from mgkd.probe.modelfile import ModelFile, data_of, load_model_file
 from mgkd.probe.noise import DEFAULT_BINS, NoiseReport, noise_of
 from mgkd.probe.outputs import check_classes, held_out_split, run_model, stage_names
@@ -76,13 +76,13 @@ def cka_report(teacher_path: str | Path, student_path: str | Path, *,
     for model_file in (teacher, student):
         check_classes(model_file.model, model_file.arch, spec, "cka")
     images = _subset(images, samples, seed)
-    stages_of = {}
+    grams, names = {}, {}
     for role, model_file in (("teacher", teacher), ("student", student)):
-        stages_of[role] = run_model(model_file.model, images, spec, keep="all",
-                                   device=device).features
-    matrix = cka_matrix(stages_of["teacher"], stages_of["student"],
-                        stage_names(len(stages_of["teacher"])),
-                        stage_names(len(stages_of["student"])))
+        features = run_model(model_file.model, images, spec, keep="all", device=device).features
+        grams[role] = [centered_gram(f) for f in features]  # n x n each; the maps are dropped
+        names[role] = stage_names(len(features))
+        del features
+    matrix = cka_matrix(grams["teacher"], grams["student"], names["teacher"], names["student"])
     return CkaResult(teacher, student, data.dataset, split, len(images), matrix)
 
 
