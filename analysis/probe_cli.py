@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from mgkd.catalog.datasets import DATASET_NAMES
@@ -44,7 +45,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
           f"ECE {100 * report.ece:.2f}% ({report.ece_bins} bins)  "
           f"mean confidence {report.mean_confidence:.4f}")
     if out is not None:
-        _write_json(out / "noise.json", report.to_dict())
+        _write_json(out / "noise.json", asdict(report))
         print(f"written: {out / 'noise.json'}")
     return 0
 
@@ -64,11 +65,11 @@ def cmd_cka(args: argparse.Namespace) -> int:
     title = (f"linear CKA: {result.teacher.arch} (teacher) vs {result.student.arch} (student), "
              f"{result.dataset} {result.split}, {result.samples} images")
     cka_heatmap_png(matrix, title, out / "cka.png")
-    sys_width = max(len(s) for s in matrix.teacher_stages)
+    width = max(len(s) for s in matrix.teacher_stages)
     print(title)
-    print(" " * sys_width + "".join(f"{s:>11}" for s in matrix.student_stages))
+    print(" " * width + "".join(f"{s:>11}" for s in matrix.student_stages))
     for name, row in zip(matrix.teacher_stages, matrix.values):
-        print(f"{name:<{sys_width}}" + "".join(f"{v:>11.4f}" for v in row))
+        print(f"{name:<{width}}" + "".join(f"{v:>11.4f}" for v in row))
     print(f"written: {out / 'cka.csv'}, {out / 'cka.png'}")
     return 0
 
@@ -90,7 +91,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
           f"({probe.train_images}); features {probe.feature_seconds:.1f} s, probe "
           f"{probe.probe_seconds:.1f} s")
     path = out / f"transfer-{result.dataset}.json"
-    _write_json(path, {**result.to_dict(), "settings": vars(settings).copy()})
+    _write_json(path, {**result.to_dict(), "settings": asdict(settings)})
     print(f"written: {path}")
     return 0
 

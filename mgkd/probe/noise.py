@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -62,10 +62,6 @@ class NoiseReport:
     ece: float
     ece_bins: int
     mean_confidence: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def noise_of(logits: torch.Tensor, labels: torch.Tensor, *, bins: int = DEFAULT_BINS
              ) -> dict[str, float]:

@@ -70,15 +70,24 @@ def run_model(model: nn.Module, split: ImageSplit, spec: DatasetSpec, *, keep: K
               batch_size: int = 256, device: torch.device | str = "cpu") -> Outputs:
     """Logits (and the ``keep`` features) of ``model`` over ``split``, normalised with ``spec``'s
     statistics, in order. ``model`` is left in eval mode on ``device``."""
+    count = len(split)
+    if count == 0:
+        raise ConfigError(f"{spec.name}: the split to evaluate holds no images")
     model = model.to(device).eval()
-    logits, features = [], []
+    logits: torch.Tensor | None = None
+    kept: list[torch.Tensor] = []
+    done = 0
     with torch.inference_mode():
         for batch in DeviceBatches(split.to(device), spec, batch_size, train=False):
             feats, out = model(batch.images, features=True)
-            logits.append(out.float().cpu())
-            if keep == "all":
-                features.append([f.float().cpu() for f in feats])
-            elif keep == "embedding":
-                features.append([feats[-1].float().cpu()])
-    stacked = [torch.cat(column) for column in zip(*features)] if features else []
-    return Outputs(torch.cat(logits), split.labels.cpu(), stacked)
+            chosen = {"all": feats, "embedding": feats[-1:], "none": []}[keep]
+            if logits is None:  # filled in place: no list of batches to concatenate later
+                logits = torch.empty((count, out.shape[1]))
+                kept = [torch.empty((count, *f.shape[1:])) for f in chosen]
+            rows = slice(done, done + out.shape[0])
+            logits[rows] = out.float().cpu()
+            for target, feature in zip(kept, chosen):
+                target[rows] = feature.float().cpu()
+            done += out.shape[0]
+    assert logits is not None and done == count
+    return Outputs(logits, split.labels.cpu(), kept)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -96,7 +96,7 @@ class TransferResult:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "arch": self.arch, "dataset": self.dataset,
-                "image_size": self.image_size, **self.probe.to_dict()}
+                "image_size": self.image_size, **asdict(self.probe)}
 
 
 def transfer_options(dataset: str, arch: str, image_size: int | None) -> tuple[dict, int | None]:

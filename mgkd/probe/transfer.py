@@ -9,7 +9,7 @@ training split's mean and spread, then a softmax regression trains on them with 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,10 +51,6 @@ class ProbeResult:
     test_acc: float
     feature_seconds: float
     probe_seconds: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int,
                 settings: ProbeSettings) -> nn.Linear:
