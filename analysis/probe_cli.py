@@ -14,8 +14,8 @@ from pathlib import Path
 from mgkd.catalog.datasets import DATASET_NAMES
 from mgkd.catalog.models import MODEL_NAMES
 
-SPLIT_HELP = ("held-out split: test (the data set's own test images, default) or val (the "
-              "validation images the model's training held out)")
+SPLIT_HELP = ("held-out split: test (the data set's own test images) or val (the validation "
+              "images the model's training held out); default test")
 
 
 def _device(name: str):
@@ -171,7 +171,7 @@ def add_probe_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="probe batch size (default 256)")
     p.add_argument("--lr", type=float, default=1e-2, help="probe Adam learning rate (default 0.01)")
     p.add_argument("--weight-decay", type=float, default=1e-4,
-                   help="probe L2 weight decay (default 1e-4)")
+                   help="probe L2 weight decay (default 0.0001)")
     p.add_argument("--seed", type=int, default=0, help="probe seed (default 0)")
     _common(p)
     p.set_defaults(handler=cmd_transfer)
