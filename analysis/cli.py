@@ -108,7 +108,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     run = read_run(args.run_dir)
     out = _out_dir(args.out, run.path, "report")
-    report = write_report(run, out, top=args.top)
+    finals = []
+    if args.final:
+        from analysis.final_runs import read_final_run
+        from mgkd.training.engine import resolve_device
+        device = resolve_device(args.device)
+        finals = [read_final_run(path, device=device) for path in args.final]
+    report = write_report(run, out, top=args.top, finals=finals)
     _warn(run.notes)
     print(f"report: {report.index} ({len(report.images)} pictures beside it)")
     return 0
@@ -119,7 +125,8 @@ RUN_DIR_HELP = ("the sweep's run dir, <storage_path>/<name> (e.g. runs/demo); on
 
 
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``best``, ``export``, ``board`` and ``report`` to the ``mgkd`` program."""
+    """Add ``best``, ``export``, ``board``, ``report`` and the model analyses (``noise``, ``cka``,
+    ``transfer``) to the ``mgkd`` program."""
     from analysis.formats import FORMATS  # light: no pandas, optuna or matplotlib
 
     p = subparsers.add_parser(
@@ -174,4 +181,13 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
                         "run dir)")
     p.add_argument("--top", type=_positive, default=5, metavar="K",
                    help="trials per study in the validation curves, 1 or more (default 5)")
+    p.add_argument("--final", nargs="+", default=[], metavar="DIR",
+                   help="`mgkd train` out dirs of final runs: the report adds a table of their "
+                        "test accuracy, prediction noise, ECE and embedding CKA, and a CKA "
+                        "heatmap each (computed from their student.pt and teacher)")
+    p.add_argument("--device", default="auto",
+                   help="where --final's analyses run: auto, cpu, cuda or cuda:N (default auto)")
     p.set_defaults(handler=cmd_report)
+
+    from analysis.probe_cli import add_probe_commands  # light: no torch until a handler runs
+    add_probe_commands(subparsers)

@@ -201,7 +201,8 @@ def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[P
 
 
 # ---- the page ----------------------------------------------------------------------------------
-def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[Path]) -> str:
+def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[Path],
+           finals: list | None = None) -> str:
     sections = [study_section(run, b, out, top, images) for b in bests]
     warnings = "".join(f"<li>{_e(n)}</li>" for n in run.notes)
     objective = run_objective(bests)
@@ -214,7 +215,40 @@ def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[P
         f"{_e(objective.test_metric)} is reported beside it.</p>",
         "<h2>Best config per study</h2>", summary_table(bests), f"<p>{_e(test_note(objective))}</p>",
         f"<p>{_e(verdict_note(objective))}</p>",
-        *_classification_section(bests), *_reid_section(bests), *sections, "</body></html>"])
+        *_classification_section(bests), *_reid_section(bests),
+        *final_runs_section(finals or [], out, images), *sections, "</body></html>"])
+
+
+def final_runs_section(finals: list, out: Path, images: list[Path]) -> list[str]:
+    """The final runs (``analysis.final_runs.FinalRun``): recorded test accuracy, prediction noise
+    and ECE of their student on the test split, the CKA of the embeddings, and a CKA heatmap each."""
+    if not finals:
+        return []
+    from analysis.cka_plot import cka_heatmap_png
+
+    head = ("<tr><th>final run</th><th>run dir</th><th>test_acc (metrics.json)</th>"
+            "<th>test accuracy (re-evaluated)</th><th>prediction noise</th><th>ECE (%)</th>"
+            "<th>mean confidence</th><th>CKA embedding↔embedding</th></tr>")
+    rows, pictures = [], []
+    for index, run in enumerate(finals, 1):
+        noise, cka = run.noise, run.cka
+        cells = [fmt_number(run.final.get("test_acc")),
+                 *(("", "", "", "") if noise is None else (
+                     f"{noise.accuracy:.2f}", f"{noise.prediction_noise:.4f}",
+                     f"{100 * noise.ece:.2f}", f"{noise.mean_confidence:.4f}")),
+                 "" if cka is None else f"{cka.matrix.values[-1][-1]:.3f}"]
+        rows.append(f"<tr><td>{_e(run.label)}</td><td>{_e(run.path)}</td>"
+                    + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        pictures += [f'<p class="note">{_e(run.label)}: {_e(note)}</p>' for note in run.notes]
+        if cka is not None:
+            title = (f"{run.label}: linear CKA, {cka.dataset} {cka.split}, {cka.samples} images")
+            path = cka_heatmap_png(cka.matrix, title, out / f"final-{index}-cka.png")
+            pictures.append(_img(out, path, f"CKA of {run.label}", images))
+    return ["<h2>Final runs</h2>", "<table>" + head + "".join(rows) + "</table>",
+            '<p class="muted">Prediction noise: mean over test images of the sum over non-top '
+            "classes of |p_j − (1 − p_max)/(C − 1)|; ECE over 15 equal-width confidence bins; "
+            "CKA: linear CKA on a seeded subset of the test split (the heatmaps: every teacher "
+            "stage against every student stage).</p>", *pictures]
 
 
 def _classification_section(bests: list[StudyBest]) -> list[str]:
@@ -229,14 +263,16 @@ def _reid_section(bests: list[StudyBest]) -> list[str]:
     return ["<h2>Re-ID (layout of the paper's Market-1501 table)</h2>", table] if table else []
 
 
-def write_report(run_dir: str | Path | Run, out_dir: str | Path, top: int = DEFAULT_TOP) -> Report:
-    """Write ``out_dir/index.html`` and its PNGs; returns their paths."""
+def write_report(run_dir: str | Path | Run, out_dir: str | Path, top: int = DEFAULT_TOP,
+                 finals: list | None = None) -> Report:
+    """Write ``out_dir/index.html`` and its PNGs; returns their paths. ``finals``: analysed final
+    runs (``analysis.final_runs.read_final_run``) for the "Final runs" section."""
     run = run_dir if isinstance(run_dir, Run) else read_run(run_dir)
     out = Path(out_dir).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     bests = best_of_run(run)
     images: list[Path] = []
-    page = render(run, bests, out, top, images)
+    page = render(run, bests, out, top, images, finals)
     atomic_write_text(out / "index.html", page)
     log.debug("report %s: %d pictures", out / "index.html", len(images))
     return Report(out / "index.html", images)

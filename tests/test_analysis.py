@@ -493,6 +493,21 @@ def _shown(value) -> str:
     return str(value) if isinstance(value, (int, str)) else f"{value:.2f}"
 
 
+def test_report_adds_the_final_runs_it_is_given(real_run, tmp_path):
+    from test_final_runs import _final_run
+
+    final, _ = _final_run(tmp_path, same_weights=True)
+    out = tmp_path / "report"
+    result = mgkd("report", real_run, "--out", out, "--final", final, tmp_path / "missing",
+                  "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    page = (out / "index.html").read_text()
+    assert "<h2>Final runs</h2>" in page and "<td>41.50</td>" in page
+    assert "<td>1.000</td>" in page  # the student is its teacher: embedding CKA 1
+    assert "not an `mgkd train` out dir" in page
+    assert_png(out / "final-1-cka.png")
+
+
 def test_report_pictures_exist_and_its_numbers_are_those_of_best(real_run, tmp_path):
     out = tmp_path / "report"
     result = mgkd("report", real_run, "--out", out)

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mgkd.training",),  # the Trainer, steps, tasks, callbacks
     ("mgkd.knowledge",),  # teachers, granularity heads, prepared knowledge
     ("mgkd.distill",),  # the distillation loss, learner and trainer
-    ("mgkd.runner",),  # standalone runs
+    ("mgkd.runner", "mgkd.probe"),  # standalone runs; analyses of trained models
     ("mgkd.cli",),  # the core subcommands
     ("spaces",),
     ("analysis",),

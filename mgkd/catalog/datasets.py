@@ -104,6 +104,11 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
         "image_size": IntOption(32, 8, 512),
         "seed": IntOption(0, 0, 2**63 - 1),
     }),
+    # transfer targets (and trainable like any classification set): read from their official
+    # files, resized once to image_size (the paper's transfer experiment uses 32)
+    "stl10": DatasetEntry(CLASSIFICATION, "stl10:STL10", {"image_size": IntOption(32, 8, 96)}),
+    "tiny_imagenet": DatasetEntry(CLASSIFICATION, "tiny_imagenet:TINY_IMAGENET",
+                                  {"image_size": IntOption(32, 8, 64)}),
     "market1501": DatasetEntry(REID, "market1501:MARKET1501", {
         "height": IntOption(256, 16, 1024),
         "width": IntOption(128, 16, 1024),
