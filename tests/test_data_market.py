@@ -312,6 +312,8 @@ def test_random_erasing_blanks_one_rectangle_with_probability_p(probability: flo
     ({"height": 8}, r"data.options.height: for 'market1501' must be an integer in \[16, 1024\]"),
     ({"width": "128"}, "width"),
     ({"instances": 0}, "instances"),
+    ({"instances": 1}, r"instances: for 'market1501' must be an integer in \[2, 64\], got 1; the "
+                       r"batch-hard triplet loss needs K >= 2 .*Set instances: 4"),
     ({"max_identities": 1}, r"max_identities.*null or an integer >= 2"),
     ({"colour": 1}, "colour.*allowed: height, width, instances, max_identities"),
 ])
@@ -320,6 +322,23 @@ def test_bad_options_are_clear_errors(options: dict, match: str) -> None:
         validate_data_options("market1501", options)
     assert validate_data_options("market1501", None) == {
         "height": 256, "width": 128, "instances": 4, "max_identities": None}
+
+
+def test_one_image_per_identity_is_refused_by_the_config_and_the_batches(tmp_path) -> None:
+    """K = 1 leaves the batch-hard triplet loss no positive pair: its term would be silently 0."""
+    from mgkd.config import ExperimentConfig
+    from mgkd.reid.losses import batch_hard_triplet
+
+    one_each = torch.randn(4, 8), torch.arange(4)
+    assert batch_hard_triplet(*one_each, 0.3).item() == 0.0  # what the refusal prevents
+    with pytest.raises(ConfigError, match="data.options.instances: .* got 1; the batch-hard"):
+        ExperimentConfig.from_dict({"dataset": "market1501", "data_dir": str(tmp_path),
+                                    "data_options": {"instances": 1}})
+    market = write_market1501(tmp_path, identities=4, cameras=2, per_camera=2)
+    splits = _load(market, val_fraction=0.0, instances=4)
+    spec = dataclasses.replace(splits.spec, instances=1)
+    with pytest.raises(ConfigError, match="K >= 2 images per identity, got 1"):
+        D.IdentityBatches(splits.train, spec, 4, generator=torch.Generator())
 
 
 def _message(call) -> str:
