@@ -1,8 +1,9 @@
 """Market-1501 (person re-ID) from its standard extracted folder under ``data_dir``.
 
-Layout: ``<data_dir>/Market-1501-v15.09.15/`` (the official archive's folder) or the short alias
-``<data_dir>/market1501/``, each holding ``bounding_box_train``, ``bounding_box_test`` (the gallery)
-and ``query``. File names are ``PPPP_cCsS_FFFFFF_NN.jpg``: person id PPPP, camera C. Person id ``-1``
+Layout: a folder holding ``bounding_box_train``, ``bounding_box_test`` (the gallery) and ``query``:
+``data_dir`` itself, ``<data_dir>/Market-1501-v15.09.15/`` (the official archive's folder), the
+short alias ``<data_dir>/market1501/``, or torchreid's data root
+``<data_dir>/market1501/Market-1501-v15.09.15/``. File names are ``PPPP_cCsS_FFFFFF_NN.jpg``: person id PPPP, camera C. Person id ``-1``
 marks junk (left out everywhere); ``0000`` marks distractors (kept in the test gallery only). Files
 that are not ``.jpg`` (the archive ships ``Thumbs.db``) are ignored.
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from mgkd.data.containers import DatasetSpec, ImageSplit, RetrievalSplit, SourceData
+from mgkd.data.layout import FolderLayout
 from mgkd.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -44,30 +46,24 @@ _MAX_DECODE_THREADS = 8
 
 
 
+LAYOUT = FolderLayout("market1501", (
+    ("", "the folder itself"),
+    (FOLDER_NAMES[0], "the official archive's folder in data_dir"),
+    (FOLDER_NAMES[1], "the short alias in data_dir"),
+    (f"{FOLDER_NAMES[1]}/{FOLDER_NAMES[0]}", "torchreid's data root"),
+), SUBFOLDERS, "Market-1501-v15.09.15.zip")
+
+
 def layout_text(data_dir: Path) -> str:
-    """The expected folder layout, for error messages."""
-    folders = "{" + ",".join(SUBFOLDERS) + "}"
-    return (f"{data_dir / FOLDER_NAMES[0]}/{folders} (the official extracted archive) or "
-            f"{data_dir / FOLDER_NAMES[1]}/{folders} (short alias)")
+    """The accepted folder layouts, for error messages."""
+    return LAYOUT.expected_text(data_dir)
 
 
 def find_root(data_dir: Path) -> Path:
-    """The Market-1501 folder under ``data_dir`` (official name first), or a DataError."""
-    for name in FOLDER_NAMES:
-        root = data_dir / name
-        if root.is_dir():
-            missing = [sub for sub in SUBFOLDERS if not (root / sub).is_dir()]
-            if missing:
-                raise DataError(
-                    f"Data set 'market1501' under {root} lacks the folder(s) {', '.join(missing)}; "
-                    f"expected {layout_text(data_dir)}. Re-extract Market-1501-v15.09.15.zip there."
-                )
-            return root
-    raise DataError(
-        f"Data set 'market1501' not found: expected {layout_text(data_dir)}. It cannot be downloaded "
-        "by mgkd; obtain Market-1501-v15.09.15.zip from its authors and extract it into "
-        f"{data_dir} (or point data_dir at the folder that holds it)."
-    )
+    """The Market-1501 folder: ``data_dir`` itself, its ``Market-1501-v15.09.15`` or
+    ``market1501`` folder, or torchreid's ``market1501/Market-1501-v15.09.15``; a DataError
+    listing every layout tried otherwise."""
+    return LAYOUT.find(data_dir)
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ class Listing:
         return Listing(tuple(self.paths[i] for i in chosen), self.pids[mask], self.cameras[mask])
 
 
-def list_folder(folder: Path, data_dir: Path, *, keep_distractors: bool) -> Listing:
+def list_folder(folder: Path, *, keep_distractors: bool) -> Listing:
     """Parse every ``.jpg`` name in ``folder``; junk is left out, distractors only if asked."""
     entries: list[tuple[Path, int, int]] = []
     bad: list[str] = []
@@ -102,14 +98,14 @@ def list_folder(folder: Path, data_dir: Path, *, keep_distractors: bool) -> List
     if bad:
         raise DataError(
             f"Data set 'market1501': {len(bad)} file name(s) in {folder} do not follow Market-1501's "
-            f"PPPP_cCsS_FFFFFF_NN.jpg pattern (e.g. {', '.join(bad[:3])}); expected {layout_text(data_dir)} "
-            "holding the official files only. Remove or rename those files."
+            f"PPPP_cCsS_FFFFFF_NN.jpg pattern (e.g. {', '.join(bad[:3])}); the folder should hold the "
+            "official files only. Remove or rename those files."
         )
     keep = [e for e in entries if e[1] != JUNK_ID and (keep_distractors or e[1] != DISTRACTOR_ID)]
     if not keep:
         raise DataError(
             f"Data set 'market1501': {folder} holds no usable images (found {len(entries)} .jpg files, "
-            f"all junk or distractors); expected {layout_text(data_dir)} with the official files."
+            f"all junk or distractors); re-extract the official archive there."
         )
     logger.debug("market1501 %s: %d images kept of %d", folder.name, len(keep), len(entries))
     return Listing(
@@ -189,14 +185,14 @@ class Market1501Source:
     def train_listing(self, data_dir: Path, options: dict[str, Any]) -> Listing:
         """The training files that ``load`` decodes, in the same order (names only, no decoding)."""
         root = find_root(data_dir)
-        return limit_identities(list_folder(root / TRAIN, data_dir, keep_distractors=False),
+        return limit_identities(list_folder(root / TRAIN, keep_distractors=False),
                                 options["max_identities"])
 
     def load(self, data_dir: Path, options: dict[str, Any]) -> SourceData:
         root = find_root(data_dir)
         train = self.train_listing(data_dir, options)
-        query = list_folder(root / QUERY, data_dir, keep_distractors=False)
-        gallery = list_folder(root / GALLERY, data_dir, keep_distractors=True)
+        query = list_folder(root / QUERY, keep_distractors=False)
+        gallery = list_folder(root / GALLERY, keep_distractors=True)
         logger.info(
             "loading market1501 from %s: %d train images of %d identities, %d query, %d gallery "
             "(%d distractors) at %dx%d", root, len(train), len(train.pids.unique()), len(query),
