@@ -13,7 +13,7 @@ from market_fixture import write_market1501
 from mgkd.catalog.objectives import get_objective
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import load_config_splits, load_splits, make_batches
-from mgkd.distill.learner import build_learner, reported_metrics
+from mgkd.distill.learner import build_learner, final_metrics, reported_metrics
 from mgkd.errors import ConfigError
 from mgkd.knowledge.prepare import Knowledge, prepare_knowledge
 from mgkd.knowledge.teacher import SupervisedLearner, TeacherRecipe, train_teacher
@@ -95,6 +95,27 @@ def test_an_interrupted_reid_teacher_resumes_to_the_same_weights(market, tmp_pat
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("objective", ["val_map", "val_rank1"])
+def test_the_run_summary_reports_rank1_and_rank5_beside_map_at_the_selected_epoch(objective):
+    """Epoch 2 is selected (best objective), epoch 3 is the last: the summary's ``*_at_best_val``
+    values are epoch 2's, never the last epoch's."""
+    rows = [{"epoch": e, "val_map": m, "val_rank1": r1, "val_rank5": r5, "test_map": tm,
+             "test_rank1": t1, "test_rank5": t5}
+            for e, m, r1, r5, tm, t1, t5 in ((1, 40.0, 60.0, 80.0, 30.0, 50.0, 70.0),
+                                             (2, 55.0, 75.0, 90.0, 45.0, 65.0, 85.0),
+                                             (3, 50.0, 70.0, 88.0, 48.0, 68.0, 89.0))]
+    state = RunState()
+    for row in rows:
+        state.record(dict(row), get_objective(objective))
+    final = final_metrics(state, get_objective(objective))
+    assert final["best_epoch"] == 2 and final[f"best_{objective}"] == rows[1][objective]
+    for key in ("test_map", "test_rank1", "test_rank5", "val_map", "val_rank1", "val_rank5"):
+        if key != objective:
+            assert final[f"{key}_at_best_val"] == rows[1][key], key
+    assert f"{objective}_at_best_val" not in final  # that is best_<objective>
+    assert final[objective] == rows[2][objective]  # the last epoch's, labelled as such
+
+
 def test_checkpoints_of_classification_runs_before_objectives_still_load():
     state = RunState.from_dict({"epoch": 3, "init_done": False, "best_val_acc": 71.0,
                                 "best_epoch": 2, "test_acc_at_best_val": 70.5, "history": []})
@@ -131,6 +152,8 @@ def test_a_reid_distillation_run_selects_on_map_and_logs_every_term(market_dir, 
     assert final["best_val_map"] == max(h["val_map"] for h in metrics["history"])
     best = max(metrics["history"], key=lambda h: h["val_map"])
     assert final["test_map_at_best_val"] == best["test_map"]
+    assert final["test_rank1_at_best_val"] == best["test_rank1"]
+    assert final["test_rank5_at_best_val"] == best["test_rank5"]
     assert result.final == final and "val_acc" not in final
     saved = torch.load(tmp_path / "run" / "student.pt", weights_only=True)
     assert saved["arch"] == "osnet_x0_25" and saved["objective"] == "val_map"
