@@ -1,6 +1,7 @@
 """Standalone runs behind the command line: distillation / final training, teacher, head bank."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -96,7 +97,9 @@ def _uncached(config: ExperimentConfig) -> str:
 def _check_resume_config(config: ExperimentConfig, saved_path: Path) -> None:
     saved = yaml.safe_load(saved_path.read_text())
     current = config.to_dict()
-    changed = sorted(k for k in current if saved.get(k) != current[k])
+    # A key added after the run started is absent from its config.yaml: the run had its default.
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    changed = sorted(k for k in current if saved.get(k, defaults.get(k)) != current[k])
     if changed:
         raise ConfigError(f"--resume: the config differs from the one this run started with in "
                           f"{changed} ({saved_path}); resume with the same config or use a new --out.")

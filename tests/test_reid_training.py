@@ -3,6 +3,7 @@ batch-hard triplet term), P x K batches and retrieval metrics per epoch, on a Ma
 of real JPEG files."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -16,13 +17,13 @@ from mgkd.data import load_config_splits, load_splits, make_batches
 from mgkd.distill.learner import build_learner, final_metrics, reported_metrics
 from mgkd.errors import ConfigError
 from mgkd.knowledge.prepare import Knowledge, prepare_knowledge
-from mgkd.knowledge.teacher import SupervisedLearner, TeacherRecipe, train_teacher
+from mgkd.knowledge.teacher import SupervisedLearner, TeacherRecipe, load_teacher, train_teacher
 from mgkd.models import create_model
 from mgkd.reid.metrics import retrieval_metrics
 from mgkd.runner import run_training
 from mgkd.training.checkpoint import RunState
 from mgkd.training.engine import Trainer
-from mgkd.training.tasks import get_task
+from mgkd.training.tasks import get_task, task_of
 
 SMALL = {"height": 64, "width": 32, "instances": 4}
 RETRIEVAL_KEYS = ("map", "rank1", "rank5", "rank10", "map_se")
@@ -157,6 +158,28 @@ def test_a_reid_distillation_run_selects_on_map_and_logs_every_term(market_dir, 
     assert result.final == final and "val_acc" not in final
     saved = torch.load(tmp_path / "run" / "student.pt", weights_only=True)
     assert saved["arch"] == "osnet_x0_25" and saved["objective"] == "val_map"
+
+
+def test_a_reid_run_evaluates_with_the_configs_options(market_dir, tmp_path):
+    """flip + L2 + cosine + re-ranking reach the run's metrics: the last epoch's test metrics are
+    what scoring the saved student with those options gives, not the default scoring's."""
+    options = {"eval_flip": True, "eval_normalize": True, "eval_distance": "cosine",
+               "rerank": True}
+    config = reid_config(market_dir, tmp_path, epochs=1, mode="plain", **options)
+    run_training(config, tmp_path / "run")
+    last = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"][-1]
+    splits = load_config_splits(resolve(config))
+    student = load_teacher(tmp_path / "run" / "student.pt", "osnet_x0_25",
+                           splits.spec.num_classes).eval()
+    learner = SupervisedLearner(student, get_task("reid"))
+    batches = lambda split: make_batches(split, splits.spec, 16, train=False)  # noqa: E731
+    scores = {}
+    for name, task in (("configured", task_of(resolve(config))), ("default", get_task("reid"))):
+        with torch.no_grad():
+            scores[name] = task.evaluate(learner, splits.test, batches, contextlib.nullcontext)
+    for key in ("map", "rank1", "rank5"):
+        assert last[f"test_{key}"] == pytest.approx(scores["configured"][key], rel=1e-4), key
+    assert scores["configured"] != scores["default"]
 
 
 def test_student_init_starts_the_student_from_the_file(market_dir, tmp_path):

@@ -48,6 +48,9 @@ TASKS: Mapping[str, TaskEntry] = MappingProxyType({t.name: t for t in (
               summary_metrics=("map", "rank1", "rank5")),  # the paper's table: rank-1 beside mAP
 )})
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+# How a re-ID split's embeddings are compared (mgkd.reid.metrics.DISTANCES implements each):
+# squared Euclidean (torchreid's default) or 1 - cosine similarity.
+REID_DISTANCES: tuple[str, ...] = ("euclidean", "cosine")
 
 
 def task_entry(name: str) -> TaskEntry:

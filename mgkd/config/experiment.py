@@ -23,10 +23,10 @@ from mgkd.catalog.methods import (METHOD_NAMES, MODE_NAMES, method_defaults, mod
                                   paper_logit_weight)
 from mgkd.catalog.models import MODEL_NAMES, default_lr
 from mgkd.catalog.objectives import check_objective
-from mgkd.catalog.tasks import REID, TASK_NAMES
+from mgkd.catalog.tasks import REID, REID_DISTANCES, TASK_NAMES
 from mgkd.config.execution import graphs_refusal
-from mgkd.config.validation import (EMPTY_LIST_IF_NONE, AutoBool, AutoCount, Float, Int, Options,
-                                    Schema, Str, fail, one_of)
+from mgkd.config.validation import (EMPTY_LIST_IF_NONE, AutoBool, AutoCount, Bool, Float, Int,
+                                    Options, Schema, Str, fail, one_of)
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, read_yaml_file
 
@@ -121,6 +121,12 @@ class ExperimentConfig:
     objective: Annotated[Str | None, Field(description="val_acc, val_map, val_rank1 or null")] = None
     # a weights file that initialises the student's backbone (e.g. ImageNet weights); null: random
     student_init: Annotated[Str | None, Field(description="a file path or null")] = None
+    # re-ID evaluation (defaults: torchreid's): average each image's embedding with its mirror's,
+    # L2-normalise embeddings, the distance, k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)
+    eval_flip: Bool = False
+    eval_normalize: Bool = False
+    eval_distance: Annotated[Str, one_of(REID_DISTANCES)] = "euclidean"
+    rerank: Bool = False
 
     @model_validator(mode="after")
     def _mas_needs_a_logit_term(self) -> "ExperimentConfig":
@@ -170,6 +176,7 @@ class ExperimentConfig:
 
 
 _SCHEMA: Schema[ExperimentConfig] = Schema(ExperimentConfig)
+REID_EVAL_KEYS: tuple[str, ...] = ("eval_flip", "eval_normalize", "eval_distance", "rerank")
 
 
 def _check_task(config: ExperimentConfig, options: dict[str, Any]) -> None:
@@ -179,6 +186,13 @@ def _check_task(config: ExperimentConfig, options: dict[str, Any]) -> None:
         raise ConfigError(f"task: {config.task!r} does not fit data set {config.dataset}, a {task} "
                           f"data set; set task: {task} or leave it out (it follows the data set).")
     check_objective(config.objective, config.dataset)
+    if task != REID:
+        defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+        changed = [key for key in REID_EVAL_KEYS if getattr(config, key) != defaults[key]]
+        if changed:
+            raise ConfigError(f"{changed[0]}: re-ID evaluation options ({', '.join(REID_EVAL_KEYS)})"
+                              f" apply to re-ID data sets only, and {config.dataset} is a {task} "
+                              f"data set; leave {', '.join(changed)} out.")
     instances = options.get("instances")
     if task == REID and instances and config.batch_size % instances:
         raise ConfigError(f"batch_size: {config.batch_size} is not a multiple of "

@@ -25,7 +25,7 @@ from mgkd.models.backbone_init import init_backbone
 from mgkd.training.engine import EpochCallback, Schedule, Trainer, resolve_device
 from mgkd.training.learner import InitStage, Learner
 from mgkd.training.steps import Recorder
-from mgkd.training.tasks import Task, get_task
+from mgkd.training.tasks import Task, task_of
 
 
 class DistillationLearner(Learner):
@@ -117,8 +117,7 @@ def build_learner(config: ExperimentConfig, splits: DataSplits, knowledge: Knowl
     if channels_last:
         for module in (teacher, student):
             module.to(memory_format=torch.channels_last)
-    return DistillationLearner(config, teacher, student, granularity, method,
-                               get_task(splits.spec.task))
+    return DistillationLearner(config, teacher, student, granularity, method, task_of(config))
 
 
 def schedule_of(config: ExperimentConfig) -> Schedule:
@@ -154,7 +153,7 @@ def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowle
     return Trainer(learner, splits, schedule_of(config), batch_size=config.batch_size,
                    seed=config.seed, objective=get_objective(config.objective),
                    callbacks=callbacks, execution=execution, checkpoint_path=checkpoint_path,
-                   recorder=recorder)
+                   recorder=recorder, task=learner.task)
 
 
 def reported_metrics(task: str, objective: str) -> tuple[str, ...]:

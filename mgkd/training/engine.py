@@ -28,7 +28,7 @@ from mgkd.training.checkpoint import Resumable, RunState
 from mgkd.training.learner import Learner
 from mgkd.training.steps import (ComputeFn, CudaGraphRecorder, EagerSteps, GraphedSteps, Recorder,
                                  StepRunner, capture_key, release_cublas_workspaces)
-from mgkd.training.tasks import get_task
+from mgkd.training.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,16 @@ class Trainer:
     def __init__(self, learner: Learner, splits: DataSplits, schedule: Schedule, *,
                  batch_size: int, seed: int, objective: Objective,
                  callbacks: list[EpochCallback] | None = None, execution: Execution | None = None,
-                 checkpoint_path: Path | None = None, recorder: Recorder | None = None):
-        """``objective`` (e.g. val_acc, val_map) picks the best epoch. ``execution`` says how
+                 checkpoint_path: Path | None = None, recorder: Recorder | None = None,
+                 task: Task | None = None):
+        """``objective`` (e.g. val_acc, val_map) picks the best epoch. ``task`` scores the
+        splits (default: the data set's task with its default settings). ``execution`` says how
         steps run (default: eager fp32, as on the CPU); with ``execution.cuda_graphs`` full
         training batches replay a recorded CUDA graph, through ``recorder`` when given (tests
         pass an :class:`~mgkd.training.steps.InlineRecorder` on the CPU)."""
         self.learner = learner
         self.splits = splits
-        self.task = get_task(splits.spec.task)
+        self.task = task if task is not None else get_task(splits.spec.task)
         self.objective = objective
         self.schedule = schedule
         self.batch_size = batch_size
