@@ -11,6 +11,7 @@ the loader must drop), and a ``Thumbs.db`` as the official archive does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,22 @@ JUNK_PER_FOLDER = {"bounding_box_train": 1, "bounding_box_test": 2, "query": 1}
 DISTRACTORS = {"bounding_box_train": 1, "bounding_box_test": 3}
 
 
+def market_name(person: str, camera: int, frame: int) -> str:
+    """Market-1501's ``PPPP_cCsS_FFFFFF_NN.jpg``."""
+    return f"{person}_c{camera}s1_{frame:06d}_{frame % 100:02d}.jpg"
+
+
+def duke_name(person: str, camera: int, frame: int) -> str:
+    """DukeMTMC-reID's ``PPPP_cC_fFFFFFFF.jpg`` (e.g. ``0001_c2_f0046182.jpg``)."""
+    return f"{person}_c{camera}_f{frame:07d}.jpg"
+
+
 @dataclass
 class _Writer:
     folder: Path
     size: tuple[int, int]
     rng: np.random.Generator
+    naming: Callable[[str, int, int], str] = market_name
     frame: int = 0
 
     def write(self, pid: int, camera: int, colours: np.ndarray, period: int) -> None:
@@ -40,7 +52,7 @@ class _Writer:
         pixels = np.clip(image, 0, 255).astype(np.uint8)
         self.frame += 1
         person = "-1" if pid < 0 else f"{pid:04d}"
-        name = f"{person}_c{camera}s1_{self.frame:06d}_{self.frame % 100:02d}.jpg"
+        name = self.naming(person, camera, self.frame)
         Image.fromarray(pixels).save(self.folder / name, quality=92)
 
 
@@ -59,12 +71,16 @@ def write_market1501(
     seed: int = 0,
     test_identities: int | None = None,
     folder: str = OFFICIAL_FOLDER,
+    naming: Callable[[str, int, int], str] = market_name,
+    junk_and_distractors: bool = True,
 ) -> Path:
     """Write the fixture under ``root/folder`` and return ``root`` (the ``data_dir`` to load from).
 
     ``identities`` training identities (and ``test_identities``, default the same, for query and
     gallery), each seen by ``cameras`` cameras with ``per_camera`` training / gallery images per camera
-    and one query per camera; ``size`` is (height, width).
+    and one query per camera; ``size`` is (height, width). ``naming`` makes the file names
+    (Market-1501's by default); ``junk_and_distractors`` adds Market's id -1 and 0000 files and a
+    ``Thumbs.db`` (DukeMTMC-reID ships none of them).
     """
     root = Path(root)
     base = root / folder
@@ -72,7 +88,7 @@ def write_market1501(
     writers = {}
     for sub in ("bounding_box_train", "bounding_box_test", "query"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-        writers[sub] = _Writer(base / sub, size, rng)
+        writers[sub] = _Writer(base / sub, size, rng, naming)
     test_identities = identities if test_identities is None else test_identities
     for i in range(identities):
         pid = 2 * i + 2
@@ -87,6 +103,8 @@ def write_market1501(
             writers["query"].write(pid, camera, colours, period)
             for _ in range(per_camera):
                 writers["bounding_box_test"].write(pid, camera, colours, period)
+    if not junk_and_distractors:
+        return root
     for sub, count in JUNK_PER_FOLDER.items():
         for k in range(count):
             writers[sub].write(-1, 1 + k % cameras, rng.uniform(0, 255, size=(2, 3)), 3)

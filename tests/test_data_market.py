@@ -49,14 +49,16 @@ def _raw_ids(root: Path) -> dict[str, int]:
 
 def test_names_parsed_junk_dropped_distractors_only_where_asked(market: Path) -> None:
     base = market / OFFICIAL_FOLDER
-    gallery = M.list_folder(base / M.GALLERY, keep_distractors=True)
+    gallery = M.list_folder(base / M.GALLERY, M.MARKET1501.naming, keep_distractors=True,
+                            dataset="market1501")
     assert len(gallery) == IDS * CAMS * PER_CAM + DISTRACTORS["bounding_box_test"]  # junk, Thumbs.db out
     assert int((gallery.pids == 0).sum()) == DISTRACTORS["bounding_box_test"]
     assert set(gallery.pids.tolist()) == {0} | {2 * i + 1 for i in range(IDS)}
     assert set(gallery.cameras.tolist()) == {1, 2, 3}
     for path, pid, camera in zip(gallery.paths, gallery.pids.tolist(), gallery.cameras.tolist()):
         assert path.name.startswith(f"{pid:04d}_c{camera}s1_")
-    train = M.list_folder(base / M.TRAIN, keep_distractors=False)
+    train = M.list_folder(base / M.TRAIN, M.MARKET1501.naming, keep_distractors=False,
+                          dataset="market1501")
     assert -1 not in train.pids.tolist() and 0 not in train.pids.tolist()
     assert len(train) == IDS * CAMS * PER_CAM
 

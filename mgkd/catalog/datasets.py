@@ -103,6 +103,14 @@ INSTANCES = IntOption(4, MIN_INSTANCES, 64, why=(
     "(with K = 1 no positive pair exists and the triplet term is silently 0). Set instances: 4 "
     "(the usual 16 identities x 4 images) or another K >= 2 that divides batch_size."))
 
+# Every re-ID data set's options: image size, K and a cap on the training identities.
+REID_OPTIONS: Mapping[str, IntOption] = MappingProxyType({
+    "height": IntOption(256, 16, 1024),
+    "width": IntOption(128, 16, 1024),
+    "instances": INSTANCES,
+    "max_identities": IntOption(None, 2, None, nullable=True),
+})
+
 DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
     "cifar100": DatasetEntry(CLASSIFICATION, "cifar:CIFAR100"),
     "cifar10": DatasetEntry(CLASSIFICATION, "cifar:CIFAR10"),
@@ -115,12 +123,8 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
         "image_size": IntOption(32, 8, 512),
         "seed": IntOption(0, 0, 2**63 - 1),
     }),
-    "market1501": DatasetEntry(REID, "market1501:MARKET1501", {
-        "height": IntOption(256, 16, 1024),
-        "width": IntOption(128, 16, 1024),
-        "instances": INSTANCES,
-        "max_identities": IntOption(None, 2, None, nullable=True),
-    }),
+    "market1501": DatasetEntry(REID, "market1501:MARKET1501", REID_OPTIONS),
+    "dukemtmcreid": DatasetEntry(REID, "dukemtmcreid:DUKEMTMCREID", REID_OPTIONS),
 })
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 _WITH_OPTIONS: tuple[str, ...] = tuple(name for name, entry in DATASETS.items() if entry.options)
@@ -135,7 +139,7 @@ def dataset_entry(name: str, key: str = "dataset") -> DatasetEntry:
 
 
 def dataset_task(name: str) -> str:
-    """The task a run on data set ``name`` learns (classification; reid for market1501)."""
+    """The task a run on data set ``name`` learns (classification; reid for the re-ID sets)."""
     return dataset_entry(name).task
 
 
