@@ -113,3 +113,44 @@ def write_market1501(
             writers[sub].write(0, 1 + k % cameras, rng.uniform(0, 255, size=(2, 3)), 5)
     (base / "bounding_box_test" / "Thumbs.db").write_bytes(b"\x00not an image")
     return root
+
+
+def msmt_name(person: str, camera: int, frame: int) -> str:
+    """MSMT17's ``PPPP_NNN_CC_<date><time>_FFFF_K.jpg`` (e.g. ``0000_000_01_0303morning_0015_0.jpg``)."""
+    return f"{person}_{frame % 1000:03d}_{camera:02d}_0303morning_{frame:04d}_0.jpg"
+
+
+def write_msmt17(root: str | Path, *, version: str = "MSMT17_V1", folder: str | None = None,
+                 identities: int = 4, cameras: int = 3, per_camera: int = 2,
+                 size: tuple[int, int] = (128, 64), seed: int = 0) -> Path:
+    """An MSMT17 folder (``root/folder``, default torchreid's ``msmt17/<version>``) in the
+    archive's format: images under ``<train|test folder>/<PPPP>/``, the four list files with
+    ``<PPPP>/<file> <pid>`` lines. Training and test identities are both numbered from 0 (as in
+    MSMT17); the last training image of each identity goes to ``list_val.txt``. Returns ``root``."""
+    train_dir, test_dir = {"MSMT17_V1": ("train", "test"),
+                           "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}[version]
+    root = Path(root)
+    base = root / (folder if folder is not None else f"msmt17/{version}")
+    rng = np.random.default_rng(seed)
+    lists: dict[str, list[str]] = {name: [] for name in ("train", "val", "query", "gallery")}
+    for split, images in (("train", train_dir), ("test", test_dir)):
+        for pid in range(identities):
+            person = f"{pid:04d}"
+            writer = _Writer(base / images / person, size, rng, msmt_name,
+                             frame=1000 * pid + (500 if split == "test" else 0))
+            writer.folder.mkdir(parents=True, exist_ok=True)
+            colours, period = _look(pid if split == "train" else 100 + pid, seed)
+            names = []
+            for camera in range(1, cameras + 1):
+                for shot in range(per_camera + (1 if split == "test" else 0)):
+                    writer.write(pid, camera, colours, period)
+                    names.append((camera, shot, f"{person}/{msmt_name(person, camera, writer.frame)}"))
+            if split == "train":
+                lists["train"] += [f"{name} {pid}" for _, _, name in names[:-1]]
+                lists["val"].append(f"{names[-1][2]} {pid}")
+            else:  # one query per camera, the rest in the gallery
+                lists["query"] += [f"{name} {pid}" for _, shot, name in names if shot == 0]
+                lists["gallery"] += [f"{name} {pid}" for _, shot, name in names if shot > 0]
+    for name, lines in lists.items():
+        (base / f"list_{name}.txt").write_text("\n".join(lines) + "\n")
+    return root

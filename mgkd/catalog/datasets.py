@@ -125,6 +125,7 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
     }),
     "market1501": DatasetEntry(REID, "market1501:MARKET1501", REID_OPTIONS),
     "dukemtmcreid": DatasetEntry(REID, "dukemtmcreid:DUKEMTMCREID", REID_OPTIONS),
+    "msmt17": DatasetEntry(REID, "msmt17:MSMT17", REID_OPTIONS),
 })
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 _WITH_OPTIONS: tuple[str, ...] = tuple(name for name, entry in DATASETS.items() if entry.options)

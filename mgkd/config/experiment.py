@@ -114,7 +114,7 @@ class ExperimentConfig:
     # auto: 1024 CIFAR-sized images per batch on a GPU, the training batch size on the CPU
     eval_batch_size: AutoCount = "auto"
     cache_dir: Str = "~/.cache/mgkd"
-    # the task: null = the data set's (classification; reid for market1501, dukemtmcreid)
+    # the task: null = the data set's (classification; reid for market1501, dukemtmcreid, msmt17)
     task: Annotated[Str, one_of(TASK_NAMES)] | None = None
     # what selects the best epoch / trial (mgkd.catalog.objectives): null = the task's
     # (val_acc; val_map)

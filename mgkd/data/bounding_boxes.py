@@ -142,9 +142,20 @@ def decode_images(paths: tuple[Path, ...], height: int, width: int) -> torch.Ten
     return torch.from_numpy(out)
 
 
-def _split(listing: Listing, options: dict[str, Any]) -> ImageSplit:
+def decode_split(listing: Listing, options: dict[str, Any]) -> ImageSplit:
+    """The listed images decoded at the options' size, with their person and camera ids."""
     images = decode_images(listing.paths, options["height"], options["width"])
     return ImageSplit(images, listing.pids.clone(), listing.cameras.clone())
+
+
+def reid_spec(name: str, official_train_identities: int, options: dict[str, Any]) -> DatasetSpec:
+    """The nominal spec of a re-ID data set: all official training identities (``load_splits``
+    sets the count the folder holds; held-out validation identities keep their classes)."""
+    limit = options["max_identities"]
+    classes = official_train_identities if limit is None else min(limit, official_train_identities)
+    return DatasetSpec(name, classes, options["height"], options["width"], 3, IMAGENET_MEAN,
+                       IMAGENET_STD, CROP_PADDING, True,
+                       random_erasing=RANDOM_ERASING, instances=options["instances"])
 
 
 @dataclass(frozen=True)
@@ -158,14 +169,7 @@ class BoundingBoxSource:
     official_train_identities: int
 
     def spec(self, options: dict[str, Any]) -> DatasetSpec:
-        """The nominal spec: all official training identities (``load_splits`` sets the count the
-        folder holds; held-out validation identities keep their classes)."""
-        limit = options["max_identities"]
-        official = self.official_train_identities
-        classes = official if limit is None else min(limit, official)
-        return DatasetSpec(self.name, classes, options["height"], options["width"], 3, IMAGENET_MEAN,
-                           IMAGENET_STD, CROP_PADDING, True,
-                           random_erasing=RANDOM_ERASING, instances=options["instances"])
+        return reid_spec(self.name, self.official_train_identities, options)
 
     def find_root(self, data_dir: Path) -> Path:
         return self.layout.find(data_dir)
@@ -199,5 +203,5 @@ class BoundingBoxSource:
             len(query), len(gallery), int((gallery.pids == DISTRACTOR_ID).sum()),
             options["height"], options["width"],
         )
-        test = RetrievalSplit(query=_split(query, options), gallery=_split(gallery, options))
-        return SourceData(train=_split(train, options), test=test)
+        test = RetrievalSplit(query=decode_split(query, options), gallery=decode_split(gallery, options))
+        return SourceData(train=decode_split(train, options), test=test)
