@@ -53,10 +53,11 @@ def preflight(config: ExperimentConfig) -> None:
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).expanduser().is_file():
         raise ConfigError(f"teacher_checkpoint: {config.teacher_checkpoint} does not exist; give an "
                           "existing file or null to train and cache a teacher.")
-    if config.student_init and not Path(config.student_init).expanduser().is_file():
-        raise ConfigError(f"student_init: {config.student_init} does not exist; give an existing "
-                          "weights file for the student's backbone or null to start from random "
-                          "weights.")
+    for key, whose in (("student_init", "student's"), ("teacher_init", "teacher's")):
+        path = getattr(config, key)
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{key}: {path} does not exist; give an existing weights file for "
+                              f"the {whose} backbone or null to start from random weights.")
 
 
 def check_outputs(config: ExperimentConfig, out: Path) -> None:

@@ -4,6 +4,8 @@ of real JPEG files."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import math
 
@@ -16,6 +18,7 @@ from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import load_config_splits, load_splits, make_batches
 from mgkd.distill.learner import build_learner, final_metrics, reported_metrics
 from mgkd.errors import ConfigError
+from mgkd.io import file_sha256
 from mgkd.knowledge.prepare import Knowledge, prepare_knowledge
 from mgkd.knowledge.teacher import SupervisedLearner, TeacherRecipe, load_teacher, train_teacher
 from mgkd.models import create_model
@@ -55,6 +58,49 @@ def test_a_reid_teacher_reports_retrieval_metrics_and_its_triplet_term(market):
         assert row["train_loss"] == pytest.approx(row["loss_ce"] + row["loss_triplet"], rel=1e-5)
         assert "val_acc" not in row
     assert metrics["best_val_map"] == max(row["val_map"] for row in history)
+
+
+def _torchreid_file(path, arch: str, classes: int) -> dict[str, torch.Tensor]:
+    """A file as torchreid's save_checkpoint writes it (``module.`` names, numpy float32
+    ``rank1``, optimizer state), of another identity count; returns the model's weights."""
+    import numpy as np
+
+    torch.manual_seed(7)
+    weights = create_model(arch, classes).state_dict()
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in weights.items()}, "epoch": 3,
+                "rank1": np.float32(0.5), "optimizer": optimizer.state_dict(),
+                "scheduler": {"last_epoch": 3}}, path)
+    return weights
+
+
+def test_teacher_init_starts_the_teachers_backbone_from_a_torchreid_file(market, tmp_path):
+    weights = _torchreid_file(tmp_path / "model.pth.tar-3", "osnet_x0_25", 1000)
+    base = dataclasses.replace(recipe(1), lr=1e-12)  # one step that moves nothing measurably
+    initialised = dataclasses.replace(base, init=str(tmp_path / "model.pth.tar-3"),
+                                      init_sha256=file_sha256(tmp_path / "model.pth.tar-3"))
+    model, _ = train_teacher(initialised, market)
+    state = model.state_dict()
+    torch.testing.assert_close(state["conv1.conv.weight"], weights["conv1.conv.weight"],
+                               rtol=0, atol=1e-6)
+    assert state["classifier.weight"].shape[0] == market.spec.num_classes != 1000
+    plain, _ = train_teacher(base, market)
+    assert not torch.allclose(plain.state_dict()["conv1.conv.weight"], weights["conv1.conv.weight"])
+    # the content names the cached teacher, not the path; a recipe without init hashes as before
+    moved = dataclasses.replace(initialised, init=str(tmp_path / "elsewhere.pth"))
+    assert moved.digest() == initialised.digest() != base.digest()
+    assert base.digest() == hashlib.sha256(json.dumps(
+        {k: v for k, v in dataclasses.asdict(base).items() if k not in ("init", "init_sha256")},
+        sort_keys=True).encode()).hexdigest()
+
+
+def test_teacher_init_is_refused_beside_a_teacher_checkpoint_and_when_missing(market_dir, tmp_path):
+    with pytest.raises(ConfigError, match="teacher_init: .*teacher_checkpoint names a finished"):
+        reid_config(market_dir, tmp_path, teacher_init="a.pth", teacher_checkpoint="b.pth")
+    config = reid_config(market_dir, tmp_path, teacher_init=str(tmp_path / "nope.pth"))
+    with pytest.raises(ConfigError, match="teacher_init: .*nope.pth does not exist"):
+        run_training(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_evaluation_ranks_the_models_own_embeddings(market):

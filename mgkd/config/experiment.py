@@ -121,6 +121,8 @@ class ExperimentConfig:
     objective: Annotated[Str | None, Field(description="val_acc, val_map, val_rank1 or null")] = None
     # a weights file that initialises the student's backbone (e.g. ImageNet weights); null: random
     student_init: Annotated[Str | None, Field(description="a file path or null")] = None
+    # the same for a teacher this run trains (not with teacher_checkpoint); null: random
+    teacher_init: Annotated[Str | None, Field(description="a file path or null")] = None
     # re-ID evaluation (defaults: torchreid's): average each image's embedding with its mirror's,
     # L2-normalise embeddings, the distance, k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)
     eval_flip: Bool = False
@@ -133,6 +135,14 @@ class ExperimentConfig:
         if self.mode == "mas" and self.logit_weight == 0.0:
             fail("logit_weight: 0 with mode mas; the stable target enters through the logit term, "
                  "so mas would equal mag. Set logit_weight > 0 or use mode mag.")
+        return self
+
+    @model_validator(mode="after")
+    def _teacher_init_needs_a_trained_teacher(self) -> "ExperimentConfig":
+        if self.teacher_init and self.teacher_checkpoint:
+            fail("teacher_init: it initialises a teacher the run trains, but teacher_checkpoint "
+                 "names a finished one, so no teacher is trained. Remove teacher_init, or set "
+                 "teacher_checkpoint: null to train a teacher from the teacher_init weights.")
         return self
 
     @model_validator(mode="after")

@@ -17,8 +17,9 @@ from mgkd.config import ExperimentConfig
 from mgkd.config.execution import ExecutionSettings
 from mgkd.data import Batch, DataSplits
 from mgkd.errors import ConfigError
-from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
+from mgkd.io import atomic_torch_save, file_lock, file_sha256, safe_torch_load
 from mgkd.models import MODELS, create_model
+from mgkd.models.backbone_init import init_backbone
 from mgkd.models.loading import load_zoo_model, state_dict_of
 from mgkd.training.engine import EpochCallback, Schedule, Trainer
 from mgkd.training.learner import Learner
@@ -53,19 +54,37 @@ class TeacherRecipe:
     weight_decay: float = 5e-4
     milestones: tuple[float, ...] = (0.625, 0.75, 0.875)
     decay: float = 0.1
+    # teacher_init: the weights file the backbone starts from (None: random) and its content
+    # hash, which names the cached teacher (the path does not: a moved file is the same teacher)
+    init: str | None = None
+    init_sha256: str | None = None
 
     @classmethod
     def from_config(cls, config: ExperimentConfig) -> "TeacherRecipe":
+        init = Path(config.teacher_init).expanduser().absolute() if config.teacher_init else None
         return cls(arch=config.teacher, data=data_identity(config), epochs=config.teacher_epochs,
-                   seed=config.teacher_seed, lr=default_lr(config.teacher))
+                   seed=config.teacher_seed, lr=default_lr(config.teacher),
+                   init=None if init is None else str(init),
+                   init_sha256=None if init is None else _init_hash(init))
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        """Names the cached teacher: every setting but ``init`` (its hash stands for it); a
+        recipe without teacher_init hashes as recipes did before the key existed."""
+        payload = {k: v for k, v in asdict(self).items()
+                   if k != "init" and not (k == "init_sha256" and v is None)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def schedule(self) -> Schedule:
         return Schedule(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
                         weight_decay=self.weight_decay, milestones=self.milestones,
                         decay=self.decay)
+
+
+def _init_hash(path: Path) -> str:
+    if not path.is_file():
+        raise ConfigError(f"teacher_init: {path} does not exist; give an existing weights file for "
+                          "the teacher's backbone or null to train it from random weights.")
+    return file_sha256(path)
 
 
 def cached_teacher_path(config: ExperimentConfig) -> Path:
@@ -120,7 +139,13 @@ def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
         device_type=device.type, batch_size=recipe.batch_size,
         image_shape=splits.spec.image_shape, what="teacher training")
     torch.manual_seed(recipe.seed)
-    model = create_model(recipe.arch, splits.spec.num_classes, key="teacher").to(device)
+    model = create_model(recipe.arch, splits.spec.num_classes, key="teacher")
+    if recipe.init is not None:
+        if _init_hash(Path(recipe.init)) != recipe.init_sha256:
+            raise ConfigError(f"teacher_init: {recipe.init} changed since this teacher's recipe was "
+                              "made (its content hash differs); start the run again.")
+        init_backbone(model, recipe.init, key="teacher_init", arch=recipe.arch)
+    model = model.to(device)
     if execution.channels_last:
         model.to(memory_format=torch.channels_last)
     task = splits.spec.task
