@@ -24,6 +24,7 @@ from mgkd.catalog.methods import (METHOD_NAMES, MODE_NAMES, method_defaults, mod
 from mgkd.catalog.models import MODEL_NAMES, default_lr
 from mgkd.catalog.objectives import check_objective
 from mgkd.catalog.tasks import REID, REID_DISTANCES, TASK_NAMES
+from mgkd.catalog.teacher_recipes import TEACHER_RECIPE_NAMES, TEACHER_RECIPES
 from mgkd.config.execution import graphs_refusal
 from mgkd.config.validation import (EMPTY_LIST_IF_NONE, AutoBool, AutoCount, Bool, Float, Int,
                                     Options, Schema, Str, fail, one_of)
@@ -123,6 +124,8 @@ class ExperimentConfig:
     student_init: Annotated[Str | None, Field(description="a file path or null")] = None
     # the same for a teacher this run trains (not with teacher_checkpoint); null: random
     teacher_init: Annotated[Str | None, Field(description="a file path or null")] = None
+    # how a teacher this run trains is trained (mgkd.catalog.teacher_recipes)
+    teacher_recipe: Annotated[Str, one_of(TEACHER_RECIPE_NAMES)] = "default"
     # re-ID evaluation (defaults: torchreid's): average each image's embedding with its mirror's,
     # L2-normalise embeddings, the distance, k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)
     eval_flip: Bool = False
@@ -203,6 +206,15 @@ def _check_task(config: ExperimentConfig, options: dict[str, Any]) -> None:
             raise ConfigError(f"{changed[0]}: re-ID evaluation options ({', '.join(REID_EVAL_KEYS)})"
                               f" apply to re-ID data sets only, and {config.dataset} is a {task} "
                               f"data set; leave {', '.join(changed)} out.")
+    recipe = TEACHER_RECIPES[config.teacher_recipe]
+    if task not in recipe.tasks:
+        raise ConfigError(f"teacher_recipe: {config.teacher_recipe} is written for "
+                          f"{', '.join(recipe.tasks)} data sets, and {config.dataset} is a {task} "
+                          "data set; use teacher_recipe: default.")
+    if config.teacher_recipe != "default" and config.teacher_checkpoint:
+        raise ConfigError(f"teacher_recipe: {config.teacher_recipe} trains a teacher, but "
+                          "teacher_checkpoint names a finished one; remove teacher_recipe or set "
+                          "teacher_checkpoint: null.")
     instances = options.get("instances")
     if task == REID and instances and config.batch_size % instances:
         raise ConfigError(f"batch_size: {config.batch_size} is not a multiple of "

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from mgkd.catalog.objectives import Objective
+from mgkd.catalog.teacher_recipes import OPTIMIZERS
 from mgkd.config.execution import Execution, graphs_refusal
 from mgkd.data import Batch, DataSplits, ImageSplit, make_batches
 from mgkd.errors import ConfigError, TrainingDiverged
@@ -35,25 +36,36 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Schedule:
-    """SGD with step decay at fractions of the epoch budget (so short runs keep the shape)."""
+    """SGD (or AMSGrad, ``optimizer``) with step decay at fractions of the epoch budget (so short
+    runs keep the shape)."""
 
     epochs: int
     lr: float
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
     milestones: tuple[float, ...] = (0.625, 0.75, 0.875)
     decay: float = 0.1
+    optimizer_name: str = "sgd"  # one of mgkd.catalog.teacher_recipes.OPTIMIZERS
 
     def milestone_epochs(self) -> list[int]:
         epochs = {round(f * self.epochs) for f in self.milestones}
         return sorted(e for e in epochs if 0 < e < self.epochs)
 
-    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.SGD:
-        return torch.optim.SGD(list(params), lr=self.lr, momentum=self.momentum,
-                               weight_decay=self.weight_decay)
+    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return _OPTIMIZERS[self.optimizer_name](list(params), self)
 
     def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.MultiStepLR:
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, self.milestone_epochs(), self.decay)
+
+
+_OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], Schedule], torch.optim.Optimizer]] = {
+    "sgd": lambda params, s: torch.optim.SGD(params, lr=s.lr, momentum=s.momentum,
+                                             weight_decay=s.weight_decay),
+    # Adam with the AMSGrad correction, torch's default betas (torchreid's "amsgrad")
+    "amsgrad": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay,
+                                                  amsgrad=True),
+}
+assert tuple(_OPTIMIZERS) == OPTIMIZERS, "the catalog lists the optimizers built here"
 
 
 @dataclass

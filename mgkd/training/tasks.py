@@ -88,12 +88,18 @@ class Classification:
 @dataclass(frozen=True)
 class PersonReid:
     """``retrieval``: how splits are scored (flip, L2, distance, re-ranking); torchreid's
-    defaults unless a config sets ``eval_*`` / ``rerank``."""
+    defaults unless a config sets ``eval_*`` / ``rerank``. ``triplet_weight`` weighs the
+    batch-hard triplet term of the base loss."""
 
     entry: ClassVar[TaskEntry] = task_entry(REID)
-    loss: ClassVar[ReidBaseLoss] = ReidBaseLoss(ce_epsilon=REID_LABEL_SMOOTHING,
-                                                triplet_margin=REID_TRIPLET_MARGIN)
     retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
+    triplet_weight: float = 1.0  # 0: label-smoothed cross-entropy alone (torchreid's softmax)
+    loss: ReidBaseLoss = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss", ReidBaseLoss(ce_epsilon=REID_LABEL_SMOOTHING,
+                                                      triplet_margin=REID_TRIPLET_MARGIN,
+                                                      triplet_weight=self.triplet_weight))
 
     @classmethod
     def from_config(cls, config: Any) -> "PersonReid":
