@@ -174,8 +174,7 @@ def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool =
         if not checkpoint.is_file():
             raise ConfigError(f"--resume: no checkpoint at {checkpoint}; start the teacher without "
                               "--resume.")
-        if saved.is_file() and json.loads(saved.read_text()) != json.loads(
-                json.dumps(asdict(recipe))):  # compared as JSON: tuples come back as lists
+        if saved.is_file() and not recipe.matches(json.loads(saved.read_text())):
             raise ConfigError(f"--resume: the teacher in {out} was started with other settings "
                               f"({saved}); resume with the same arguments or use a new --out.")
     elif checkpoint.is_file() or (out / "teacher.pt").is_file():

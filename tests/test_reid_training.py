@@ -99,6 +99,13 @@ def test_teacher_init_starts_the_teachers_backbone_from_a_torchreid_file(market,
         sort_keys=True).encode()).hexdigest()
 
 
+def test_a_recipe_json_written_before_the_new_keys_still_matches():
+    old = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(recipe(2)))).items()
+           if k in LEGACY_RECIPE_KEYS}
+    assert recipe(2).matches(old) and not recipe(3).matches(old)
+    assert not dataclasses.replace(recipe(2), optimizer="amsgrad").matches(old)
+
+
 def test_teacher_init_is_refused_beside_a_teacher_checkpoint_and_when_missing(market_dir, tmp_path):
     with pytest.raises(ConfigError, match="teacher_init: .*teacher_checkpoint names a finished"):
         reid_config(market_dir, tmp_path, teacher_init="a.pth", teacher_checkpoint="b.pth")

@@ -86,6 +86,12 @@ class TeacherRecipe:
                    if k != "init" and not (k in _LATER_KEYS and v == _LATER_KEYS[k])}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    def matches(self, saved: dict[str, Any]) -> bool:
+        """Whether ``saved`` (a run's ``recipe.json``) is this recipe; a key it lacks (written
+        before the key existed) counts as the value every earlier recipe had."""
+        current = json.loads(json.dumps(asdict(self)))  # as JSON: tuples come back as lists
+        return {"init": None, **_LATER_KEYS, **saved} == current
+
     def schedule(self) -> Schedule:
         return Schedule(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
                         weight_decay=self.weight_decay, milestones=self.milestones,
