@@ -2,8 +2,6 @@
 the other layouts, on a fixture of real JPEG files in the archive's exact format."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
