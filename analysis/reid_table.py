@@ -1,6 +1,7 @@
-"""The report's re-ID table, in the layout of the seed's Market-1501 table (Setting | Method |
-Backbone | Rank1 | mAP): one row per study's selected config, with the seed's published rows for
-the same backbones beside it where there are any."""
+"""The report's re-ID table, in the layout of the seed's Market-1501 table (Setting | Data set |
+Method | Backbone | Rank1 | mAP): one row per study's selected config, naming the data set it ran
+on, with the seed's published Market-1501 rows for the same backbones beside the Market-1501
+studies."""
 from __future__ import annotations
 
 import html
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from analysis.best import StudyBest
 
 RANK1, MAP = "test_rank1", "test_map"  # the ``mgkd best --format json`` keys the cells show
+PAPER_DATASET = "market1501"  # the data set of the seed's re-ID table
 
 
 @dataclass(frozen=True)
@@ -73,17 +75,24 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def dataset_of(best: StudyBest) -> str:
+    """The data set the study ran on, from its base config ("?" when the run dir lacks it)."""
+    return str((best.study.base or {}).get("dataset", "?"))
+
+
 def _ours(best: StudyBest) -> str:
     d, key = best.to_dict(), best.study.key
     cell = lambda field: (f'<td data-study="{_e(key)}" data-field="{field}">'
                           f"{_e(fmt_number(d.get(field)))}</td>")
-    return (f'<tr><td><a href="#{_e(key)}">this sweep</a></td><td>{_e(method_label(best))}</td>'
-            f"<td>{_e(best.study.student)}</td>{cell(RANK1)}{cell(MAP)}</tr>")
+    return (f'<tr><td><a href="#{_e(key)}">this sweep</a></td><td>{_e(dataset_of(best))}</td>'
+            f"<td>{_e(method_label(best))}</td><td>{_e(best.study.student)}</td>"
+            f"{cell(RANK1)}{cell(MAP)}</tr>")
 
 
 def _paper(row: PaperRow) -> str:
-    return (f'<tr class="muted"><td>paper {row.setting}</td><td>{_e(row.method)}</td>'
-            f"<td>{_e(row.backbone)}</td><td>{row.rank1:.2f}</td><td>{row.map:.2f}</td></tr>")
+    return (f'<tr class="muted"><td>paper {row.setting}</td><td>{PAPER_DATASET}</td>'
+            f"<td>{_e(row.method)}</td><td>{_e(row.backbone)}</td><td>{row.rank1:.2f}</td>"
+            f"<td>{row.map:.2f}</td></tr>")
 
 
 def reid_table(bests: list[StudyBest]) -> str:
@@ -92,10 +101,10 @@ def reid_table(bests: list[StudyBest]) -> str:
     if not reid:
         return ""
     rows = []
-    for student in dict.fromkeys(b.study.student for b in reid):
-        rows += [_ours(b) for b in reid if b.study.student == student]
-        rows += [_paper(row) for row in paper_rows(student)]
-    head = ("<tr><th>Setting</th><th>Method</th><th>Backbone</th><th>Rank1</th><th>mAP</th>"
-            "</tr>")
+    for dataset, student in dict.fromkeys((dataset_of(b), b.study.student) for b in reid):
+        rows += [_ours(b) for b in reid if (dataset_of(b), b.study.student) == (dataset, student)]
+        rows += [_paper(row) for row in paper_rows(student)] if dataset == PAPER_DATASET else []
+    head = ("<tr><th>Setting</th><th>Data set</th><th>Method</th><th>Backbone</th><th>Rank1</th>"
+            "<th>mAP</th></tr>")
     note = NOTE.format(objective=reid[0].objective.name)
     return f"<table>{head}{''.join(rows)}</table><p class=\"muted\">{_e(note)}</p>"

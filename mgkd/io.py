@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mgkd.errors import ConfigError
+from mgkd.numpy_pickle import UnsafeNumpyValue, numpy_safe_globals
 
 # Classes a checkpoint may hold beyond tensors and plain values: RepDistiller's ``*_last.pth``
 # files store their argparse options; a Namespace only holds attributes and runs no code.
+# Numpy scalars of plain number types (torchreid's ``rank1``) come through the checked stand-ins
+# of :mod:`mgkd.numpy_pickle`.
 SAFE_CHECKPOINT_CLASSES = (argparse.Namespace,)
 
 
@@ -54,8 +57,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 def safe_torch_load(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
     """Read a torch checkpoint with torch's restricted unpickler (``weights_only=True``).
 
-    Only tensors, plain Python values (dicts, lists, tuples, numbers, strings, None) and
-    :data:`SAFE_CHECKPOINT_CLASSES` are rebuilt; a pickle that would import or call anything else
+    Only tensors, plain Python values (dicts, lists, tuples, numbers, strings, None),
+    :data:`SAFE_CHECKPOINT_CLASSES` and numpy scalars of plain number types are rebuilt; a pickle that would import or call anything else
     is refused before it runs. ``what`` names the setting the file came from (e.g.
     ``"teacher_checkpoint"``) and starts every error message. Raises ConfigError for a missing,
     unreadable or refused file."""
@@ -65,8 +68,12 @@ def safe_torch_load(path: str | Path, what: str, map_location: Any = "cpu") -> A
     if not path.is_file():
         raise ConfigError(f"{what}: {path} does not exist; give an existing checkpoint file.")
     try:
-        with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_CLASSES)):
+        with torch.serialization.safe_globals([*SAFE_CHECKPOINT_CLASSES, *numpy_safe_globals()]):
             return torch.load(path, map_location=map_location, weights_only=True)
+    except UnsafeNumpyValue as err:
+        raise ConfigError(f"{what}: {path} was refused: {err}; MGKD-Tune reads numpy values only "
+                          "as scalars of plain number types (as torchreid's rank1). Give a file "
+                          "that holds only tensors and plain values.") from None
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
         if found is None:

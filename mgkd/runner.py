@@ -1,6 +1,7 @@
 """Standalone runs behind the command line: distillation / final training, teacher, head bank."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -52,10 +53,11 @@ def preflight(config: ExperimentConfig) -> None:
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).expanduser().is_file():
         raise ConfigError(f"teacher_checkpoint: {config.teacher_checkpoint} does not exist; give an "
                           "existing file or null to train and cache a teacher.")
-    if config.student_init and not Path(config.student_init).expanduser().is_file():
-        raise ConfigError(f"student_init: {config.student_init} does not exist; give an existing "
-                          "weights file for the student's backbone or null to start from random "
-                          "weights.")
+    for key, whose in (("student_init", "student's"), ("teacher_init", "teacher's")):
+        path = getattr(config, key)
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{key}: {path} does not exist; give an existing weights file for "
+                              f"the {whose} backbone or null to start from random weights.")
 
 
 def check_outputs(config: ExperimentConfig, out: Path) -> None:
@@ -96,7 +98,9 @@ def _uncached(config: ExperimentConfig) -> str:
 def _check_resume_config(config: ExperimentConfig, saved_path: Path) -> None:
     saved = yaml.safe_load(saved_path.read_text())
     current = config.to_dict()
-    changed = sorted(k for k in current if saved.get(k) != current[k])
+    # A key added after the run started is absent from its config.yaml: the run had its default.
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+    changed = sorted(k for k in current if saved.get(k, defaults.get(k)) != current[k])
     if changed:
         raise ConfigError(f"--resume: the config differs from the one this run started with in "
                           f"{changed} ({saved_path}); resume with the same config or use a new --out.")
@@ -170,8 +174,7 @@ def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool =
         if not checkpoint.is_file():
             raise ConfigError(f"--resume: no checkpoint at {checkpoint}; start the teacher without "
                               "--resume.")
-        if saved.is_file() and json.loads(saved.read_text()) != json.loads(
-                json.dumps(asdict(recipe))):  # compared as JSON: tuples come back as lists
+        if saved.is_file() and not recipe.matches(json.loads(saved.read_text())):
             raise ConfigError(f"--resume: the teacher in {out} was started with other settings "
                               f"({saved}); resume with the same arguments or use a new --out.")
     elif checkpoint.is_file() or (out / "teacher.pt").is_file():

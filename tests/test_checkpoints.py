@@ -16,11 +16,13 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mgkd.data import load_splits
 from mgkd.errors import ConfigError
+from mgkd.io import safe_torch_load
 from mgkd.knowledge.heads import HeadBank, HeadKey
 from mgkd.knowledge.teacher import SupervisedLearner, load_teacher
 from mgkd.models import create_model
@@ -205,6 +207,50 @@ def test_a_booby_trapped_teacher_exits_2_through_the_cli(tmp_path):
     assert "Traceback" not in result.stderr and "refused" in result.stderr
     assert result.stderr.strip().count("\n") == 0
     assert not marker.exists()
+
+
+# ---- numpy scalars (torchreid's rank1): plain number types only ---------------------------------
+@pytest.mark.parametrize("value", [np.float32(0.875), np.float64(-2.5), np.int64(7), np.uint8(200),
+                                   np.bool_(True), np.complex64(1 + 2j)])
+def test_numpy_scalars_of_plain_types_load_as_themselves(tmp_path, value):
+    path = tmp_path / "scalar.pt"
+    torch.save({"rank1": value, "model": {}}, path)
+    loaded = safe_torch_load(path, "teacher_checkpoint")["rank1"]
+    assert type(loaded) is type(value) and loaded == value
+
+
+def test_a_numpy_scalar_written_under_numpy_1_names_loads(tmp_path):
+    # numpy 1.x pickles the scalar's function as numpy.core.multiarray.scalar (numpy 2: _core);
+    # the legacy (non-zip) torch format keeps the pickle as one stream, so the name can be edited.
+    path = tmp_path / "old.pt"
+    torch.save({"rank1": np.float32(0.25)}, path, _use_new_zipfile_serialization=False)
+    raw = path.read_bytes()
+    assert raw.count(b"numpy._core.multiarray") == 1
+    path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    loaded = safe_torch_load(path, "teacher_checkpoint")["rank1"]
+    assert type(loaded) is np.float32 and loaded == np.float32(0.25)
+
+
+class StructuredDtypeState:
+    """Pickles as numpy.dtype('f4') whose BUILD state gives it named fields: the route by which a
+    dtype could claim to hold objects and turn bytes into pointers."""
+
+    def __reduce__(self):
+        return (np.dtype, ("f4", False, True), (3, "|", None, ("a",), {"a": (0.0, 0)}, 4, 1, 0))
+
+
+@pytest.mark.parametrize("value, reason", [
+    (np.zeros(1, dtype=[("a", "f4")])[0], "'V4' is not a plain number"),
+    (np.datetime64("2020-01-01"), "'M8' is not a plain number"),
+    (StructuredDtypeState(), "carries a structured state"),
+    (np.arange(3.0), "numpy._core.multiarray._reconstruct"),
+])
+def test_other_numpy_values_are_refused(tmp_path, value, reason):
+    path = tmp_path / "numpy.pt"
+    torch.save({"model": {}, "extra": value}, path)
+    with pytest.raises(ConfigError, match="was refused") as info:
+        safe_torch_load(path, "teacher_checkpoint")
+    assert reason in str(info.value) and str(path) in str(info.value)
 
 
 def test_repdistiller_last_file_with_its_argparse_options_loads(tmp_path):

@@ -25,7 +25,7 @@ def test_config_prints_a_complete_loadable_default():
     assert config.method_options["nce_k"] == 16384
     assert config.granularities[0].dim == 64 and config.lr == 0.05
     assert all(value is not None for key, value in data.items()
-               if key not in ("teacher_checkpoint", "train_subset", "student_init"))
+               if key not in ("teacher_checkpoint", "train_subset", "student_init", "teacher_init"))
 
 
 def test_config_loads_no_torch():

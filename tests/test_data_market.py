@@ -49,14 +49,16 @@ def _raw_ids(root: Path) -> dict[str, int]:
 
 def test_names_parsed_junk_dropped_distractors_only_where_asked(market: Path) -> None:
     base = market / OFFICIAL_FOLDER
-    gallery = M.list_folder(base / M.GALLERY, market, keep_distractors=True)
+    gallery = M.list_folder(base / M.GALLERY, M.MARKET1501.naming, keep_distractors=True,
+                            dataset="market1501")
     assert len(gallery) == IDS * CAMS * PER_CAM + DISTRACTORS["bounding_box_test"]  # junk, Thumbs.db out
     assert int((gallery.pids == 0).sum()) == DISTRACTORS["bounding_box_test"]
     assert set(gallery.pids.tolist()) == {0} | {2 * i + 1 for i in range(IDS)}
     assert set(gallery.cameras.tolist()) == {1, 2, 3}
     for path, pid, camera in zip(gallery.paths, gallery.pids.tolist(), gallery.cameras.tolist()):
         assert path.name.startswith(f"{pid:04d}_c{camera}s1_")
-    train = M.list_folder(base / M.TRAIN, market, keep_distractors=False)
+    train = M.list_folder(base / M.TRAIN, M.MARKET1501.naming, keep_distractors=False,
+                          dataset="market1501")
     assert -1 not in train.pids.tolist() and 0 not in train.pids.tolist()
     assert len(train) == IDS * CAMS * PER_CAM
 
@@ -312,6 +314,8 @@ def test_random_erasing_blanks_one_rectangle_with_probability_p(probability: flo
     ({"height": 8}, r"data.options.height: for 'market1501' must be an integer in \[16, 1024\]"),
     ({"width": "128"}, "width"),
     ({"instances": 0}, "instances"),
+    ({"instances": 1}, r"instances: for 'market1501' must be an integer in \[2, 64\], got 1; the "
+                       r"batch-hard triplet loss needs K >= 2 .*Set instances: 4"),
     ({"max_identities": 1}, r"max_identities.*null or an integer >= 2"),
     ({"colour": 1}, "colour.*allowed: height, width, instances, max_identities"),
 ])
@@ -322,6 +326,23 @@ def test_bad_options_are_clear_errors(options: dict, match: str) -> None:
         "height": 256, "width": 128, "instances": 4, "max_identities": None}
 
 
+def test_one_image_per_identity_is_refused_by_the_config_and_the_batches(tmp_path) -> None:
+    """K = 1 leaves the batch-hard triplet loss no positive pair: its term would be silently 0."""
+    from mgkd.config import ExperimentConfig
+    from mgkd.reid.losses import batch_hard_triplet
+
+    one_each = torch.randn(4, 8), torch.arange(4)
+    assert batch_hard_triplet(*one_each, 0.3).item() == 0.0  # what the refusal prevents
+    with pytest.raises(ConfigError, match="data.options.instances: .* got 1; the batch-hard"):
+        ExperimentConfig.from_dict({"dataset": "market1501", "data_dir": str(tmp_path),
+                                    "data_options": {"instances": 1}})
+    market = write_market1501(tmp_path, identities=4, cameras=2, per_camera=2)
+    splits = _load(market, val_fraction=0.0, instances=4)
+    spec = dataclasses.replace(splits.spec, instances=1)
+    with pytest.raises(ConfigError, match="K >= 2 images per identity, got 1"):
+        D.IdentityBatches(splits.train, spec, 4, generator=torch.Generator())
+
+
 def _message(call) -> str:
     with pytest.raises(DataError) as info:
         call()
@@ -330,22 +351,45 @@ def _message(call) -> str:
     return message
 
 
-def test_missing_data_set_names_the_layout(tmp_path: Path) -> None:
+def test_missing_data_set_lists_every_layout_tried(tmp_path: Path) -> None:
+    (tmp_path / "market1501").mkdir()  # torchreid's root folder, without the archive inside
     for call in (lambda: D.check_available("market1501", tmp_path),
-                 lambda: D.load_splits("market1501", tmp_path),
-                 lambda: D.download_dataset("market1501", tmp_path)):
+                 lambda: D.load_splits("market1501", tmp_path)):
         message = _message(call)
-        assert str(tmp_path / "Market-1501-v15.09.15") in message and str(tmp_path / "market1501") in message
-        assert "bounding_box_train,bounding_box_test,query" in message
-    assert "cannot be downloaded" in _message(lambda: D.download_dataset("market1501", tmp_path))
+        for tried in (f"{tmp_path} (the folder itself; lacks bounding_box_train, "
+                      "bounding_box_test, query)",
+                      f"{tmp_path / 'Market-1501-v15.09.15'} (the official archive's folder in "
+                      "data_dir; absent)",
+                      f"{tmp_path / 'market1501'} (the short alias in data_dir; lacks",
+                      f"{tmp_path / 'market1501' / 'Market-1501-v15.09.15'} (torchreid's data "
+                      "root; absent)"):
+            assert tried in message, message
+    message = _message(lambda: D.download_dataset("market1501", tmp_path))
+    assert "cannot be downloaded" in message and "bounding_box_train,bounding_box_test,query" in message
 
 
-def test_alias_folder_and_missing_subfolder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder, data_dir", [
+    (OFFICIAL_FOLDER, "."),  # the parent of the official folder
+    ("market1501", "."),  # the parent of the short alias
+    (OFFICIAL_FOLDER, OFFICIAL_FOLDER),  # the folder itself
+    (f"market1501/{OFFICIAL_FOLDER}", "."),  # torchreid's data root
+    (f"market1501/{OFFICIAL_FOLDER}", "market1501"),  # torchreid's dataset_dir
+])
+def test_every_layout_loads_the_same_files(tmp_path: Path, folder: str, data_dir: str) -> None:
+    write_market1501(tmp_path, identities=3, cameras=2, per_camera=1, folder=folder)
+    given = (tmp_path / data_dir).resolve()
+    assert M.find_root(given) == tmp_path / folder
+    D.check_available("market1501", given)
+    train = M.MARKET1501.train_listing(given, validate_data_options("market1501", {}))
+    assert len(train) == 6 and all(path.parent == tmp_path / folder / M.TRAIN
+                                   for path in train.paths)
+
+
+def test_a_folder_missing_a_subfolder_is_named_with_what_it_lacks(tmp_path: Path) -> None:
     root = write_market1501(tmp_path, identities=3, cameras=2, per_camera=1, folder="market1501")
-    D.check_available("market1501", root)
-    assert len(_load(root, val_fraction=0.0).train) == 6
     (root / "market1501" / "query").rename(root / "market1501" / "queries")
-    assert "lacks the folder(s) query" in _message(lambda: D.check_available("market1501", root))
+    message = _message(lambda: D.check_available("market1501", root))
+    assert f"{root / 'market1501'} (the short alias in data_dir; lacks query)" in message
 
 
 def test_empty_folder_and_bad_names_are_data_errors(tmp_path: Path) -> None:

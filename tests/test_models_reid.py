@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mgkd.errors import ConfigError
+from mgkd.io import safe_torch_load
 from mgkd.knowledge.teacher import load_teacher, save_teacher
 from mgkd.models import REID_MODEL_NAMES, create_model, probe_feature_shapes
 from mgkd.models.backbone_init import InitReport, init_backbone
@@ -110,18 +111,59 @@ def test_forward_matches_reference(arch: str) -> None:
                                rtol=1e-3, atol=1e-5)
 
 
+def write_torchreid_checkpoint(arch: str, save_dir: Path, epoch: int = 60) -> Path:
+    """A file as torchreid's ``engine.save_model`` -> ``utils.save_checkpoint`` writes it: the
+    model trained inside ``nn.DataParallel`` (``module.`` names), its Adam optimizer (torchreid's
+    default) and MultiStepLR scheduler after a step, ``rank1`` as the numpy float32 its
+    ``evaluate`` returns, saved with plain ``torch.save`` as ``model.pth.tar-<epoch>``."""
+    model = create_model(arch, CLASSES)
+    model.load_state_dict(_weights(arch), strict=True)
+    wrapped = nn.DataParallel(model)
+    optimizer = torch.optim.Adam(wrapped.parameters(), lr=3e-4, weight_decay=5e-4, amsgrad=True)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[30, 50], gamma=0.1)
+    for group in optimizer.param_groups:  # a step that leaves the weights as they are
+        group["lr"] = 0.0
+    wrapped.eval()(reference_input()).sum().backward()  # eval: batch-norm statistics stay too
+    optimizer.step()
+    scheduler.step()
+    cmc = np.asarray([[1.0, 1.0], [0.0, 1.0]], dtype=np.float32).sum(0) / 2  # as eval_market1501
+    state = {"state_dict": wrapped.state_dict(), "epoch": epoch, "rank1": cmc[0],
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    assert type(state["rank1"]) is np.float32 and next(iter(state["state_dict"])).startswith("module.")
+    save_dir.mkdir(parents=True, exist_ok=True)
+    path = save_dir / f"model.pth.tar-{epoch}"
+    torch.save(state, path)
+    return path
+
+
 @pytest.mark.parametrize("arch", ["osnet_x0_25", "resnet50_reid"])
-def test_torchreid_checkpoint_loads_strictly(arch: str, tmp_path: Path) -> None:
-    """torchreid's save_checkpoint form, from a DataParallel model, loads as a teacher and every
-    tensor lands where it belongs."""
-    path = tmp_path / "model.pth.tar-60"
-    wrapped = {f"module.{name}": value for name, value in _weights(arch).items()}
-    torch.save({"state_dict": wrapped, "epoch": 60, "rank1": 0.9}, path)
+def test_torchreid_checkpoint_loads_as_teacher(arch: str, tmp_path: Path) -> None:
+    """torchreid's own file loads strictly as a teacher: every tensor lands where it belongs."""
+    path = write_torchreid_checkpoint(arch, tmp_path / "log" / "model")
     model = load_teacher(path, arch, CLASSES)
     state = model.state_dict()
     assert list(state) == list(_weights(arch))
     for name, value in _weights(arch).items():
         assert torch.equal(state[name], value), name
+
+
+def test_torchreid_checkpoint_keeps_its_numpy_rank1_and_training_state(tmp_path: Path) -> None:
+    path = write_torchreid_checkpoint("osnet_x0_25", tmp_path)
+    raw = safe_torch_load(path, "teacher_checkpoint")
+    assert type(raw["rank1"]) is np.float32 and raw["rank1"] == np.float32(0.5)
+    assert raw["epoch"] == 60 and raw["scheduler"]["last_epoch"] == 1
+    assert raw["optimizer"]["param_groups"][0]["amsgrad"] is True
+
+
+def test_torchreid_checkpoint_initialises_a_student(tmp_path: Path) -> None:
+    """As ``student_init`` (here into a model of another class count): the backbone is copied,
+    the classifier of 751 identities skipped."""
+    path = write_torchreid_checkpoint("osnet_x0_25", tmp_path)
+    model = create_model("osnet_x0_25", 10)
+    report = init_backbone(model, path, key="student_init", arch="osnet_x0_25")
+    assert report.skipped_classifier == ("classifier.weight", "classifier.bias")
+    for name in report.loaded:
+        assert torch.equal(model.state_dict()[name], _weights("osnet_x0_25")[name]), name
 
 
 def test_strict_load_rejects_missing_and_foreign_names() -> None:

@@ -180,6 +180,16 @@ def test_market1501_paper_file_plans_the_seeds_two_settings_selected_on_map(tmp_
         "resnet50-imagenet.pth", "osnet_x0_75_imagenet.pth"}
 
 
+@pytest.mark.parametrize("name", ["dukemtmcreid", "msmt17"])
+def test_reid_examples_beside_market_plan_studies_with_their_evaluation_options(name):
+    studies = validate_sweep(load_sweep(ROOT / "sweeps" / f"{name}.yaml"), check_data=False,
+                             cluster_resources={"CPU": 16.0, "GPU": 1.0, "memory": 1e11})
+    assert [s.key for s in studies] == [f"osnet_x1_0__osnet_x0_75__rkd__{mode}"
+                                        for mode in ("plain", "mag", "mas")]
+    assert {(s.base.dataset, s.base.objective, s.base.eval_normalize, s.base.rerank)
+            for s in studies} == {(name, "val_map", True, False)}
+
+
 def test_paper_file_shows_the_published_teacher_pattern(tmp_path: Path, monkeypatch):
     # Swap every pair for its commented twin that points at a published teacher file.
     lines = PAPER.read_text().splitlines()

@@ -41,6 +41,8 @@ class IntOption:
     low: int
     high: int | None = None
     nullable: bool = False
+    why: str = ""  # why the range is what it is, and what to set; follows the error
+
 
     def check(self, dataset: str, key: str, value: Any) -> int | None:
         """``value`` if allowed, else a ConfigError naming the key and the allowed values."""
@@ -51,6 +53,7 @@ class IntOption:
             raise ConfigError(
                 f"data.options.{key}: for {dataset!r} must be {null}an integer "
                 f"{_range_text(self.low, self.high)}, got {value!r}"
+                + (f"; {self.why}" if self.why else "")
             )
         return value
 
@@ -92,6 +95,22 @@ class DatasetEntry:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
 
+# K, the images of each identity in a re-ID training batch: the batch-hard triplet loss needs a
+# positive pair, so K >= 2 (with K = 1 the term would be silently 0).
+MIN_INSTANCES = 2
+INSTANCES = IntOption(4, MIN_INSTANCES, 64, why=(
+    f"the batch-hard triplet loss needs K >= {MIN_INSTANCES} images of each identity in a batch "
+    "(with K = 1 no positive pair exists and the triplet term is silently 0). Set instances: 4 "
+    "(the usual 16 identities x 4 images) or another K >= 2 that divides batch_size."))
+
+# Every re-ID data set's options: image size, K and a cap on the training identities.
+REID_OPTIONS: Mapping[str, IntOption] = MappingProxyType({
+    "height": IntOption(256, 16, 1024),
+    "width": IntOption(128, 16, 1024),
+    "instances": INSTANCES,
+    "max_identities": IntOption(None, 2, None, nullable=True),
+})
+
 DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
     "cifar100": DatasetEntry(CLASSIFICATION, "cifar:CIFAR100"),
     "cifar10": DatasetEntry(CLASSIFICATION, "cifar:CIFAR10"),
@@ -109,12 +128,9 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
     "stl10": DatasetEntry(CLASSIFICATION, "stl10:STL10", {"image_size": IntOption(32, 8, 96)}),
     "tiny_imagenet": DatasetEntry(CLASSIFICATION, "tiny_imagenet:TINY_IMAGENET",
                                   {"image_size": IntOption(32, 8, 64)}),
-    "market1501": DatasetEntry(REID, "market1501:MARKET1501", {
-        "height": IntOption(256, 16, 1024),
-        "width": IntOption(128, 16, 1024),
-        "instances": IntOption(4, 1, 64),
-        "max_identities": IntOption(None, 2, None, nullable=True),
-    }),
+    "market1501": DatasetEntry(REID, "market1501:MARKET1501", REID_OPTIONS),
+    "dukemtmcreid": DatasetEntry(REID, "dukemtmcreid:DUKEMTMCREID", REID_OPTIONS),
+    "msmt17": DatasetEntry(REID, "msmt17:MSMT17", REID_OPTIONS),
 })
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 _WITH_OPTIONS: tuple[str, ...] = tuple(name for name, entry in DATASETS.items() if entry.options)
@@ -129,7 +145,7 @@ def dataset_entry(name: str, key: str = "dataset") -> DatasetEntry:
 
 
 def dataset_task(name: str) -> str:
-    """The task a run on data set ``name`` learns (classification; reid for market1501)."""
+    """The task a run on data set ``name`` learns (classification; reid for the re-ID sets)."""
     return dataset_entry(name).task
 
 

@@ -23,10 +23,11 @@ from mgkd.catalog.methods import (METHOD_NAMES, MODE_NAMES, method_defaults, mod
                                   paper_logit_weight)
 from mgkd.catalog.models import MODEL_NAMES, default_lr
 from mgkd.catalog.objectives import check_objective
-from mgkd.catalog.tasks import REID, TASK_NAMES
+from mgkd.catalog.tasks import REID, REID_DISTANCES, TASK_NAMES
+from mgkd.catalog.teacher_recipes import TEACHER_RECIPE_NAMES, TEACHER_RECIPES
 from mgkd.config.execution import graphs_refusal
-from mgkd.config.validation import (EMPTY_LIST_IF_NONE, AutoBool, AutoCount, Float, Int, Options,
-                                    Schema, Str, fail, one_of)
+from mgkd.config.validation import (EMPTY_LIST_IF_NONE, AutoBool, AutoCount, Bool, Float, Int,
+                                    Options, Schema, Str, fail, one_of)
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, read_yaml_file
 
@@ -116,19 +117,37 @@ class ExperimentConfig:
     # let cuDNN time its algorithms for the run's fixed shapes (CUDA only); auto: on for CUDA
     cudnn_benchmark: AutoBool = False
     cache_dir: Str = "~/.cache/mgkd"
-    # the task: null = the data set's (classification; reid for market1501)
+    # the task: null = the data set's (classification; reid for market1501, dukemtmcreid, msmt17)
     task: Annotated[Str, one_of(TASK_NAMES)] | None = None
     # what selects the best epoch / trial (mgkd.catalog.objectives): null = the task's
     # (val_acc; val_map)
     objective: Annotated[Str | None, Field(description="val_acc, val_map, val_rank1 or null")] = None
     # a weights file that initialises the student's backbone (e.g. ImageNet weights); null: random
     student_init: Annotated[Str | None, Field(description="a file path or null")] = None
+    # the same for a teacher this run trains (not with teacher_checkpoint); null: random
+    teacher_init: Annotated[Str | None, Field(description="a file path or null")] = None
+    # how a teacher this run trains is trained (mgkd.catalog.teacher_recipes)
+    teacher_recipe: Annotated[Str, one_of(TEACHER_RECIPE_NAMES)] = "default"
+    # re-ID evaluation (defaults: torchreid's): average each image's embedding with its mirror's,
+    # L2-normalise embeddings, the distance, k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)
+    eval_flip: Bool = False
+    eval_normalize: Bool = False
+    eval_distance: Annotated[Str, one_of(REID_DISTANCES)] = "euclidean"
+    rerank: Bool = False
 
     @model_validator(mode="after")
     def _mas_needs_a_logit_term(self) -> "ExperimentConfig":
         if self.mode == "mas" and self.logit_weight == 0.0:
             fail("logit_weight: 0 with mode mas; the stable target enters through the logit term, "
                  "so mas would equal mag. Set logit_weight > 0 or use mode mag.")
+        return self
+
+    @model_validator(mode="after")
+    def _teacher_init_needs_a_trained_teacher(self) -> "ExperimentConfig":
+        if self.teacher_init and self.teacher_checkpoint:
+            fail("teacher_init: it initialises a teacher the run trains, but teacher_checkpoint "
+                 "names a finished one, so no teacher is trained. Remove teacher_init, or set "
+                 "teacher_checkpoint: null to train a teacher from the teacher_init weights.")
         return self
 
     @model_validator(mode="after")
@@ -172,6 +191,7 @@ class ExperimentConfig:
 
 
 _SCHEMA: Schema[ExperimentConfig] = Schema(ExperimentConfig)
+REID_EVAL_KEYS: tuple[str, ...] = ("eval_flip", "eval_normalize", "eval_distance", "rerank")
 
 
 def _check_task(config: ExperimentConfig, options: dict[str, Any]) -> None:
@@ -181,6 +201,22 @@ def _check_task(config: ExperimentConfig, options: dict[str, Any]) -> None:
         raise ConfigError(f"task: {config.task!r} does not fit data set {config.dataset}, a {task} "
                           f"data set; set task: {task} or leave it out (it follows the data set).")
     check_objective(config.objective, config.dataset)
+    if task != REID:
+        defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+        changed = [key for key in REID_EVAL_KEYS if getattr(config, key) != defaults[key]]
+        if changed:
+            raise ConfigError(f"{changed[0]}: re-ID evaluation options ({', '.join(REID_EVAL_KEYS)})"
+                              f" apply to re-ID data sets only, and {config.dataset} is a {task} "
+                              f"data set; leave {', '.join(changed)} out.")
+    recipe = TEACHER_RECIPES[config.teacher_recipe]
+    if task not in recipe.tasks:
+        raise ConfigError(f"teacher_recipe: {config.teacher_recipe} is written for "
+                          f"{', '.join(recipe.tasks)} data sets, and {config.dataset} is a {task} "
+                          "data set; use teacher_recipe: default.")
+    if config.teacher_recipe != "default" and config.teacher_checkpoint:
+        raise ConfigError(f"teacher_recipe: {config.teacher_recipe} trains a teacher, but "
+                          "teacher_checkpoint names a finished one; remove teacher_recipe or set "
+                          "teacher_checkpoint: null.")
     instances = options.get("instances")
     if task == REID and instances and config.batch_size % instances:
         raise ConfigError(f"batch_size: {config.batch_size} is not a multiple of "

@@ -7,7 +7,9 @@ handful of vectorised tensor ops per batch (no DataLoader, no worker processes, 
 
 Data sets are listed in the catalog (:mod:`mgkd.catalog.datasets`: task, options, source) and each
 has a source module here: ``cifar100`` / ``cifar10`` (:mod:`.cifar`), ``digits`` (:mod:`.digits`),
-``synthetic`` (:mod:`.synthetic`) and ``market1501`` (:mod:`.market1501`, person re-ID).
+``synthetic`` (:mod:`.synthetic`), and for person re-ID ``market1501`` (:mod:`.market1501`) and
+``dukemtmcreid`` (:mod:`.dukemtmcreid`), both in the bounding-box layout (:mod:`.bounding_boxes`),
+and ``msmt17`` (:mod:`.msmt17`, read through its list files).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Protocol
 
 import torch
 
-from mgkd.catalog.datasets import is_int
+from mgkd.catalog.datasets import MIN_INSTANCES, is_int
 from mgkd.catalog.tasks import CLASSIFICATION, REID
 from mgkd.data.augment import AugmentPlan, Augmenter
 from mgkd.data.containers import Batch, BatchBuffer, DatasetSpec, ImageSplit
@@ -174,9 +174,10 @@ class IdentityBatches:
                  memory_format: torch.memory_format = torch.contiguous_format) -> None:
         _check_common(split, spec, batch_size, True, generator)
         instances = spec.instances
-        if not is_int(instances) or instances < 1:
-            raise ConfigError(f"data_options.instances: identity batches need K >= 1 images per identity, "
-                              f"got {instances!r} in the {spec.name!r} spec")
+        if not is_int(instances) or instances < MIN_INSTANCES:
+            raise ConfigError(f"data_options.instances: identity batches for the triplet loss need "
+                              f"K >= {MIN_INSTANCES} images per identity, got {instances!r} in the "
+                              f"{spec.name!r} spec; set instances: 4.")
         if batch_size % instances:
             raise ConfigError(
                 f"batch_size: {batch_size} is not a multiple of data_options.instances K = {instances}; "

@@ -25,7 +25,7 @@ from mgkd.models.backbone_init import init_backbone
 from mgkd.training.engine import EpochCallback, Schedule, Trainer, resolve_device
 from mgkd.training.learner import InitStage, Learner
 from mgkd.training.steps import Recorder
-from mgkd.training.tasks import Task, get_task
+from mgkd.training.tasks import Task, task_of
 
 
 class DistillationLearner(Learner):
@@ -122,8 +122,7 @@ def build_learner(config: ExperimentConfig, splits: DataSplits, knowledge: Knowl
             module.to(memory_format=torch.channels_last)
     if amp:
         teacher.store_matmul_weights_in(torch.bfloat16)
-    return DistillationLearner(config, teacher, student, granularity, method,
-                               get_task(splits.spec.task))
+    return DistillationLearner(config, teacher, student, granularity, method, task_of(config))
 
 
 def schedule_of(config: ExperimentConfig) -> Schedule:
@@ -160,7 +159,7 @@ def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowle
     return Trainer(learner, splits, schedule_of(config), batch_size=config.batch_size,
                    seed=config.seed, objective=get_objective(config.objective),
                    callbacks=callbacks, execution=execution, checkpoint_path=checkpoint_path,
-                   recorder=recorder)
+                   recorder=recorder, task=learner.task)
 
 
 def reported_metrics(task: str, objective: str) -> tuple[str, ...]:
@@ -174,10 +173,17 @@ def reported_metrics(task: str, objective: str) -> tuple[str, ...]:
 
 
 def final_metrics(state: Any, objective: Objective) -> dict[str, Any]:
-    """The run's summary: the last epoch's objective and its test counterpart, plus the epoch
-    with the best objective value (``best_val_acc``, ``test_acc_at_best_val`` for val_acc)."""
+    """The run's summary: the last epoch's objective and its test counterpart, the epoch with the
+    best objective value (``best_val_acc``, ``best_epoch``) and, at that epoch, every summary
+    metric of the task on test and the other ones on validation (``test_acc_at_best_val``; for
+    re-ID ``test_map_at_best_val``, ``test_rank1_at_best_val``, ``test_rank5_at_best_val``,
+    ``val_rank1_at_best_val``, ...)."""
     last = state.history[-1] if state.history else {}
     name, test = objective.name, objective.test_metric
+    selected = next((row for row in state.history if row.get("epoch") == state.best_epoch), {})
+    at_best = {f"{split}_{metric}_at_best_val": selected.get(f"{split}_{metric}")
+               for split in ("val", "test") for metric in task_entry(objective.task).summary_metrics
+               if f"{split}_{metric}" != name}
     return {"epochs": state.epoch, name: last.get(name), test: last.get(test),
             objective.best_metric: state.best_value, "best_epoch": state.best_epoch,
-            objective.test_at_best: state.test_at_best}
+            **at_best, objective.test_at_best: state.test_at_best}

@@ -1,6 +1,7 @@
 """Teachers: training one (cached by everything it depends on), loading a checkpoint, hashing it."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -13,12 +14,14 @@ from torch import nn
 
 from mgkd.catalog.models import default_lr
 from mgkd.catalog.objectives import default_objective
+from mgkd.catalog.teacher_recipes import TEACHER_RECIPES
 from mgkd.config import ExperimentConfig
 from mgkd.config.execution import ExecutionSettings
 from mgkd.data import Batch, DataSplits
 from mgkd.errors import ConfigError
-from mgkd.io import atomic_torch_save, file_lock, safe_torch_load
+from mgkd.io import atomic_torch_save, file_lock, file_sha256, safe_torch_load
 from mgkd.models import MODELS, create_model
+from mgkd.models.backbone_init import init_backbone
 from mgkd.models.loading import load_zoo_model, state_dict_of
 from mgkd.training.engine import EpochCallback, Schedule, Trainer
 from mgkd.training.learner import Learner
@@ -53,19 +56,58 @@ class TeacherRecipe:
     weight_decay: float = 5e-4
     milestones: tuple[float, ...] = (0.625, 0.75, 0.875)
     decay: float = 0.1
+    # teacher_init: the weights file the backbone starts from (None: random) and its content
+    # hash, which names the cached teacher (the path does not: a moved file is the same teacher)
+    init: str | None = None
+    init_sha256: str | None = None
+    # teacher_recipe (mgkd.catalog.teacher_recipes): the optimizer, whether re-ID training adds
+    # the triplet term, and whether random flip is the only augmentation
+    optimizer: str = "sgd"
+    triplet: bool = True
+    flip_only: bool = False
 
     @classmethod
     def from_config(cls, config: ExperimentConfig) -> "TeacherRecipe":
+        init = Path(config.teacher_init).expanduser().absolute() if config.teacher_init else None
+        fixed = TEACHER_RECIPES[config.teacher_recipe]
         return cls(arch=config.teacher, data=data_identity(config), epochs=config.teacher_epochs,
-                   seed=config.teacher_seed, lr=default_lr(config.teacher))
+                   seed=config.teacher_seed,
+                   lr=default_lr(config.teacher) if fixed.lr is None else fixed.lr,
+                   batch_size=fixed.batch_size, weight_decay=fixed.weight_decay,
+                   milestones=fixed.milestones, decay=fixed.decay, optimizer=fixed.optimizer,
+                   triplet=fixed.triplet, flip_only=fixed.flip_only,
+                   init=None if init is None else str(init),
+                   init_sha256=None if init is None else _init_hash(init))
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        """Names the cached teacher: every setting but ``init`` (its hash stands for it); the
+        keys added later leave the digest of a recipe that keeps their first value as it was."""
+        payload = {k: v for k, v in asdict(self).items()
+                   if k != "init" and not (k in _LATER_KEYS and v == _LATER_KEYS[k])}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def matches(self, saved: dict[str, Any]) -> bool:
+        """Whether ``saved`` (a run's ``recipe.json``) is this recipe; a key it lacks (written
+        before the key existed) counts as the value every earlier recipe had."""
+        current = json.loads(json.dumps(asdict(self)))  # as JSON: tuples come back as lists
+        return {"init": None, **_LATER_KEYS, **saved} == current
 
     def schedule(self) -> Schedule:
         return Schedule(epochs=self.epochs, lr=self.lr, momentum=self.momentum,
                         weight_decay=self.weight_decay, milestones=self.milestones,
-                        decay=self.decay)
+                        decay=self.decay, optimizer_name=self.optimizer)
+
+
+# Recipe keys added after teachers were cached, with the value every earlier recipe had.
+_LATER_KEYS: dict[str, Any] = {"init_sha256": None, "optimizer": "sgd", "triplet": True,
+                               "flip_only": False}
+
+
+def _init_hash(path: Path) -> str:
+    if not path.is_file():
+        raise ConfigError(f"teacher_init: {path} does not exist; give an existing weights file for "
+                          "the teacher's backbone or null to train it from random weights.")
+    return file_sha256(path)
 
 
 def cached_teacher_path(config: ExperimentConfig) -> Path:
@@ -120,11 +162,23 @@ def train_teacher(recipe: TeacherRecipe, splits: DataSplits, *,
         device_type=device.type, batch_size=recipe.batch_size,
         image_shape=splits.spec.image_shape, what="teacher training")
     torch.manual_seed(recipe.seed)
-    model = create_model(recipe.arch, splits.spec.num_classes, key="teacher").to(device)
+    model = create_model(recipe.arch, splits.spec.num_classes, key="teacher")
+    if recipe.init is not None:
+        if _init_hash(Path(recipe.init)) != recipe.init_sha256:
+            raise ConfigError(f"teacher_init: {recipe.init} changed since this teacher's recipe was "
+                              "made (its content hash differs); start the run again.")
+        init_backbone(model, recipe.init, key="teacher_init", arch=recipe.arch)
+    model = model.to(device)
     if execution.channels_last:
         model.to(memory_format=torch.channels_last)
     task = splits.spec.task
-    trainer = Trainer(SupervisedLearner(model, get_task(task)), splits, recipe.schedule(),
+    supervised = get_task(task)
+    if not recipe.triplet:
+        supervised = dataclasses.replace(supervised, triplet_weight=0.0)
+    if recipe.flip_only:
+        splits = dataclasses.replace(splits, spec=dataclasses.replace(
+            splits.spec, crop_padding=0, random_erasing=0.0))
+    trainer = Trainer(SupervisedLearner(model, supervised), splits, recipe.schedule(),
                       batch_size=recipe.batch_size, seed=recipe.seed,
                       objective=default_objective(task), callbacks=callbacks,
                       checkpoint_path=checkpoint_path, execution=execution)

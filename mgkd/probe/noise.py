@@ -41,8 +41,8 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor,
     confidence, predicted = probs.double().max(dim=1)
     correct = (predicted == labels).double()
     # Bin m (0-based) holds confidences in (m/M, (m+1)/M]; a confidence of exactly 0 joins bin 0.
+    # ECE = sum over bins of (n_m / N) |acc_m - conf_m| = sum |acc_sum_m - conf_sum_m| / N.
     which = (torch.ceil(confidence * bins).long() - 1).clamp(0, bins - 1)
-    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, torch.ones_like(confidence))
     conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, confidence)
     acc_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, correct)
     return float((acc_sum - conf_sum).abs().sum() / len(probs))

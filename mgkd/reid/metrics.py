@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from mgkd.catalog.tasks import REID_DISTANCES
 from mgkd.errors import ConfigError, DataError
 
 JUNK_ID = -1  # Market-1501's junk images: never a match, never counted as a wrong one
@@ -49,6 +50,7 @@ DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "euclidean": squared_euclidean,
     "cosine": cosine_distance,
 }
+assert tuple(DISTANCES) == REID_DISTANCES, "the catalog lists the distances implemented here"
 
 
 def pairwise_distances(query: torch.Tensor, gallery: torch.Tensor,
@@ -157,6 +159,37 @@ def _rank_chunk(dist: torch.Tensor, q_ids: torch.Tensor, q_cams: torch.Tensor,
                           hits=hits, num_good=hits[:, -1])
 
 
+def _check_settings(ranks: tuple[int, ...], chunk: int, ap_rule: str) -> tuple[int, ...]:
+    ranks = _check_ranks(ranks)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk: expected a positive integer (queries ranked at a time), got "
+                          f"{chunk!r}. Pass e.g. 256; memory grows as chunk × gallery size.")
+    if ap_rule not in AP_RULES:
+        raise ConfigError(f"ap_rule: unknown rule {ap_rule!r}; allowed values: "
+                          f"{', '.join(sorted(AP_RULES))}. Use torchreid unless comparing with the "
+                          "official Market-1501 MATLAB code.")
+    return ranks
+
+
+def _score(distance_rows: Callable[[int, int], torch.Tensor], num_queries: int,
+           query_ids: torch.Tensor, query_cams: torch.Tensor, gallery_ids: torch.Tensor,
+           gallery_cams: torch.Tensor, ranks: tuple[int, ...], chunk: int,
+           ap_rule: str) -> RetrievalResult:
+    """Rank the gallery for ``chunk`` queries at a time by ``distance_rows(start, stop)``."""
+    average_precision = AP_RULES[ap_rule]
+    first_ranks, aps, valids = [], [], []
+    with torch.no_grad():
+        for start in range(0, num_queries, chunk):
+            stop = start + chunk
+            ranked = _rank_chunk(distance_rows(start, stop), query_ids[start:stop],
+                                 query_cams[start:stop], gallery_ids, gallery_cams)
+            no_match = torch.iinfo(torch.int32).max
+            first_ranks.append(torch.where(ranked.match, ranked.kept_rank, no_match).amin(dim=1))
+            aps.append(average_precision(ranked).double())
+            valids.append(ranked.num_good > 0)
+        return _summarise(torch.cat(first_ranks), torch.cat(aps), torch.cat(valids), ranks)
+
+
 def retrieval_metrics(query_emb: torch.Tensor, query_ids: torch.Tensor, query_cams: torch.Tensor,
                       gallery_emb: torch.Tensor, gallery_ids: torch.Tensor,
                       gallery_cams: torch.Tensor, *, ranks: tuple[int, ...] = (1, 5, 10),
@@ -168,28 +201,27 @@ def retrieval_metrics(query_emb: torch.Tensor, query_ids: torch.Tensor, query_ca
     work runs. ``chunk`` queries are ranked at a time. Raises DataError when no query has a valid
     correct match.
     """
-    ranks = _check_ranks(ranks)
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"chunk: expected a positive integer (queries ranked at a time), got "
-                          f"{chunk!r}. Pass e.g. 256; memory grows as chunk × gallery size.")
-    if ap_rule not in AP_RULES:
-        raise ConfigError(f"ap_rule: unknown rule {ap_rule!r}; allowed values: "
-                          f"{', '.join(sorted(AP_RULES))}. Use torchreid unless comparing with the "
-                          "official Market-1501 MATLAB code.")
+    ranks = _check_settings(ranks, chunk, ap_rule)
     _check_inputs(query_emb, query_ids, query_cams, gallery_emb, gallery_ids, gallery_cams)
-    average_precision = AP_RULES[ap_rule]
-    first_ranks, aps, valids = [], [], []
-    with torch.no_grad():
-        for start in range(0, query_emb.shape[0], chunk):
-            stop = start + chunk
-            dist = pairwise_distances(query_emb[start:stop], gallery_emb, metric)
-            ranked = _rank_chunk(dist, query_ids[start:stop], query_cams[start:stop],
-                                 gallery_ids, gallery_cams)
-            no_match = torch.iinfo(torch.int32).max
-            first_ranks.append(torch.where(ranked.match, ranked.kept_rank, no_match).amin(dim=1))
-            aps.append(average_precision(ranked).double())
-            valids.append(ranked.num_good > 0)
-        return _summarise(torch.cat(first_ranks), torch.cat(aps), torch.cat(valids), ranks)
+    return _score(lambda start, stop: pairwise_distances(query_emb[start:stop], gallery_emb, metric),
+                  query_emb.shape[0], query_ids, query_cams, gallery_ids, gallery_cams, ranks,
+                  chunk, ap_rule)
+
+
+def metrics_of_distances(distances: torch.Tensor, query_ids: torch.Tensor,
+                         query_cams: torch.Tensor, gallery_ids: torch.Tensor,
+                         gallery_cams: torch.Tensor, *, ranks: tuple[int, ...] = (1, 5, 10),
+                         chunk: int = 256, ap_rule: str = "torchreid") -> RetrievalResult:
+    """:func:`retrieval_metrics` of a ready (Q, G) distance matrix (e.g. re-ranked)."""
+    ranks = _check_settings(ranks, chunk, ap_rule)
+    if distances.dim() != 2:
+        raise DataError(f"distances: expected a (queries, gallery) matrix, got shape "
+                        f"{tuple(distances.shape)}.")
+    dummy_q = distances.new_zeros(distances.shape[0], 1)
+    dummy_g = distances.new_zeros(distances.shape[1], 1)
+    _check_inputs(dummy_q, query_ids, query_cams, dummy_g, gallery_ids, gallery_cams)
+    return _score(lambda start, stop: distances[start:stop], distances.shape[0], query_ids,
+                  query_cams, gallery_ids, gallery_cams, ranks, chunk, ap_rule)
 
 
 def _summarise(first_rank: torch.Tensor, ap: torch.Tensor, valid: torch.Tensor,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from mgkd.catalog.objectives import Objective
+from mgkd.catalog.teacher_recipes import OPTIMIZERS
 from mgkd.config.execution import Execution, graphs_refusal
 from mgkd.data import Batch, DataSplits, EpochBatches, ImageSplit, make_batches
 from mgkd.errors import ConfigError, TrainingDiverged
@@ -28,32 +29,43 @@ from mgkd.training.checkpoint import Resumable, RunState
 from mgkd.training.learner import Learner
 from mgkd.training.steps import (ComputeFn, CudaGraphRecorder, EagerSteps, GraphedSteps, Recorder,
                                  StepRunner, capture_key, release_cublas_workspaces)
-from mgkd.training.tasks import get_task
+from mgkd.training.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """SGD with step decay at fractions of the epoch budget (so short runs keep the shape)."""
+    """SGD (or AMSGrad, ``optimizer``) with step decay at fractions of the epoch budget (so short
+    runs keep the shape)."""
 
     epochs: int
     lr: float
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
     milestones: tuple[float, ...] = (0.625, 0.75, 0.875)
     decay: float = 0.1
+    optimizer_name: str = "sgd"  # one of mgkd.catalog.teacher_recipes.OPTIMIZERS
 
     def milestone_epochs(self) -> list[int]:
         epochs = {round(f * self.epochs) for f in self.milestones}
         return sorted(e for e in epochs if 0 < e < self.epochs)
 
-    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.SGD:
-        return torch.optim.SGD(list(params), lr=self.lr, momentum=self.momentum,
-                               weight_decay=self.weight_decay)
+    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return _OPTIMIZERS[self.optimizer_name](list(params), self)
 
     def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.MultiStepLR:
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, self.milestone_epochs(), self.decay)
+
+
+_OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], Schedule], torch.optim.Optimizer]] = {
+    "sgd": lambda params, s: torch.optim.SGD(params, lr=s.lr, momentum=s.momentum,
+                                             weight_decay=s.weight_decay),
+    # Adam with the AMSGrad correction, torch's default betas (torchreid's "amsgrad")
+    "amsgrad": lambda params, s: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay,
+                                                  amsgrad=True),
+}
+assert tuple(_OPTIMIZERS) == OPTIMIZERS, "the catalog lists the optimizers built here"
 
 
 @dataclass
@@ -87,14 +99,16 @@ class Trainer:
     def __init__(self, learner: Learner, splits: DataSplits, schedule: Schedule, *,
                  batch_size: int, seed: int, objective: Objective,
                  callbacks: list[EpochCallback] | None = None, execution: Execution | None = None,
-                 checkpoint_path: Path | None = None, recorder: Recorder | None = None):
-        """``objective`` (e.g. val_acc, val_map) picks the best epoch. ``execution`` says how
+                 checkpoint_path: Path | None = None, recorder: Recorder | None = None,
+                 task: Task | None = None):
+        """``objective`` (e.g. val_acc, val_map) picks the best epoch. ``task`` scores the
+        splits (default: the data set's task with its default settings). ``execution`` says how
         steps run (default: eager fp32, as on the CPU); with ``execution.cuda_graphs`` full
         training batches replay a recorded CUDA graph, through ``recorder`` when given (tests
         pass an :class:`~mgkd.training.steps.InlineRecorder` on the CPU)."""
         self.learner = learner
         self.splits = splits
-        self.task = get_task(splits.spec.task)
+        self.task = task if task is not None else get_task(splits.spec.task)
         self.objective = objective
         self.schedule = schedule
         self.batch_size = batch_size

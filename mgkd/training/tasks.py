@@ -12,10 +12,12 @@ found by name with :func:`get_task`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from mgkd.catalog.tasks import CLASSIFICATION, REID, TaskEntry, task_entry
 from mgkd.data import Batch, ImageSplit, RetrievalSplit
 from mgkd.reid.losses import ReidBaseLoss
-from mgkd.reid.metrics import retrieval_metrics
+from mgkd.reid.evaluation import RetrievalOptions, flip_average, score_retrieval
 from mgkd.training.learner import Learner
 
 # Triplet margin and label smoothing of the re-ID base loss: the usual values (DESIGN.md §9).
@@ -61,6 +63,10 @@ def score(logits: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tenso
 class Classification:
     entry = task_entry(CLASSIFICATION)
 
+    @classmethod
+    def from_config(cls, config: Any) -> "Classification":
+        return cls()
+
     def base_loss(self, logits: torch.Tensor, embedding: torch.Tensor,
                   labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"ce": F.cross_entropy(logits, labels)}
@@ -79,34 +85,68 @@ class Classification:
         return {"acc": 100.0 * correct_value / len(split), "loss": loss_value / len(split)}
 
 
+@dataclass(frozen=True)
 class PersonReid:
-    entry = task_entry(REID)
-    loss = ReidBaseLoss(ce_epsilon=REID_LABEL_SMOOTHING, triplet_margin=REID_TRIPLET_MARGIN)
+    """``retrieval``: how splits are scored (flip, L2, distance, re-ranking); torchreid's
+    defaults unless a config sets ``eval_*`` / ``rerank``. ``triplet_weight`` weighs the
+    batch-hard triplet term of the base loss."""
+
+    entry: ClassVar[TaskEntry] = task_entry(REID)
+    retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
+    triplet_weight: float = 1.0  # 0: label-smoothed cross-entropy alone (torchreid's softmax)
+    loss: ReidBaseLoss = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss", ReidBaseLoss(ce_epsilon=REID_LABEL_SMOOTHING,
+                                                      triplet_margin=REID_TRIPLET_MARGIN,
+                                                      triplet_weight=self.triplet_weight))
+
+    @classmethod
+    def from_config(cls, config: Any) -> "PersonReid":
+        return cls(RetrievalOptions.of(config))
 
     def base_loss(self, logits: torch.Tensor, embedding: torch.Tensor,
                   labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.loss(logits, embedding, labels)
 
-    def _embed_all(self, learner: Learner, split: ImageSplit, batches_of: BatchesOf,
-                   autocast: Autocast) -> torch.Tensor:
+    def embed_split(self, learner: Learner, split: ImageSplit, batches_of: BatchesOf) -> torch.Tensor:
+        """Float32 embeddings of every image of ``split`` (autocast off: a bf16 run evaluates
+        as every reference does), flip-averaged when asked."""
         parts = []
         for batch in batches_of(split):
-            with autocast():
-                parts.append(learner.embed(batch).float())
+            with torch.autocast(device_type=batch.images.device.type, enabled=False):
+                embedding = learner.embed(batch).float()
+                if self.retrieval.flip:
+                    mirrored = learner.embed(dataclasses.replace(batch,
+                                                                 images=batch.images.flip(-1)))
+                    embedding = flip_average(embedding, mirrored)
+            parts.append(embedding)
         return torch.cat(parts)
 
     def evaluate(self, learner: Learner, split: RetrievalSplit, batches_of: BatchesOf,
                  autocast: Autocast) -> dict[str, float]:
-        """CMC rank-1/5/10 and mAP (in %) of the query set against the gallery, on the device."""
-        query = self._embed_all(learner, split.query, batches_of, autocast)
-        gallery = self._embed_all(learner, split.gallery, batches_of, autocast)
-        return retrieval_metrics(query, split.query.labels, split.query.cameras,
-                                 gallery, split.gallery.labels, split.gallery.cameras).to_metrics()
+        """CMC rank-1/5/10 and mAP (in %) of the query set against the gallery, on the device.
+        ``autocast`` is not used: embeddings for evaluation are float32 on every device."""
+        query = self.embed_split(learner, split.query, batches_of)
+        gallery = self.embed_split(learner, split.gallery, batches_of)
+        return score_retrieval(query, split.query.labels, split.query.cameras, gallery,
+                               split.gallery.labels, split.gallery.cameras,
+                               self.retrieval).to_metrics()
+
+
+def _task_class(name: str) -> Any:
+    module, cls = task_entry(name).implementation.split(":")
+    return getattr(importlib.import_module(f"mgkd.training.{module}"), cls)
 
 
 @functools.cache
 def get_task(name: str) -> Task:
-    """The implementation of task ``name``, as its catalog entry names it (one instance each);
-    ConfigError naming the known tasks otherwise."""
-    module, cls = task_entry(name).implementation.split(":")
-    return getattr(importlib.import_module(f"mgkd.training.{module}"), cls)()
+    """The implementation of task ``name`` with its default settings, as its catalog entry names
+    it (one instance each); ConfigError naming the known tasks otherwise."""
+    return _task_class(name)()
+
+
+def task_of(config: Any) -> Task:
+    """The task of a resolved ``ExperimentConfig`` with the settings the config gives it (for
+    re-ID the evaluation options)."""
+    return _task_class(config.task).from_config(config)
