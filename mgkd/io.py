@@ -24,13 +24,25 @@ from mgkd.numpy_pickle import UnsafeNumpyValue, numpy_safe_globals
 SAFE_CHECKPOINT_CLASSES = (argparse.Namespace,)
 
 
+def _process_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, which races with
+    other threads creating files); 0o022 where /proc does not say."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over ``path``.
 
-    A reader sees either the old file or the complete new one, never a torn write."""
+    A reader sees either the old file or the complete new one, never a torn write. The file gets
+    the mode a plain ``open`` would give it (mkstemp's temp files are private, 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_process_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +301,19 @@ def test_our_student_pt_says_its_architecture(tmp_path):
                                           "resnet14"):
         load_teacher(tmp_path / "student.pt", "resnet8", 4)
     assert load_teacher(tmp_path / "student.pt", "resnet14", 4).num_classes == 4
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_written_atomically_get_the_mode_a_plain_open_gives(tmp_path, umask):
+    """mkstemp makes private (0600) temp files; a report or config renamed from one stayed
+    unreadable to anyone else (the report's index.html was 0600 while its PNGs were 0644)."""
+    from mgkd.io import atomic_write_text
+    previous = os.umask(umask)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        atomic_write_text(tmp_path / "atomic.txt", "x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "atomic.txt").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask
