@@ -22,7 +22,8 @@ one host synchronisation at the end.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -104,6 +105,11 @@ class RetrievalResult:
     rank1_se: float  # binomial standard error of rank-1: 100 · sqrt(p (1 − p) / n)
     num_queries: int  # queries with at least one valid correct match (n)
     num_skipped: int  # queries left out: no correct match after removing the junk
+    # With ``per_query=True``: each valid query's AP (a share in [0, 1]) and rank-1 hit, in query
+    # order, on the CPU (which queries are valid depends on the labels only, so two models' lists
+    # pair query by query).
+    query_ap: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    query_hit: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def to_metrics(self) -> dict[str, float]:
         """``map``, ``rank{k}`` for every computed k, ``map_se``: what a re-ID split is scored by
@@ -161,12 +167,13 @@ def retrieval_metrics(query_emb: torch.Tensor, query_ids: torch.Tensor, query_ca
                       gallery_emb: torch.Tensor, gallery_ids: torch.Tensor,
                       gallery_cams: torch.Tensor, *, ranks: tuple[int, ...] = (1, 5, 10),
                       chunk: int = 256, metric: str = "euclidean",
-                      ap_rule: str = "torchreid") -> RetrievalResult:
+                      ap_rule: str = "torchreid", per_query: bool = False) -> RetrievalResult:
     """CMC rank-k and mAP of the queries against the gallery (Market-1501 protocol, module doc).
 
     Embeddings are (N, D); ids and cams are integer tensors (N,), all on one device, where the
-    work runs. ``chunk`` queries are ranked at a time. Raises DataError when no query has a valid
-    correct match.
+    work runs. ``chunk`` queries are ranked at a time. ``per_query``: also return each valid
+    query's AP and rank-1 hit (``query_ap``, ``query_hit``). Raises DataError when no query has a
+    valid correct match.
     """
     ranks = _check_ranks(ranks)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -189,7 +196,12 @@ def retrieval_metrics(query_emb: torch.Tensor, query_ids: torch.Tensor, query_ca
             first_ranks.append(torch.where(ranked.match, ranked.kept_rank, no_match).amin(dim=1))
             aps.append(average_precision(ranked).double())
             valids.append(ranked.num_good > 0)
-        return _summarise(torch.cat(first_ranks), torch.cat(aps), torch.cat(valids), ranks)
+        first_rank, ap, valid = torch.cat(first_ranks), torch.cat(aps), torch.cat(valids)
+        result = _summarise(first_rank, ap, valid, ranks)
+        if not per_query:
+            return result
+        return dataclasses.replace(result, query_ap=ap[valid].cpu(),
+                                   query_hit=(first_rank[valid] <= 1).cpu())
 
 
 def _summarise(first_rank: torch.Tensor, ap: torch.Tensor, valid: torch.Tensor,
