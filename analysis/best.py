@@ -299,7 +299,7 @@ def _pair_outcomes(best: StudyBest) -> None:
         except ValueError as err:
             missing = [str(err)]
     best.notes.append(f"no paired verdict ({'; '.join(missing)}): the verdict uses the "
-                      f"{UNPAIRED} rule (an older run dir's).")
+                      f"{UNPAIRED} rule, as for run dirs from before paired verdicts.")
 
 
 def study_best(run: Run, key: str, confirmation: dict[str, Any] | None = None) -> StudyBest:

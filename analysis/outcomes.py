@@ -24,8 +24,7 @@ def trial_outcomes(trial: TrialRecord, epoch: int | None) -> Found:
         return Found(None, f"{name} has no trial dir")
     path = trial.trial_dir / OUTCOMES_FILE
     if not path.is_file():
-        return Found(None, f"{name}'s dir has no {OUTCOMES_FILE} (sweeps before paired verdicts "
-                           "did not write it)")
+        return Found(None, f"{name} has no {OUTCOMES_FILE}")
     try:
         records = read_outcomes(path)
     except OutcomesError as err:

@@ -54,3 +54,22 @@ def test_a_run_keeps_its_best_and_last_epochs_outcomes_and_resumes_them_exactly(
     resumed = run_training(config, tmp_path / "cut", resume=True).state
     assert resumed.best_outcomes == state.best_outcomes
     assert resumed.last_outcomes == state.last_outcomes
+
+
+def test_analysis_finds_the_record_of_the_epoch_a_trials_value_comes_from(tmp_path):
+    from analysis.outcomes import trial_outcomes
+    from analysis.records import TrialRecord
+
+    trial = TrialRecord("a__b__kd__mas", 3, "r3", "COMPLETE", trial_dir=tmp_path)
+    assert trial_outcomes(trial, 4).missing == "trial 3 has no val_outcomes.json"
+    best = SampleOutcomes(2, np.array([True, True, False])).to_dict()
+    last = SampleOutcomes(4, np.array([True, False, False])).to_dict()
+    write_outcomes(tmp_path / OUTCOMES_FILE, {BEST: best, LAST: last})
+    assert trial_outcomes(trial, 4).outcomes.correct.tolist() == [True, False, False]
+    assert trial_outcomes(trial, 2).outcomes.correct.tolist() == [True, True, False]
+    assert trial_outcomes(trial, 6).missing == ("trial 3's val_outcomes.json holds epoch(s) [2, 4], "
+                                                "not epoch 6 its value comes from")
+    (tmp_path / OUTCOMES_FILE).write_text('{"format": 9}')
+    assert "not an outcomes file of format 1" in trial_outcomes(trial, 4).missing
+    assert trial_outcomes(TrialRecord("s", 1, None, "COMPLETE"), 4).missing == \
+        "trial 1 has no trial dir"
