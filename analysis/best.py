@@ -13,7 +13,9 @@ from typing import Any
 from analysis.confirm import Confirmation, confirmed_ranking, read_confirmations
 from analysis.records import COMPLETE, STATES, Run, StudyInfo, TrialRecord
 from analysis.run import read_run
-from analysis.verdict import Verdict, binomial_se, experiment_val_size, verdict
+from analysis.outcomes import trial_outcomes
+from analysis.verdict import (UNPAIRED, Verdict, binomial_se, experiment_val_size, paired_verdict,
+                              verdict)
 from mgkd.catalog.objectives import OBJECTIVES, Objective, get_objective
 from mgkd.config.sweep import study_key
 
@@ -59,6 +61,7 @@ class StudyBest:
     paper_confirmed: Confirmation | None = None
     plain_kd_value: float | None = None  # the same pair's kd / plain study's selected value
     val_size: int | None = None  # validation images (queries for re-ID): the n of binomial errors
+    paired: Verdict | None = None  # the single-run winner against the paper default, sample by sample
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -141,7 +144,11 @@ class StudyBest:
 
     @property
     def verdict(self) -> Verdict:
-        """Whether the selected config beats the paper default beyond noise (analysis.verdict)."""
+        """Whether the selected config beats the paper default beyond noise (analysis.verdict):
+        paired when the trials stored their per-sample outcomes (or the confirmation's seeds
+        match), else by the unpaired standard errors."""
+        if self.paired is not None and not self.confirmed:
+            return self.paired
         reported: dict[str, Any] = {}
         if not self.objective.binomial:
             paper_se = (self.final(self.paper, self.objective.se_metric or "")
@@ -152,7 +159,14 @@ class StudyBest:
                        default_selected=self.default_selected,
                        best_seeds=self.confirmed.values if self.confirmed else None,
                        paper_seeds=self.paper_confirmed.values if self.paper_confirmed else None,
-                       **reported)
+                       paired_seeds=self._seeds_pair(), **reported)
+
+    def _seeds_pair(self) -> bool:
+        """The winner and the paper default were confirmed with the same seeds, each run kept."""
+        best, paper = self.confirmed, self.paper_confirmed
+        return (best is not None and paper is not None and bool(best.seeds)
+                and best.seeds == paper.seeds and len(best.values) == len(best.seeds)
+                and len(paper.values) == len(paper.seeds))
 
     @property
     def gain_over_plain_kd(self) -> float | None:
@@ -265,6 +279,29 @@ def _apply_confirmation(best: StudyBest, data: dict[str, Any] | None,
                                     None)
 
 
+def _pair_outcomes(best: StudyBest) -> None:
+    """Judge the single-run winner against the paper default sample by sample when both trials
+    stored their outcomes at the epoch their values come from; else a note says the unpaired rule
+    stands."""
+    winner, paper = best.winner, best.paper
+    if (winner is None or paper is None or paper.state != COMPLETE or best.default_selected
+            or best.confirmed):
+        return
+    found = [trial_outcomes(t, best.study.budget if best.study.budget is not None else t.epochs)
+             for t in (winner, paper)]
+    missing = [f.missing for f in found if f.missing]
+    if not missing:
+        assert found[0].outcomes is not None and found[1].outcomes is not None
+        try:
+            best.paired = paired_verdict(found[0].outcomes, found[1].outcomes,
+                                         per_query_ap=not best.objective.binomial)
+            return
+        except ValueError as err:
+            missing = [str(err)]
+    best.notes.append(f"no paired verdict ({'; '.join(missing)}): the verdict uses the "
+                      f"{UNPAIRED} rule, as for run dirs from before paired verdicts.")
+
+
 def study_best(run: Run, key: str, confirmation: dict[str, Any] | None = None) -> StudyBest:
     """One study's outcome (without the plain-KD comparison, which needs the other studies)."""
     trials = run.trials_of(key)
@@ -278,6 +315,7 @@ def study_best(run: Run, key: str, confirmation: dict[str, Any] | None = None) -
         (n for n in (experiment_val_size(t.experiment) for t in trials) if n), None)
     _check_winner(best)
     _apply_confirmation(best, confirmation, trials)
+    _pair_outcomes(best)
     if paper is not None and paper.state != COMPLETE:
         best.notes.append(f"the paper-default trial ({paper.trial_number}) is {paper.state}: no gain "
                           "over it can be given.")

@@ -52,7 +52,8 @@ def _entry(data: Any, seeds: list[Any]) -> Confirmation | None:
         std = statistics.pstdev(values) if len(values) > 1 else 0.0
     return Confirmation(trial_number=data["trial_number"], params=dict(data.get("params") or {}),
                         values=values, test_values=_numbers(data.get("test_accs")),
-                        mean_value=mean, std_value=std, seeds=list(seeds))
+                        mean_value=mean, std_value=std,
+                        seeds=list(data["seeds"] if isinstance(data.get("seeds"), list) else seeds))
 
 
 def read_confirmations(run_dir: str | Path, notes: list[str] | None = None

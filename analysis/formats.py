@@ -21,9 +21,13 @@ _COLUMNS: tuple[str, ...] = ("study", "done", "pruned", "err", "running", VALUE,
                              "vs plain kd", "hyperparameters")
 _RIGHT: frozenset[str] = frozenset({"done", "pruned", "err", "running", VALUE, "val se", TEST,
                                     "epochs", PAPER, "gain", "vs plain kd"})
-_VERDICT_RULE = ("verdict: 'beats default' only when the gain exceeds twice the standard error of "
-                 "the difference (with --confirm: of the spread over seeds), 'within noise' "
-                 "otherwise, 'default best' when the paper default is the winner (ties go to it).")
+_VERDICT_RULE = ("verdict: when both trials stored their per-sample validation outcomes, a paired "
+                 "test on the same samples (exact McNemar for accuracy and rank-1, a sign-flip "
+                 "test of per-query AP for mAP): 'beats default' when its two-sided p < 0.05; "
+                 "otherwise (older run dirs) 'beats default' only when the gain exceeds twice the "
+                 "standard error of the difference (with --confirm: of the per-seed differences, "
+                 "or the spread over seeds); 'within noise' otherwise, 'default best' when the "
+                 "paper default is the winner (ties go to it).")
 
 
 def run_objective(bests: list[StudyBest]) -> Objective:

@@ -17,6 +17,16 @@ all call ``verdict``.
 * ``beats default`` only when the gain exceeds twice that error; ``within noise`` when it is
   positive but smaller; ``default best`` when the paper default is the selected config or the gain is
   not positive (ties go to the paper default); ``no comparison`` when the paper default has no value.
+
+Paired verdicts (:func:`paired_verdict`), used when both trials stored which validation samples
+they got right (``val_outcomes.json``, :mod:`mgkd.training.outcomes`): both models were scored on
+the same samples, so only the samples they disagree on count. Accuracy and re-ID rank-1: the exact
+McNemar test on the discordant samples; re-ID mAP: the sign-flip permutation test of the per-query
+AP differences (:mod:`analysis.paired`). ``beats default`` when the gain is positive and the
+two-sided p-value is below :data:`SIGNIFICANCE`; ``default best`` when the paper default is selected
+or the gain is negative; ``within noise`` otherwise, a tie included (identical predictions of
+a distinct config cannot tell the two apart). Confirmed runs whose seeds match pair too: the
+per-seed differences' spread gives the error (``paired_seeds``).
 """
 from __future__ import annotations
 
@@ -25,12 +35,20 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from analysis.paired import RANDOM_FLIPS, discordant_counts, mcnemar_exact, sign_flip_test
+from mgkd.training.outcomes import SampleOutcomes
+
 BEATS_DEFAULT = "beats default"
 WITHIN_NOISE = "within noise"
 DEFAULT_BEST = "default best"
 NO_COMPARISON = "no comparison"
 VERDICTS: tuple[str, ...] = (BEATS_DEFAULT, WITHIN_NOISE, DEFAULT_BEST, NO_COMPARISON)
 SE_MULTIPLE = 2.0  # a gain must exceed this many standard errors of the difference
+SIGNIFICANCE = 0.05  # a paired test's two-sided p-value must be below this
+MCNEMAR = "exact McNemar"
+SIGN_FLIP = "sign-flip permutation"
+UNPAIRED = "unpaired standard errors"
+PAIRED_SEEDS = "paired seed differences"
 
 
 def binomial_se(acc: float | None, n: int | None) -> float | None:
@@ -53,9 +71,18 @@ class Verdict:
     gain: float | None  # best − paper default, points of validation accuracy
     gain_se: float | None  # standard error of that difference
     basis: str  # what the error comes from, e.g. "validation set (290 images)"
+    test: str = UNPAIRED  # MCNEMAR, SIGN_FLIP, PAIRED_SEEDS or UNPAIRED
+    p_value: float | None = None  # a paired test's two-sided p-value
+    # (samples only the best got right, only the paper default got right); re-ID mAP: queries
+    # whose AP is higher with the best, with the paper default
+    discordant: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "gain_se": self.gain_se, "verdict_basis": self.basis}
+        best, paper = self.discordant if self.discordant else (None, None)
+        return {"verdict": self.verdict, "gain_se": self.gain_se, "verdict_basis": self.basis,
+                "verdict_test": self.test, "p_value": self.p_value,
+                "significance": SIGNIFICANCE if self.p_value is not None else None,
+                "discordant_best": best, "discordant_paper": paper}
 
 
 def _decide(gain: float | None, gain_se: float | None, default_selected: bool) -> str:
@@ -68,10 +95,57 @@ def _decide(gain: float | None, gain_se: float | None, default_selected: bool) -
     return WITHIN_NOISE
 
 
+def _decide_paired(gain: float, p_value: float, default_selected: bool) -> str:
+    if default_selected or gain < 0:
+        return DEFAULT_BEST
+    return BEATS_DEFAULT if gain > 0 and p_value < SIGNIFICANCE else WITHIN_NOISE
+
+
+def paired_verdict(best: SampleOutcomes, paper: SampleOutcomes, *, per_query_ap: bool,
+                   default_selected: bool = False) -> Verdict:
+    """Compare the selected trial with the paper default sample by sample (module doc):
+    ``per_query_ap`` for re-ID mAP (the sign-flip test of the AP differences), else the exact
+    McNemar test of the right/wrong bits. Gains are in points (percent)."""
+    if best.size != paper.size:
+        raise ValueError(f"the best trial was scored on {best.size} validation samples and the "
+                         f"paper default on {paper.size}; a paired test needs the same samples.")
+    n = best.size
+    if per_query_ap:
+        if best.ap is None or paper.ap is None:
+            raise ValueError("a paired mAP verdict needs both trials' per-query AP")
+        flip = sign_flip_test(best.ap, paper.ap)
+        diff = best.ap - paper.ap
+        gain_se = 100.0 * statistics.stdev(diff) / math.sqrt(n) if n > 1 else None
+        gain = 100.0 * flip.mean_difference
+        exact = "exact" if flip.exact else f"{RANDOM_FLIPS:,} random sign patterns"
+        basis = (f"{SIGN_FLIP} test of per-query AP on {n} queries ({exact}): {flip.improved} "
+                 f"better, {flip.worsened} worse")
+        return Verdict(_decide_paired(gain, flip.p_value, default_selected), gain, gain_se, basis,
+                       SIGN_FLIP, flip.p_value, (flip.improved, flip.worsened))
+    b, c = discordant_counts(best.correct, paper.correct)
+    test = mcnemar_exact(b, c)
+    gain = 100.0 * (b - c) / n
+    gain_se = 100.0 * math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    basis = (f"{MCNEMAR} test on {n} validation samples: {b} right only with the best config, "
+             f"{c} only with the paper default")
+    return Verdict(_decide_paired(gain, test.p_value, default_selected), gain, gain_se, basis,
+                   MCNEMAR, test.p_value, (b, c))
+
+
+def _paired_seeds(best_seeds: list[float], paper_seeds: list[float],
+                  default_selected: bool) -> Verdict:
+    diff = [b - p for b, p in zip(best_seeds, paper_seeds)]
+    gain = statistics.fmean(diff)
+    gain_se = statistics.stdev(diff) / math.sqrt(len(diff))
+    basis = f"paired differences over {len(diff)} seeds"
+    return Verdict(_decide(gain, gain_se, default_selected), gain, gain_se, basis, PAIRED_SEEDS)
+
+
 def verdict(best_acc: float | None, paper_acc: float | None, *, val_size: int | None,
             default_selected: bool = False, best_seeds: list[float] | None = None,
             paper_seeds: list[float] | None = None, best_se: float | None = None,
-            paper_se: float | None = None, se_basis: str | None = None) -> Verdict:
+            paper_se: float | None = None, se_basis: str | None = None,
+            paired_seeds: bool = False) -> Verdict:
     """Compare a study's selected config with its paper default.
 
     ``best_acc`` / ``paper_acc``: validation accuracies (%; means over seeds when confirmed).
@@ -80,8 +154,13 @@ def verdict(best_acc: float | None, paper_acc: float | None, *, val_size: int | 
     of a confirmation (``--confirm``); when given, their spread decides instead of ``val_size``.
     ``se_basis``: the name of the metric the trials reported their standard errors in
     (``best_se`` / ``paper_se``, e.g. val_map_se); given, those errors replace the binomial ones.
+    ``paired_seeds``: ``best_seeds[i]`` and ``paper_seeds[i]`` ran with the same seed; with two
+    or more such pairs the per-seed differences' spread gives the error (``stdev(d) / sqrt(k)``).
     """
     gain = None if best_acc is None or paper_acc is None else best_acc - paper_acc
+    if (paired_seeds and best_seeds and paper_seeds and len(best_seeds) == len(paper_seeds) > 1
+            and gain is not None):
+        return _paired_seeds(best_seeds, paper_seeds, default_selected)
     if best_seeds:
         paper_runs = paper_seeds or ([paper_acc] if paper_acc is not None else [])
         sd_best, sd_paper = _seed_sd(best_seeds), _seed_sd(paper_runs)
@@ -108,8 +187,10 @@ def verdict(best_acc: float | None, paper_acc: float | None, *, val_size: int | 
 def verdict_sentence(judged: Verdict, label: str) -> str:
     """One sentence saying what ``judged`` means, for an objective called ``label`` (accuracy,
     mAP, ...)."""
-    twice = "-" if judged.gain_se is None else f"{2 * judged.gain_se:.2f}"
     what = f"validation {label}"
+    if judged.p_value is not None and judged.verdict in (BEATS_DEFAULT, WITHIN_NOISE):
+        return _paired_sentence(judged, what)
+    twice = "-" if judged.gain_se is None else f"{2 * judged.gain_se:.2f}"
     if judged.verdict == BEATS_DEFAULT:
         return (f"beats default: the best config is {judged.gain:.2f} points of {what} "
                 f"above the paper default, more than twice the difference's standard error "
@@ -122,6 +203,18 @@ def verdict_sentence(judged: Verdict, label: str) -> str:
         return (f"default best: the search did NOT beat the paper default on {what}; "
                 "the paper default is the best config found.")
     return "no comparison (the paper-default trial did not complete)."
+
+
+def _paired_sentence(judged: Verdict, what: str) -> str:
+    assert judged.gain is not None and judged.p_value is not None
+    p_value = f"p = {judged.p_value:.3g}"
+    if judged.verdict == BEATS_DEFAULT:
+        return (f"beats default: the best config is {judged.gain:.2f} points of {what} above the "
+                f"paper default, and a paired test says it is real ({p_value} < {SIGNIFICANCE}; "
+                f"{judged.basis}).")
+    return (f"within noise: the best config is {judged.gain:.2f} points of {what} above the "
+            f"paper default, but a paired test cannot tell them apart ({p_value}, not below "
+            f"{SIGNIFICANCE}; {judged.basis}); the search did NOT clearly beat the paper default.")
 
 
 def experiment_val_size(experiment: dict[str, Any] | None) -> int | None:

@@ -144,7 +144,10 @@ def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
             callbacks=[progress, OutcomeTBXLogger(), ResultJsonLogger(), ProgressCsvLogger(),
                        *callbacks],
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # What a trial writes into its trial dir (val_outcomes.json, the per-sample outcomes
+            # the paired verdict reads) reaches the run dir with each checkpoint and at its end.
+            sync_config=tune.SyncConfig(sync_artifacts=True)))
 
 
 # ---- running ------------------------------------------------------------------------------------

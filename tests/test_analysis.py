@@ -138,12 +138,20 @@ def test_best_json_selects_by_validation_and_reports_test_beside_it(real_run):
             assert row["paper_default_val_acc"] == paper.value
             assert row["gain_over_paper_default"] == pytest.approx(winner.value - paper.value)
             assert row["notes"] == []
-            q = paper.value / 100
-            gain_se = (100 * (p * (1 - p) / 20) ** 0.5) ** 2 + (100 * (q * (1 - q) / 20) ** 0.5) ** 2
-            gain = winner.value - paper.value
-            expected = ("default best" if winner.number == paper.number or gain <= 0 else
-                        "beats default" if gain > 2 * gain_se ** 0.5 else "within noise")
-            assert row["verdict"] == expected
+            if winner.number != paper.number:  # judged sample by sample (the trials' bitsets)
+                b, c = discordant_by_hand(trial_dir_of(real_run, key, winner.number),
+                                          trial_dir_of(real_run, key, paper.number))
+                assert winner.value - paper.value == pytest.approx(100 * (b - c) / 20, abs=1e-9)
+                assert (row["discordant_best"], row["discordant_paper"]) == (b, c)
+                tail = sum(math.comb(b + c, i) for i in range(min(b, c) + 1))
+                p_value = min(1.0, 2 * tail / 2 ** (b + c))
+                assert row["p_value"] == pytest.approx(p_value, rel=1e-12)
+                assert row["verdict_test"] == "exact McNemar"
+                expected = ("default best" if b < c else
+                            "beats default" if b > c and p_value < 0.05 else "within noise")
+                assert row["verdict"] == expected
+            else:
+                assert row["verdict"] == "default best" and row["p_value"] is None
         else:  # ASHA stopped the paper default: no gain to give, and the row says why
             assert row["gain_over_paper_default"] is None and "paper-default" in row["notes"][0]
             assert row["verdict"] == "no comparison"
@@ -151,6 +159,38 @@ def test_best_json_selects_by_validation_and_reports_test_beside_it(real_run):
     mas, plain = rows[STUDIES[0]], rows[STUDIES[1]]
     assert mas["gain_over_plain_kd"] == pytest.approx(mas["val_acc"] - plain["val_acc"])
     assert plain["gain_over_plain_kd"] is None
+
+
+def discordant_by_hand(best_dir, paper_dir):
+    """(right only with the best, right only with the paper default) at the final epoch (4), read
+    straight from the two trials' val_outcomes.json."""
+    import base64
+
+    def bits(folder):
+        data = json.loads((folder / "val_outcomes.json").read_text())
+        (record,) = [r for r in data["records"].values() if r["epoch"] == 4][:1]
+        raw = base64.b64decode(record["correct"])
+        return [(raw[i // 8] >> (7 - i % 8)) & 1 for i in range(record["n"])]
+
+    best, paper = bits(best_dir), bits(paper_dir)
+    return (sum(x and not y for x, y in zip(best, paper)),
+            sum(y and not x for x, y in zip(best, paper)))
+
+
+def test_an_older_run_dir_without_outcomes_falls_back_to_the_unpaired_rule(real_run, tmp_path):
+    def drop_outcomes(run_dir):
+        for path in run_dir.glob("*/val_outcomes.json"):
+            path.unlink()
+
+    run_dir = damaged(real_run, tmp_path, drop_outcomes)
+    for best in best_trials(run_dir):
+        row = best.to_dict()
+        assert row["verdict_test"] == "unpaired standard errors" and row["p_value"] is None
+        if best.winner and best.paper and best.paper.state == "COMPLETE" \
+                and not best.default_selected:
+            assert any("no paired verdict" in note and "val_outcomes.json" in note
+                       for note in row["notes"])
+            assert row["verdict_basis"] == "validation set (20 images)"
 
 
 def test_the_other_formats_show_the_same_winners(real_run):

@@ -58,5 +58,12 @@ def test_best_confirm_from_the_command_line_shows_the_confirmed_winner(swept, tm
     assert study["val_acc"] == pytest.approx(stored["entries"][0]["mean_val_acc"])
     assert 0 in {e["trial_number"] for e in stored["entries"]}  # the paper default is re-run too
     assert study["verdict"] in ("beats default", "within noise", "default best")
-    assert study["verdict_basis"].startswith("spread over seeds (2 vs 2 runs)")
+    # Winner and paper default ran on the same seeds: judged by the per-seed differences.
+    entries = {e["trial_number"]: e for e in stored["entries"]}
+    if study["trial_number"] != 0:
+        assert study["verdict_basis"] == "paired differences over 2 seeds"
+        assert study["verdict_test"] == "paired seed differences"
+        diffs = [b - p for b, p in zip(entries[study["trial_number"]]["val_accs"],
+                                       entries[0]["val_accs"])]
+        assert study["gain_se"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2, rel=1e-9)
     assert study["val_se"] is not None and study["val_size"] > 0

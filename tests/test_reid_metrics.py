@@ -266,3 +266,12 @@ def test_cuda_matches_cpu():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         value = batch_hard_triplet(emb.cuda(), labels.cuda())
     assert value.item() == pytest.approx(batch_hard_triplet(emb, labels).item(), abs=1e-4)
+
+
+def test_per_query_values_are_each_valid_querys_ap_and_rank1_hit_in_order():
+    result = _hand_example(per_query=True)
+    # q4 is skipped (no valid match): four values, in query order.
+    assert result.query_ap.tolist() == pytest.approx(HAND_AP, abs=1e-6)
+    assert result.query_hit.tolist() == [False, False, False, True]  # first hits at 2, 2, 3, 1
+    assert result == _hand_example()  # the per-query values change nothing else
+    assert _hand_example().query_ap is None

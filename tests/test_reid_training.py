@@ -172,6 +172,12 @@ def test_evaluation_ranks_the_models_own_embeddings(market):
     assert got["val_map"] == pytest.approx(want.map, abs=1e-4)
     assert got["val_rank1"] == pytest.approx(want.rank[1], abs=1e-4)
     assert trainer.evaluate(None, "val") == {f"val_{k}": None for k in RETRIEVAL_KEYS}
+    # The per-query values a paired mAP verdict reads: their means are mAP and rank-1.
+    metrics, outcomes = get_task("reid").evaluate_outcomes(
+        trainer.learner, market.val, trainer._eval_batches, trainer._autocast)
+    assert outcomes.size == want.num_queries and outcomes.ap is not None
+    assert 100 * outcomes.ap.mean() == pytest.approx(metrics["map"], rel=1e-5)
+    assert 100 * outcomes.correct.mean() == pytest.approx(metrics["rank1"], rel=1e-9)
 
 
 @pytest.mark.slow  # trains an OSNet teacher twice

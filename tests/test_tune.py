@@ -91,6 +91,25 @@ def test_trials_write_the_same_tensorboard_tags(real_result):
         assert all(name in tags for tags in tag_sets), name
 
 
+def test_every_complete_trial_leaves_its_per_sample_outcomes_in_the_run_dir(real_result):
+    from mgkd.training.outcomes import BEST, LAST, OUTCOMES_FILE, read_outcomes
+
+    _, result = real_result
+    checked = 0
+    for key in (s.study.key for s in result.studies):
+        for trial in study_trials(result.run_dir, key):
+            if trial.state != TrialState.COMPLETE:
+                continue
+            (folder,) = result.run_dir.glob(f"{key}_{trial.number:03d}_*")
+            records = read_outcomes(folder / OUTCOMES_FILE)
+            # The last epoch's bits are the value the study holds: 4 epochs, 20 images.
+            assert records[LAST].epoch == 4 and records[LAST].size == 20
+            assert 100 * records[LAST].correct.mean() == pytest.approx(trial.value, rel=1e-9)
+            assert 1 <= records[BEST].epoch <= 4
+            checked += 1
+    assert checked >= 2
+
+
 def test_heads_were_banked_before_the_trials(real_result):
     _, result = real_result
     heads = list((result.run_dir / "cache" / "heads").glob("*.pt"))

@@ -1,11 +1,13 @@
 """Noise-aware verdicts (analysis.verdict), with every expected number worked out by hand, and the
 tune summary that prints them."""
+import math
 from pathlib import Path
 
 import pytest
 
-from analysis.verdict import (BEATS_DEFAULT, DEFAULT_BEST, NO_COMPARISON, WITHIN_NOISE,
-                              binomial_se, experiment_val_size, verdict)
+from analysis.verdict import (BEATS_DEFAULT, DEFAULT_BEST, MCNEMAR, NO_COMPARISON, PAIRED_SEEDS,
+                              SIGN_FLIP, WITHIN_NOISE, binomial_se, experiment_val_size,
+                              paired_verdict, verdict, verdict_sentence)
 
 
 def test_binomial_standard_error_in_points():
@@ -86,3 +88,104 @@ def test_the_tune_summary_prints_standard_errors_and_verdicts():
     assert "within noise" in lines["a__b__kd__mag"] and " 2.37 " in lines["a__b__kd__mag"]
     assert "default best" in lines["a__b__at__mas"] and " 3.00 " in lines["a__b__at__mas"]
     assert "a__b__kd__mag: within noise" in text and "did NOT clearly beat" in text
+
+
+# ---- paired verdicts (analysis.paired, analysis.verdict.paired_verdict) ------------------------
+
+def outcomes(correct, ap=None, epoch=5):
+    import numpy as np
+
+    from mgkd.training.outcomes import SampleOutcomes
+    return SampleOutcomes(epoch, np.array(correct, dtype=bool),
+                          None if ap is None else np.array(ap, dtype=float))
+
+
+def test_exact_mcnemar_p_values_worked_out_by_hand():
+    from analysis.paired import mcnemar_exact
+
+    # b=10, c=1: 2·(C(11,0) + C(11,1)) / 2^11 = 2·12/2048.
+    assert mcnemar_exact(10, 1).p_value == pytest.approx(24 / 2048, rel=1e-12)
+    assert mcnemar_exact(1, 10).p_value == mcnemar_exact(10, 1).p_value  # two-sided
+    assert mcnemar_exact(8, 0).p_value == pytest.approx(2 / 256, rel=1e-12)
+    assert mcnemar_exact(5, 1).p_value == pytest.approx(2 * 7 / 64, rel=1e-12)
+    assert mcnemar_exact(3, 3).p_value == 1.0 and mcnemar_exact(0, 0).p_value == 1.0
+    with pytest.raises(ValueError, match="non-negative"):
+        mcnemar_exact(-1, 2)
+
+
+def test_a_gain_the_unpaired_rule_calls_noise_the_paired_test_decides():
+    # 100 images; the paper default gets the first 85 right, the best config those and 8 more.
+    paper = outcomes([True] * 85 + [False] * 15)
+    best = outcomes([True] * 93 + [False] * 7)
+    # Unpaired: se 2.5515 and 3.5707, difference se sqrt(6.51 + 12.75) = 4.3886; 8 < 8.777.
+    assert verdict(93.0, 85.0, val_size=100).verdict == WITHIN_NOISE
+    # Paired: 8 discordant samples, all for the best: p = 2/2^8 = 0.0078 < 0.05.
+    judged = paired_verdict(best, paper, per_query_ap=False)
+    assert judged.verdict == BEATS_DEFAULT and judged.test == MCNEMAR
+    assert judged.discordant == (8, 0) and judged.gain == pytest.approx(8.0)
+    assert judged.p_value == pytest.approx(2 / 256)
+    assert judged.gain_se == pytest.approx(100 * math.sqrt(8 - 64 / 100) / 100)  # 2.7129
+    row = judged.to_dict()
+    assert row["discordant_best"] == 8 and row["discordant_paper"] == 0
+    assert row["p_value"] == pytest.approx(0.0078125) and row["significance"] == 0.05
+    assert "p = 0.00781 < 0.05" in verdict_sentence(judged, "accuracy")
+
+
+def test_identical_predictions_are_within_noise_and_few_discordant_pairs_too():
+    same = outcomes([True, False, True, True])
+    judged = paired_verdict(same, same, per_query_ap=False)
+    assert judged.verdict == WITHIN_NOISE and judged.p_value == 1.0 and judged.discordant == (0, 0)
+    # 5 against 1 on 50 images: p = 2·7/64 = 0.21875, not below 0.05.
+    paper = outcomes([True] * 40 + [False] * 10)
+    best = outcomes([True] * 39 + [False] + [True] * 5 + [False] * 5)
+    noisy = paired_verdict(best, paper, per_query_ap=False)
+    assert noisy.discordant == (5, 1) and noisy.p_value == pytest.approx(0.21875)
+    assert noisy.verdict == WITHIN_NOISE and "cannot tell them apart" in verdict_sentence(noisy, "x")
+    # The paper default ahead, or selected: default best whatever the p-value.
+    assert paired_verdict(paper, best, per_query_ap=False).verdict == DEFAULT_BEST
+    assert paired_verdict(best, paper, per_query_ap=False,
+                          default_selected=True).verdict == DEFAULT_BEST
+    with pytest.raises(ValueError, match="same samples"):
+        paired_verdict(outcomes([True] * 3), outcomes([True] * 4), per_query_ap=False)
+
+
+def test_sign_flip_test_of_per_query_ap_worked_out_by_hand():
+    from analysis.paired import sign_flip_test
+
+    # Four positive differences: only all-plus and all-minus reach |sum| = 1.0 -> 2/16.
+    four = sign_flip_test([0.6, 0.7, 0.8, 0.9], [0.5, 0.5, 0.5, 0.5])
+    assert four.p_value == pytest.approx(2 / 16) and four.exact and four.improved == 4
+    # Six +0.3 and one -0.1 (sum 1.7): the pattern itself, the one flipping only -0.1 (1.9) and
+    # their negations -> 4/128.
+    seven = sign_flip_test([0.8] * 6 + [0.4], [0.5] * 6 + [0.5])
+    assert seven.p_value == pytest.approx(4 / 128) and seven.worsened == 1
+    # Beyond 16 queries: 20,000 seeded patterns; all 40 queries better: only the +1 of the count.
+    many = sign_flip_test([0.9] * 40, [0.5] * 40)
+    assert not many.exact and many.p_value == pytest.approx(1 / 20_001)
+    assert sign_flip_test([0.3] * 40, [0.3] * 40).p_value == 1.0
+
+
+def test_paired_map_verdict_uses_the_sign_flip_test():
+    paper = outcomes([False] * 7, ap=[0.5] * 7)
+    best = outcomes([False] * 7, ap=[0.8] * 6 + [0.4])
+    judged = paired_verdict(best, paper, per_query_ap=True)
+    # mean difference (1.8 - 0.1)/7 = 0.242857 -> 24.29 points; p = 4/128 < 0.05.
+    assert judged.verdict == BEATS_DEFAULT and judged.test == SIGN_FLIP
+    assert judged.gain == pytest.approx(100 * 1.7 / 7) and judged.discordant == (6, 1)
+    assert judged.p_value == pytest.approx(4 / 128)
+    identical = paired_verdict(paper, paper, per_query_ap=True)
+    assert identical.verdict == WITHIN_NOISE and identical.p_value == 1.0
+
+
+def test_confirmed_runs_with_matching_seeds_judge_the_per_seed_differences():
+    # best [80, 82, 84] vs paper [79, 81, 83] on the same seeds: every seed +1, no spread at all;
+    # unpaired (se 1.63299) that was noise, paired it is a clear gain.
+    seeds = {"best_seeds": [80.0, 82.0, 84.0], "paper_seeds": [79.0, 81.0, 83.0]}
+    assert verdict(82.0, 81.0, val_size=100, **seeds).verdict == WITHIN_NOISE
+    paired = verdict(82.0, 81.0, val_size=100, paired_seeds=True, **seeds)
+    assert paired.verdict == BEATS_DEFAULT and paired.gain_se == 0.0
+    assert paired.test == PAIRED_SEEDS and paired.basis == "paired differences over 3 seeds"
+    # Differences [1, -1, 3]: mean 1, sd 2, se 2/sqrt(3) = 1.15470; 1 < 2.31: noise.
+    mixed = verdict(82.0, 81.0, val_size=100, paired_seeds=True, best_seeds=[80.0, 82.0, 84.0],
+                    paper_seeds=[79.0, 83.0, 81.0])
+    assert mixed.verdict == WITHIN_NOISE and mixed.gain_se == pytest.approx(1.15470, abs=1e-5)

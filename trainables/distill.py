@@ -23,6 +23,7 @@ from mgkd.data import DataSplits
 from mgkd.distill.learner import make_trainer, reported_metrics
 from mgkd.knowledge.prepare import Knowledge
 from mgkd.training.engine import EpochReport
+from mgkd.training.outcomes import BEST, LAST, OUTCOMES_FILE, write_outcomes
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -53,6 +54,7 @@ class TuneReporter:
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def __call__(self, report: EpochReport) -> None:
+        _write_outcomes(report)
         metrics = _report_metrics(report.metrics, self.node, self.reported)
         if report.epoch % self.every and report.epoch != self.epochs:
             tune.report(metrics)
@@ -60,6 +62,16 @@ class TuneReporter:
         with tempfile.TemporaryDirectory(prefix="mgkd-ckpt-") as folder:
             report.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _write_outcomes(report: EpochReport) -> None:
+    """The run's per-sample validation outcomes (best and last epoch) into the trial dir, before
+    the epoch is reported: the paired verdict reads them (mgkd.training.outcomes)."""
+    state = report.trainer.state
+    if state.last_outcomes is None:
+        return
+    folder = Path(tune.get_context().get_trial_dir())
+    write_outcomes(folder / OUTCOMES_FILE, {BEST: state.best_outcomes, LAST: state.last_outcomes})
 
 
 def _use_assigned_cpus() -> None:

@@ -58,14 +58,17 @@ def prepared(embeddings: torch.Tensor, options: RetrievalOptions) -> torch.Tenso
 
 def score_retrieval(query: torch.Tensor, query_ids: torch.Tensor, query_cams: torch.Tensor,
                     gallery: torch.Tensor, gallery_ids: torch.Tensor, gallery_cams: torch.Tensor,
-                    options: RetrievalOptions = RetrievalOptions()) -> RetrievalResult:
-    """CMC and mAP of the query embeddings against the gallery's under ``options``."""
+                    options: RetrievalOptions = RetrievalOptions(), *,
+                    per_query: bool = False) -> RetrievalResult:
+    """CMC and mAP of the query embeddings against the gallery's under ``options``
+    (``per_query``: with each valid query's AP and rank-1 hit)."""
     query, gallery = prepared(query, options), prepared(gallery, options)
     if not options.rerank:
         return retrieval_metrics(query, query_ids, query_cams, gallery, gallery_ids,
-                                 gallery_cams, metric=options.distance)
+                                 gallery_cams, metric=options.distance, per_query=per_query)
     every = torch.cat([query, gallery])
     with torch.no_grad():
         distances = k_reciprocal_distances(pairwise_distances(every, every, options.distance),
                                            query.shape[0], options.rerank_params)
-    return metrics_of_distances(distances, query_ids, query_cams, gallery_ids, gallery_cams)
+    return metrics_of_distances(distances, query_ids, query_cams, gallery_ids, gallery_cams,
+                                per_query=per_query)

@@ -22,7 +22,8 @@ one host synchronisation at the end.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -106,6 +107,11 @@ class RetrievalResult:
     rank1_se: float  # binomial standard error of rank-1: 100 · sqrt(p (1 − p) / n)
     num_queries: int  # queries with at least one valid correct match (n)
     num_skipped: int  # queries left out: no correct match after removing the junk
+    # With ``per_query=True``: each valid query's AP (a share in [0, 1]) and rank-1 hit, in query
+    # order, on the CPU (which queries are valid depends on the labels only, so two models' lists
+    # pair query by query).
+    query_ap: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    query_hit: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def to_metrics(self) -> dict[str, float]:
         """``map``, ``rank{k}`` for every computed k, ``map_se``: what a re-ID split is scored by
@@ -174,8 +180,9 @@ def _check_settings(ranks: tuple[int, ...], chunk: int, ap_rule: str) -> tuple[i
 def _score(distance_rows: Callable[[int, int], torch.Tensor], num_queries: int,
            query_ids: torch.Tensor, query_cams: torch.Tensor, gallery_ids: torch.Tensor,
            gallery_cams: torch.Tensor, ranks: tuple[int, ...], chunk: int,
-           ap_rule: str) -> RetrievalResult:
-    """Rank the gallery for ``chunk`` queries at a time by ``distance_rows(start, stop)``."""
+           ap_rule: str, per_query: bool) -> RetrievalResult:
+    """Rank the gallery for ``chunk`` queries at a time by ``distance_rows(start, stop)``;
+    ``per_query``: with each valid query's AP and rank-1 hit."""
     average_precision = AP_RULES[ap_rule]
     first_ranks, aps, valids = [], [], []
     with torch.no_grad():
@@ -187,31 +194,38 @@ def _score(distance_rows: Callable[[int, int], torch.Tensor], num_queries: int,
             first_ranks.append(torch.where(ranked.match, ranked.kept_rank, no_match).amin(dim=1))
             aps.append(average_precision(ranked).double())
             valids.append(ranked.num_good > 0)
-        return _summarise(torch.cat(first_ranks), torch.cat(aps), torch.cat(valids), ranks)
+        first_rank, ap, valid = torch.cat(first_ranks), torch.cat(aps), torch.cat(valids)
+        result = _summarise(first_rank, ap, valid, ranks)
+        if not per_query:
+            return result
+        return dataclasses.replace(result, query_ap=ap[valid].cpu(),
+                                   query_hit=(first_rank[valid] <= 1).cpu())
 
 
 def retrieval_metrics(query_emb: torch.Tensor, query_ids: torch.Tensor, query_cams: torch.Tensor,
                       gallery_emb: torch.Tensor, gallery_ids: torch.Tensor,
                       gallery_cams: torch.Tensor, *, ranks: tuple[int, ...] = (1, 5, 10),
                       chunk: int = 256, metric: str = "euclidean",
-                      ap_rule: str = "torchreid") -> RetrievalResult:
+                      ap_rule: str = "torchreid", per_query: bool = False) -> RetrievalResult:
     """CMC rank-k and mAP of the queries against the gallery (Market-1501 protocol, module doc).
 
     Embeddings are (N, D); ids and cams are integer tensors (N,), all on one device, where the
-    work runs. ``chunk`` queries are ranked at a time. Raises DataError when no query has a valid
-    correct match.
+    work runs. ``chunk`` queries are ranked at a time. ``per_query``: also return each valid
+    query's AP and rank-1 hit (``query_ap``, ``query_hit``). Raises DataError when no query has a
+    valid correct match.
     """
     ranks = _check_settings(ranks, chunk, ap_rule)
     _check_inputs(query_emb, query_ids, query_cams, gallery_emb, gallery_ids, gallery_cams)
     return _score(lambda start, stop: pairwise_distances(query_emb[start:stop], gallery_emb, metric),
                   query_emb.shape[0], query_ids, query_cams, gallery_ids, gallery_cams, ranks,
-                  chunk, ap_rule)
+                  chunk, ap_rule, per_query)
 
 
 def metrics_of_distances(distances: torch.Tensor, query_ids: torch.Tensor,
                          query_cams: torch.Tensor, gallery_ids: torch.Tensor,
                          gallery_cams: torch.Tensor, *, ranks: tuple[int, ...] = (1, 5, 10),
-                         chunk: int = 256, ap_rule: str = "torchreid") -> RetrievalResult:
+                         chunk: int = 256, ap_rule: str = "torchreid",
+                         per_query: bool = False) -> RetrievalResult:
     """:func:`retrieval_metrics` of a ready (Q, G) distance matrix (e.g. re-ranked)."""
     ranks = _check_settings(ranks, chunk, ap_rule)
     if distances.dim() != 2:
@@ -221,7 +235,7 @@ def metrics_of_distances(distances: torch.Tensor, query_ids: torch.Tensor,
     dummy_g = distances.new_zeros(distances.shape[1], 1)
     _check_inputs(dummy_q, query_ids, query_cams, dummy_g, gallery_ids, gallery_cams)
     return _score(lambda start, stop: distances[start:stop], distances.shape[0], query_ids,
-                  query_cams, gallery_ids, gallery_cams, ranks, chunk, ap_rule)
+                  query_cams, gallery_ids, gallery_cams, ranks, chunk, ap_rule, per_query)
 
 
 def _summarise(first_rank: torch.Tensor, ap: torch.Tensor, valid: torch.Tensor,

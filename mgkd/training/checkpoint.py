@@ -12,6 +12,7 @@ from torch import nn
 
 from mgkd.catalog.objectives import Objective
 from mgkd.models.legacy import upgrade_state
+from mgkd.training.outcomes import SampleOutcomes
 
 CHECKPOINT_FORMAT = 1
 
@@ -27,6 +28,9 @@ class RunState:
     best_epoch: int | None = None
     test_at_best: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Per-sample validation outcomes (SampleOutcomes.to_dict) of the best and of the last epoch.
+    best_outcomes: dict[str, Any] | None = None
+    last_outcomes: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunState":
@@ -45,6 +49,15 @@ class RunState:
         metrics[objective.best_metric] = self.best_value
         self.epoch = metrics["epoch"]
         self.history.append(metrics)
+
+    def keep_outcomes(self, outcomes: SampleOutcomes | None) -> None:
+        """Take the per-sample outcomes of the epoch just ``record``-ed: the last epoch's, and the
+        best epoch's when that epoch is the new best."""
+        if outcomes is None:
+            return
+        self.last_outcomes = outcomes.to_dict()
+        if self.best_epoch == outcomes.epoch:
+            self.best_outcomes = self.last_outcomes
 
 
 @dataclass

@@ -10,6 +10,7 @@ steps themselves run in :mod:`mgkd.training.steps`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from mgkd.errors import ConfigError, TrainingDiverged
 from mgkd.io import atomic_torch_save, safe_torch_load
 from mgkd.training.checkpoint import Resumable, RunState
 from mgkd.training.learner import Learner
+from mgkd.training.outcomes import SampleOutcomes
 from mgkd.training.steps import (ComputeFn, CudaGraphRecorder, EagerSteps, GraphedSteps, Recorder,
                                  StepRunner, capture_key, release_cublas_workspaces)
 from mgkd.training.tasks import Task, get_task
@@ -252,11 +254,21 @@ class Trainer:
     def evaluate(self, split: Any, prefix: str) -> dict[str, float | None]:
         """The task's metrics on a split (accuracy and loss, or rank-k and mAP), named
         ``<prefix>_<metric>``; all None when there is no such split."""
+        return self._evaluate(split, prefix, keep_outcomes=False)[0]
+
+    @torch.no_grad()
+    def _evaluate(self, split: Any, prefix: str, keep_outcomes: bool
+                  ) -> tuple[dict[str, float | None], SampleOutcomes | None]:
         if split is None or len(split) == 0:
-            return {f"{prefix}_{name}": None for name in self.task.entry.metric_names}
+            return {f"{prefix}_{name}": None for name in self.task.entry.metric_names}, None
         self.learner.eval()
-        values = self.task.evaluate(self.learner, split, self._eval_batches, self._autocast)
-        return {f"{prefix}_{name}": value for name, value in values.items()}
+        outcomes = None
+        if keep_outcomes:
+            values, outcomes = self.task.evaluate_outcomes(self.learner, split,
+                                                           self._eval_batches, self._autocast)
+        else:
+            values = self.task.evaluate(self.learner, split, self._eval_batches, self._autocast)
+        return {f"{prefix}_{name}": value for name, value in values.items()}, outcomes
 
     def fit(self) -> RunState:
         """Train from the current state to the end of the budget; returns the run state."""
@@ -275,10 +287,13 @@ class Trainer:
             metrics: dict[str, Any] = {"epoch": epoch + 1, **self._train_epoch(epoch)}
             _check_finite(metrics, epoch + 1)
             self.scheduler.step()
-            metrics.update(self.evaluate(self.splits.val, "val"))
+            val_metrics, outcomes = self._evaluate(self.splits.val, "val", keep_outcomes=True)
+            metrics.update(val_metrics)
             metrics.update(self.evaluate(self.splits.test, "test"))
             metrics["lr"] = lr
             self.state.record(metrics, self.objective)
+            if outcomes is not None:
+                self.state.keep_outcomes(dataclasses.replace(outcomes, epoch=epoch + 1))
             if self.checkpoint_path is not None:
                 self.save_checkpoint(self.checkpoint_path)
             report = EpochReport(epoch=epoch + 1, metrics=metrics, trainer=self)

@@ -26,7 +26,9 @@ from mgkd.catalog.tasks import CLASSIFICATION, REID, TaskEntry, task_entry
 from mgkd.data import Batch, ImageSplit, RetrievalSplit
 from mgkd.reid.losses import ReidBaseLoss
 from mgkd.reid.evaluation import RetrievalOptions, flip_average, score_retrieval
+from mgkd.reid.metrics import RetrievalResult
 from mgkd.training.learner import Learner
+from mgkd.training.outcomes import SampleOutcomes
 
 # Triplet margin and label smoothing of the re-ID base loss: the usual values (DESIGN.md §9).
 REID_LABEL_SMOOTHING = 0.1
@@ -47,6 +49,12 @@ class Task(Protocol):
     def evaluate(self, learner: Learner, split: Any, batches_of: BatchesOf,
                  autocast: Autocast) -> dict[str, float]:
         """``entry.metric_names`` on a held-out split."""
+        ...
+
+    def evaluate_outcomes(self, learner: Learner, split: Any, batches_of: BatchesOf,
+                          autocast: Autocast) -> tuple[dict[str, float], SampleOutcomes | None]:
+        """``evaluate`` and the per-sample outcomes behind it (``epoch`` 0: the caller sets it);
+        None where there are none."""
         ...
 
 
@@ -74,15 +82,35 @@ class Classification:
     def evaluate(self, learner: Learner, split: ImageSplit, batches_of: BatchesOf,
                  autocast: Autocast) -> dict[str, float]:
         """Accuracy in % and mean loss; one host sync for the whole split."""
+        return self._evaluate(learner, split, batches_of, autocast, keep=False)[0]
+
+    def evaluate_outcomes(self, learner: Learner, split: ImageSplit, batches_of: BatchesOf,
+                          autocast: Autocast) -> tuple[dict[str, float], SampleOutcomes | None]:
+        """``evaluate`` and which samples were classified right (a learner with one classifier;
+        with several, whose accuracy is a mean over them, there are no per-sample outcomes)."""
+        return self._evaluate(learner, split, batches_of, autocast, keep=True)
+
+    def _evaluate(self, learner: Learner, split: ImageSplit, batches_of: BatchesOf,
+                  autocast: Autocast, keep: bool) -> tuple[dict[str, float], SampleOutcomes | None]:
         loss_sum = correct = None
+        hits: list[torch.Tensor] | None = [] if keep else None
         for batch in batches_of(split):
             with autocast():
-                batch_loss, batch_correct = score(learner.eval_logits(batch), batch.labels)
+                logits = learner.eval_logits(batch)
+                batch_loss, batch_correct = score(logits, batch.labels)
+            if hits is not None and len(logits) == 1:
+                hits.append(logits[0].argmax(1) == batch.labels)
+            else:
+                hits = None
             loss_sum = batch_loss.float() if loss_sum is None else loss_sum + batch_loss.float()
             correct = batch_correct.float() if correct is None else correct + batch_correct.float()
         assert loss_sum is not None and correct is not None  # split is not empty
         loss_value, correct_value = torch.stack([loss_sum, correct]).tolist()
-        return {"acc": 100.0 * correct_value / len(split), "loss": loss_value / len(split)}
+        metrics = {"acc": 100.0 * correct_value / len(split), "loss": loss_value / len(split)}
+        if not hits:
+            return metrics, None
+        # Evaluation batches may be padded past the split's end: keep its samples only.
+        return metrics, SampleOutcomes(0, torch.cat(hits)[:len(split)].cpu().numpy())
 
 
 @dataclass(frozen=True)
@@ -127,11 +155,23 @@ class PersonReid:
                  autocast: Autocast) -> dict[str, float]:
         """CMC rank-1/5/10 and mAP (in %) of the query set against the gallery, on the device.
         ``autocast`` is not used: embeddings for evaluation are float32 on every device."""
+        return self._retrieve(learner, split, batches_of, False).to_metrics()
+
+    def evaluate_outcomes(self, learner: Learner, split: RetrievalSplit, batches_of: BatchesOf,
+                          autocast: Autocast) -> tuple[dict[str, float], SampleOutcomes | None]:
+        """``evaluate`` and each valid query's rank-1 hit and AP."""
+        result = self._retrieve(learner, split, batches_of, True)
+        assert result.query_hit is not None and result.query_ap is not None
+        return result.to_metrics(), SampleOutcomes(0, result.query_hit.numpy(),
+                                                   result.query_ap.numpy())
+
+    def _retrieve(self, learner: Learner, split: RetrievalSplit, batches_of: BatchesOf,
+                  per_query: bool) -> RetrievalResult:
         query = self.embed_split(learner, split.query, batches_of)
         gallery = self.embed_split(learner, split.gallery, batches_of)
         return score_retrieval(query, split.query.labels, split.query.cameras, gallery,
-                               split.gallery.labels, split.gallery.cameras,
-                               self.retrieval).to_metrics()
+                               split.gallery.labels, split.gallery.cameras, self.retrieval,
+                               per_query=per_query)
 
 
 def _task_class(name: str) -> Any:
