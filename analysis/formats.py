@@ -7,6 +7,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+from analysis.verdict import SIGNIFICANCE
 from mgkd.catalog.objectives import OBJECTIVES, Objective
 
 if TYPE_CHECKING:  # kept light: the command line lists the formats without loading the analysis
@@ -21,9 +22,9 @@ _COLUMNS: tuple[str, ...] = ("study", "done", "pruned", "err", "running", VALUE,
                              "vs plain kd", "hyperparameters")
 _RIGHT: frozenset[str] = frozenset({"done", "pruned", "err", "running", VALUE, "val se", TEST,
                                     "epochs", PAPER, "gain", "vs plain kd"})
-_VERDICT_RULE = ("verdict: when both trials stored their per-sample validation outcomes, a paired "
+_VERDICT_RULE = (f"verdict: when both trials stored their per-sample validation outcomes, a paired "
                  "test on the same samples (exact McNemar for accuracy and rank-1, a sign-flip "
-                 "test of per-query AP for mAP): 'beats default' when its two-sided p < 0.05; "
+                 f"test of per-query AP for mAP): 'beats default' when its two-sided p < {SIGNIFICANCE}; "
                  "otherwise (older run dirs) 'beats default' only when the gain exceeds twice the "
                  "standard error of the difference (with --confirm: of the per-seed differences, "
                  "or the spread over seeds); 'within noise' otherwise, 'default best' when the "
