@@ -7,7 +7,6 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
-from analysis.verdict import SIGNIFICANCE
 from mgkd.catalog.objectives import OBJECTIVES, Objective
 
 if TYPE_CHECKING:  # kept light: the command line lists the formats without loading the analysis
@@ -22,13 +21,18 @@ _COLUMNS: tuple[str, ...] = ("study", "done", "pruned", "err", "running", VALUE,
                              "vs plain kd", "hyperparameters")
 _RIGHT: frozenset[str] = frozenset({"done", "pruned", "err", "running", VALUE, "val se", TEST,
                                     "epochs", PAPER, "gain", "vs plain kd"})
-_VERDICT_RULE = (f"verdict: when both trials stored their per-sample validation outcomes, a paired "
-                 "test on the same samples (exact McNemar for accuracy and rank-1, a sign-flip "
-                 f"test of per-query AP for mAP): 'beats default' when its two-sided p < {SIGNIFICANCE}; "
-                 "otherwise (older run dirs) 'beats default' only when the gain exceeds twice the "
-                 "standard error of the difference (with --confirm: of the per-seed differences, "
-                 "or the spread over seeds); 'within noise' otherwise, 'default best' when the "
-                 "paper default is the winner (ties go to it).")
+def _verdict_rule() -> str:
+    # analysis.verdict is imported here, not at the top: building the command line imports this
+    # module, and the verdict's statistics pull in numpy.
+    from analysis.verdict import SIGNIFICANCE
+
+    return ("verdict: when both trials stored their per-sample validation outcomes, a paired "
+            "test on the same samples (exact McNemar for accuracy and rank-1, a sign-flip test of "
+            f"per-query AP for mAP): 'beats default' when its two-sided p < {SIGNIFICANCE}; "
+            "otherwise (older run dirs) 'beats default' only when the gain exceeds twice the "
+            "standard error of the difference (with --confirm: of the per-seed differences, or "
+            "the spread over seeds); 'within noise' otherwise, 'default best' when the paper "
+            "default is the winner (ties go to it).")
 
 
 def run_objective(bests: list[StudyBest]) -> Objective:
@@ -58,14 +62,13 @@ def verdict_note(objective: Objective) -> str:
     else:
         se = (f"val se: the standard error of {objective.name} the trial reported with it "
               f"({objective.se_metric}); ")
-    return se + _VERDICT_RULE
+    return se + _verdict_rule()
 
 
 def test_note(objective: Objective) -> str:
     return f"{objective.test_metric} is reported beside the winner and never used to select it."
 
 
-VERDICT_NOTE = verdict_note(OBJECTIVES["val_acc"])  # the classification wording
 TEST_NOTE = test_note(OBJECTIVES["val_acc"])
 
 
