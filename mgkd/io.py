@@ -91,9 +91,7 @@ def safe_torch_load(path: str | Path, what: str, map_location: Any = "cpu") -> A
         if found is None:
             detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
             reason = detail.group(1).strip() if detail else str(err).splitlines()[0]
-            raise ConfigError(f"{what}: {path} could not be read as a torch checkpoint of tensors "
-                              f"and plain values ({reason}); give a file written by "
-                              "torch.save.") from None
+            raise ConfigError(_unreadable(what, path, reason)) from None
         needs = f"the Python object {found.group(1)}"
         raise ConfigError(
             f"{what}: {path} was refused: unpickling it would need {needs}, and MGKD-Tune only "
@@ -105,8 +103,13 @@ def safe_torch_load(path: str | Path, what: str, map_location: Any = "cpu") -> A
             "point at NEW.") from None
     except Exception as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{what}: {path} could not be read as a torch checkpoint "
-                          f"({first_line}); give a file written by torch.save.") from None
+        raise ConfigError(_unreadable(what, path, first_line)) from None
+
+
+def _unreadable(what: str, path: str | Path, reason: str) -> str:
+    return (f"{what}: {path} could not be read as a torch checkpoint: the file is damaged or was "
+            f"not written by torch.save (torch's reader stopped with: {reason}). Give a file "
+            "written by torch.save (a state dict, or {'model': state_dict, ...}).")
 
 
 def read_yaml_file(path: Path, kind: str, hint: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -32,6 +33,8 @@ from mgkd.training.engine import EpochCallback, resolve_device
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 STUDENT = "student.pt"
+METRICS = "metrics.json"
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass
@@ -106,6 +109,11 @@ def _check_resume_config(config: ExperimentConfig, saved_path: Path) -> None:
                           f"{changed} ({saved_path}); resume with the same config or use a new --out.")
 
 
+def _trained_anything(out: Path) -> bool:
+    """Whether ``out`` holds a run that finished an epoch (a checkpoint, or its results)."""
+    return any((out / name).is_file() for name in (CHECKPOINT, STUDENT, METRICS))
+
+
 def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
                  callbacks: list[EpochCallback] | None = None) -> RunResult:
     """Distil (or final-train) per ``config`` into ``out_dir``: config.yaml, metrics.json,
@@ -121,20 +129,26 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
             raise ConfigError(f"--resume: {out} holds no run to continue (no checkpoint, no "
                               f"{saved.name}); start the run without --resume.")
         _check_resume_config(config, saved)
-    elif checkpoint.is_file() or saved.is_file():
+    elif _trained_anything(out):
         raise ConfigError(f"{out} already holds a run ({saved}); continue it with --resume or "
                           "choose another --out.")
+    elif saved.is_file():
+        # A run that ended before its first epoch (a bad teacher file, Ctrl-C while its teacher
+        # trained) left its config.yaml only: the same command starts it over. Teacher and head
+        # training keep their progress in the cache, so nothing is trained twice.
+        log.info("%s holds a run that ended before its first epoch: starting it over", out)
+        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
     check_outputs(config, out)
     save_config(config, saved)
     splits = load_config_splits(config)
     teacher_progress = [ProgressLog("teacher", config.teacher_epochs, config.task)]
     knowledge = prepare_knowledge(config, splits, teacher_callbacks=teacher_progress)
 
-    board = TensorBoardScalars(out / "tensorboard", run_hparams(config.to_dict(), "mgkd train"),
+    board = TensorBoardScalars(out / TENSORBOARD_DIR, run_hparams(config.to_dict(), "mgkd train"),
                                reported_metrics(config.task, config.objective))
     summary = partial(final_metrics, objective=get_objective(config.objective))
     trainer = make_trainer(config, splits, knowledge, checkpoint_path=checkpoint, callbacks=[
-        board, MetricsFile(out / "metrics.json", summary),
+        board, MetricsFile(out / METRICS, summary),
         ProgressLog(f"{config.teacher}->{config.student}", config.epochs, config.task),
         *(callbacks or [])])
     if trainer.resume_from_checkpoint():  # only with --resume: a checkpoint without it is refused
@@ -144,7 +158,7 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
     finally:
         board.close()
     final = summary(state)
-    write_metrics(out / "metrics.json", state.history, final)
+    write_metrics(out / METRICS, state.history, final)
     student = trainer.learner.modules["student"]
     objective = trainer.objective
     save_student(student, config.student, splits.spec.num_classes, out / STUDENT,
@@ -183,7 +197,7 @@ def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool =
     check_out_dir(out)
     splits = load_config_splits(config).to(resolve_device(config.device))
     atomic_write_text(saved, json.dumps(asdict(recipe), indent=1))
-    board = TensorBoardScalars(out / "tensorboard")
+    board = TensorBoardScalars(out / TENSORBOARD_DIR)
     try:
         model, metrics = train_teacher(recipe, splits, checkpoint_path=checkpoint, callbacks=[
             board, ProgressLog(f"teacher {config.teacher}", recipe.epochs, splits.spec.task)],
@@ -196,7 +210,7 @@ def run_teacher(config: ExperimentConfig, out_dir: str | Path, *, resume: bool =
     name, test, best = objective.name, objective.test_metric, objective.best_metric
     final = {"epochs": len(history), name: history[-1][name], test: history[-1][test],
              best: metrics[best]}
-    write_metrics(out / "metrics.json", history, final)
+    write_metrics(out / METRICS, history, final)
     return RunResult(out, RunState(epoch=len(history), history=history), final)
 
 

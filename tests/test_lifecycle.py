@@ -121,10 +121,27 @@ def test_train_interrupted_in_teacher_training_resumes_to_the_uninterrupted_resu
             run_training(config, tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
-    with pytest.raises(ConfigError, match="--resume"):
-        run_training(config, tmp_path / "run")
     resumed = run_training(config, tmp_path / "run", resume=True)
     assert resumed.state.history == whole.state.history
+
+
+def test_a_run_that_failed_before_its_first_epoch_is_retried_by_the_same_command(tmp_path):
+    """A damaged teacher file fails the run after its config.yaml is written; the user fixes the
+    config and runs the same command again: it starts over (nothing of the run existed). A run
+    that finished an epoch is still never overwritten."""
+    damaged = tmp_path / "teacher.pt"
+    damaged.write_bytes(b"not a checkpoint" * 64)
+    config = ExperimentConfig.from_dict(tiny_config_dict(tmp_path / "cache", teacher="resnet8",
+                                                         teacher_epochs=1))
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="damaged or was not written by torch.save"):
+        run_training(config.replace(teacher_checkpoint=str(damaged)), out)
+    assert (out / "config.yaml").is_file() and not (out / "checkpoint.pt").exists()
+    result = run_training(config, out)  # the same command, the config fixed: no --resume needed
+    assert result.state.epoch == config.epochs
+    assert yaml.safe_load((out / "config.yaml").read_text())["teacher_checkpoint"] is None
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_training(config, out)
 
 
 def test_mgkd_teacher_resumes_after_its_last_epoch(tmp_path):
