@@ -109,6 +109,20 @@ def _check_resume_config(config: ExperimentConfig, saved_path: Path) -> None:
                           f"{changed} ({saved_path}); resume with the same config or use a new --out.")
 
 
+def _warn_of_knowledge_to_train(config: ExperimentConfig) -> None:
+    """Say up front when the run must train a teacher or heads before its own epochs: an
+    exported config's full-training-set run cannot use the sweep's (they were trained on the
+    sweep's training split), and that costs the teacher's whole schedule."""
+    missing = _uncached(config)
+    if not missing:
+        return
+    teacher = "" if config.teacher_checkpoint else f"teacher: {config.teacher_epochs} epochs, "
+    log.warning("this run first trains %s (%sheads: %d epochs) before its own %d epochs; they are "
+                "cached in %s for later runs. A config whose teacher and heads a sweep already "
+                "trained reuses them with cache_dir=<the sweep's run dir>/cache.", missing,
+                teacher, config.head_epochs, config.epochs, config.cache_dir)
+
+
 def _trained_anything(out: Path) -> bool:
     """Whether ``out`` holds a run that finished an epoch (a checkpoint, or its results)."""
     return any((out / name).is_file() for name in (CHECKPOINT, STUDENT, METRICS))
@@ -139,6 +153,7 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
         log.info("%s holds a run that ended before its first epoch: starting it over", out)
         shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
     check_outputs(config, out)
+    _warn_of_knowledge_to_train(config)
     save_config(config, saved)
     splits = load_config_splits(config)
     teacher_progress = [ProgressLog("teacher", config.teacher_epochs, config.task)]

@@ -125,7 +125,8 @@ def test_train_interrupted_in_teacher_training_resumes_to_the_uninterrupted_resu
     assert resumed.state.history == whole.state.history
 
 
-def test_a_run_that_failed_before_its_first_epoch_is_retried_by_the_same_command(tmp_path):
+def test_a_run_that_failed_before_its_first_epoch_is_retried_by_the_same_command(tmp_path,
+                                                                                  caplog):
     """A damaged teacher file fails the run after its config.yaml is written; the user fixes the
     config and runs the same command again: it starts over (nothing of the run existed). A run
     that finished an epoch is still never overwritten."""
@@ -137,7 +138,9 @@ def test_a_run_that_failed_before_its_first_epoch_is_retried_by_the_same_command
     with pytest.raises(ConfigError, match="damaged or was not written by torch.save"):
         run_training(config.replace(teacher_checkpoint=str(damaged)), out)
     assert (out / "config.yaml").is_file() and not (out / "checkpoint.pt").exists()
-    result = run_training(config, out)  # the same command, the config fixed: no --resume needed
+    with caplog.at_level("WARNING", logger="mgkd.runner"):
+        result = run_training(config, out)  # the same command, the config fixed: no --resume
+    assert "this run first trains the teacher (teacher: 1 epochs, heads: " in caplog.text
     assert result.state.epoch == config.epochs
     assert yaml.safe_load((out / "config.yaml").read_text())["teacher_checkpoint"] is None
     with pytest.raises(ConfigError, match="already holds a run"):
