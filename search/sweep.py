@@ -29,7 +29,7 @@ pairs:                            # small CIFAR-style nets that train fast on CP
   - {teacher: wrn_16_2, student: wrn_16_1}
 methods: [kd]
 modes: [mas]
-space:                            # the full preset, narrowed so 8 trials a study can explore it
+space:                            # the full preset, narrowed so 16 trials a study can explore it
   preset: full                    # level count, widths, temperatures, loss weights, lr
   "g*_dim": {type: categorical, choices: [16, 32, 64, 128, 256]}     # 256 and 8: the paper's
   "g*_temperature": {type: categorical, choices: [1, 2, 4, 8]}       # 64@T2 + 256@T8 stays in
