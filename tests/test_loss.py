@@ -1,4 +1,4 @@
-"""The loss is DESIGN.md §4's formula: checked term by term against hand-written maths."""
+"""The loss is the README's formula ("The loss"): checked term by term against hand-written maths."""
 import math
 
 import pytest

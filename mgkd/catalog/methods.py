@@ -6,7 +6,7 @@ and the search spaces read it, and :mod:`mgkd.methods` loads each method's class
 of the same name (``mgkd/methods/<name>.py``), which finds its defaults here. Adding a method is
 its module plus one entry in :data:`METHOD_DEFAULTS`.
 
-Weights are RepDistiller's CIFAR-100 settings (DESIGN.md §4) unless the entry says otherwise.
+Weights are RepDistiller's CIFAR-100 settings (the README's method table) unless the entry says otherwise.
 """
 from __future__ import annotations
 

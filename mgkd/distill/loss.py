@@ -1,4 +1,4 @@
-"""The distillation loss of DESIGN.md §4, composed from its terms.
+"""The distillation loss (the README's "The loss"), composed from its terms.
 
     L = ce · CE(s, y) + logit · T² · KL(softmax(target/T) ‖ softmax(s/T)) + feature · L_method
         + Σ_k w_k · T_k² · KL(softmax(t_enc_k/T_k) ‖ softmax(s_enc_k/T_k))

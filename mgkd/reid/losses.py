@@ -1,4 +1,4 @@
-"""The re-ID training base (DESIGN.md §9): identity cross-entropy with label smoothing plus the
+"""The re-ID training base: identity cross-entropy with label smoothing plus the
 batch-hard triplet loss (Hermans et al., "In Defense of the Triplet Loss", 2017).
 
 Label smoothing uses ``F.cross_entropy(..., label_smoothing=ε)``: torch mixes the one-hot target

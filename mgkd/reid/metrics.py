@@ -1,4 +1,4 @@
-"""Retrieval metrics for person re-ID under the Market-1501 protocol (DESIGN.md §9).
+"""Retrieval metrics for person re-ID under the Market-1501 protocol.
 
 For each query the gallery is ranked by distance after removing the *junk* items: gallery items with
 the query's identity taken by the query's camera, and items with identity ``-1``. Distractors

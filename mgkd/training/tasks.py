@@ -30,7 +30,7 @@ from mgkd.reid.metrics import RetrievalResult
 from mgkd.training.learner import Learner
 from mgkd.training.outcomes import SampleOutcomes
 
-# Triplet margin and label smoothing of the re-ID base loss: the usual values (DESIGN.md §9).
+# Triplet margin and label smoothing of the re-ID base loss: the usual values (torchreid's).
 REID_LABEL_SMOOTHING = 0.1
 REID_TRIPLET_MARGIN = 0.3
 
