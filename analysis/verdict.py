@@ -190,15 +190,18 @@ def verdict_sentence(judged: Verdict, label: str) -> str:
     what = f"validation {label}"
     if judged.p_value is not None and judged.verdict in (BEATS_DEFAULT, WITHIN_NOISE):
         return _paired_sentence(judged, what)
-    twice = "-" if judged.gain_se is None else f"{2 * judged.gain_se:.2f}"
+    if judged.gain_se is None:
+        noise = f"the difference's standard error is unknown; {judged.basis}"
+    else:  # both numbers, named: "(2.72)" alone read as the standard error, not its double
+        noise = (f"standard error of the difference {judged.gain_se:.2f}, threshold 2 x SE = "
+                 f"{2 * judged.gain_se:.2f}; {judged.basis}")
     if judged.verdict == BEATS_DEFAULT:
         return (f"beats default: the best config is {judged.gain:.2f} points of {what} "
-                f"above the paper default, more than twice the difference's standard error "
-                f"({twice}; {judged.basis}).")
+                f"above the paper default, more than the threshold ({noise}).")
     if judged.verdict == WITHIN_NOISE:
         return (f"within noise: the best config is {judged.gain:.2f} points above the paper "
-                f"default, not more than twice the difference's standard error ({twice}; "
-                f"{judged.basis}); the search did NOT clearly beat the paper default.")
+                f"default, not more than the threshold ({noise}); the search did NOT clearly "
+                "beat the paper default.")
     if judged.verdict == DEFAULT_BEST:
         return (f"default best: the search did NOT beat the paper default on {what}; "
                 "the paper default is the best config found.")

@@ -30,6 +30,15 @@ def test_single_run_gain_must_exceed_twice_the_standard_error_of_the_difference(
     assert verdict(94.0, 90.0, val_size=10_000).verdict == BEATS_DEFAULT
 
 
+def test_the_sentence_names_the_standard_error_and_the_threshold_apart():
+    # 94 vs 90 on 100 images: se of the difference 3.83, threshold 7.65 (see above).
+    sentence = verdict_sentence(verdict(94.0, 90.0, val_size=100), "accuracy")
+    assert "standard error of the difference 3.83, threshold 2 x SE = 7.65" in sentence
+    assert sentence.startswith("within noise: the best config is 4.00 points")
+    beats = verdict_sentence(verdict(99.0, 90.0, val_size=100), "accuracy")
+    assert "more than the threshold (standard error of the difference 3.16, threshold 2 x SE = 6.32" in beats
+
+
 def test_ties_and_the_paper_default_winning_go_to_the_default():
     assert verdict(90.0, 90.0, val_size=100).verdict == DEFAULT_BEST
     assert verdict(85.0, 90.0, val_size=100).verdict == DEFAULT_BEST
