@@ -1,5 +1,8 @@
 """Sweep progress without a wall of logs: per study, trials running / done / pruned / errored and
-the best value of the sweep's objective (val_acc, val_map, ...) so far, printed every few seconds and when the sweep ends."""
+the best value of the sweep's objective (val_acc, val_map, ...) among complete trials — the rule
+the summary, ``mgkd best`` and the report use — with elapsed time, trials ended per minute and an
+ETA; printed when it changes (at most every few seconds), every few minutes otherwise, and when the
+sweep ends."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +13,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from mgkd.timing import format_duration
 from search.multistudy import stopped_early
 
 log = logging.getLogger("mgkd.sweep")
@@ -23,7 +27,7 @@ class StudyCounts:
     pruned: int = 0
     errored: int = 0
     interrupted: int = 0  # running when the sweep was stopped (Ctrl-C): they re-run on --resume
-    best_value: float | None = None  # of the sweep's objective
+    best_value: float | None = None  # of the sweep's objective, over complete trials only
     errors: list[str] = field(default_factory=list)
 
 
@@ -42,7 +46,8 @@ def count_trials(trials: list, epochs: dict[str, int],
                  interrupted: frozenset[str] = frozenset(),
                  metric: str = "val_acc") -> dict[str, StudyCounts]:
     """Per study; trials whose ids are in ``interrupted`` count as interrupted, not pruned;
-    ``metric``: the sweep's objective."""
+    ``metric``: the sweep's objective, whose best is taken over complete trials only (a pruned
+    trial's last value is not the value Optuna, the summary and ``mgkd best`` rank by)."""
     counts = {key: StudyCounts() for key in epochs}
     for trial in trials:
         key = trial.config.get("study")
@@ -55,9 +60,9 @@ def count_trials(trials: list, epochs: dict[str, int],
         setattr(study, kind, getattr(study, kind) + 1)
         if kind == "errored" and trial.error_file:
             study.errors.append(trial.error_file)
-        best = (trial.last_result or {}).get(metric)
-        if best is not None and math.isfinite(best):
-            study.best_value = best if study.best_value is None else max(study.best_value, best)
+        value = (trial.last_result or {}).get(metric)
+        if kind == "done" and value is not None and math.isfinite(value):
+            study.best_value = value if study.best_value is None else max(study.best_value, value)
     return counts
 
 
@@ -76,25 +81,73 @@ def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int],
     return "\n".join(lines)
 
 
-class ProgressTable(Callback):
-    """A Tune callback printing the per-study table every ``interval`` seconds."""
+def format_pace(counts: dict[str, StudyCounts], samples: dict[str, int], elapsed: float) -> str:
+    """Elapsed time, trials ended per minute and the time left at that pace (pruned trials end
+    sooner than complete ones, so it is rough until a few have ended)."""
+    ended = sum(c.done + c.pruned + c.errored for c in counts.values())
+    total = sum(samples.values())
+    parts = [f"elapsed {format_duration(elapsed)}", f"{ended}/{total} trials ended"]
+    if ended and elapsed > 0:
+        rate = ended / (elapsed / 60.0)
+        parts.append(f"{rate:.2f} trials/min")
+        parts.append(f"ETA {format_duration((total - ended) / rate * 60.0)}"
+                     if total > ended else "ETA 0s")
+    else:
+        parts.append("ETA after the first trial ends")
+    return ", ".join(parts)
 
-    def __init__(self, epochs: dict[str, int], samples: dict[str, int], interval: float = 15.0,
-                 metric: str = "val_acc"):
+
+class ProgressTable(Callback):
+    """A Tune callback printing the per-study table when it changes (checked every ``interval``
+    seconds) and at least every ``heartbeat`` seconds, with the sweep's pace."""
+
+    def __init__(self, epochs: dict[str, int], samples: dict[str, int], interval: float = 5.0,
+                 metric: str = "val_acc", heartbeat: float = 300.0):
         self.epochs = epochs
         self.samples = samples
         self.metric = metric  # the sweep's objective
         self.interval = interval
+        self.heartbeat = heartbeat
         self._last = 0.0
+        self._last_printed = 0.0
+        self._last_table = ""
+        self._started: float | None = None  # of this driver (a resumed sweep counts from its resume)
         self._running: set[str] = set()  # ids of trials running and not yet ended
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the sweep: a resumed driver starts its own clock.
+        state = dict(self.__dict__)
+        state.update(_last=0.0, _last_printed=0.0, _last_table="", _started=None)
+        return state
+
+    def _elapsed(self) -> float:
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        return now - self._started
+
+    def _stopped_without_ending(self, trials: list) -> frozenset[str]:
+        """Trials Tune marked ended that never ended (no complete or error event): stopped by a
+        Ctrl-C, not by ASHA. Counted as interrupted in every table, never as pruned."""
+        return frozenset(t.trial_id for t in trials
+                         if t.trial_id in self._running and t.status not in ("RUNNING", "ERROR"))
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._elapsed()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._running |= {t.trial_id for t in trials if t.status == "RUNNING"}
         now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            counts = count_trials(trials, self.epochs, metric=self.metric)
-            log.info("sweep progress\n%s", format_counts(counts, self.samples, self.metric))
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        counts = count_trials(trials, self.epochs, self._stopped_without_ending(trials),
+                              self.metric)
+        table = format_counts(counts, self.samples, self.metric)
+        if table != self._last_table or now - self._last_printed >= self.heartbeat:
+            self._last_table, self._last_printed = table, now
+            log.info("sweep progress (%s)\n%s", format_pace(counts, self.samples, self._elapsed()),
+                     table)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._running.discard(trial.trial_id)  # finished, or stopped by ASHA
@@ -105,8 +158,8 @@ class ProgressTable(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # Tune marks the trials it stops on Ctrl-C TERMINATED without ending them: those still
         # running here were interrupted, not pruned.
-        interrupted = frozenset(t.trial_id for t in trials if t.trial_id in self._running
-                                and t.status != "ERROR")
+        interrupted = self._stopped_without_ending(trials)
         counts = count_trials(trials, self.epochs, interrupted, self.metric)
         title = "sweep interrupted" if interrupted else "sweep finished"
-        log.info("%s\n%s", title, format_counts(counts, self.samples, self.metric))
+        log.info("%s (%s)\n%s", title, format_pace(counts, self.samples, self._elapsed()),
+                 format_counts(counts, self.samples, self.metric))

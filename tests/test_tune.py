@@ -186,3 +186,26 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, loc
     for name, epochs in before.items():
         if name.rsplit("_", 1)[1] in done_before:
             assert epochs_reported(run_dir / name) == epochs  # not re-run
+
+
+def test_teacher_and_head_preparation_report_each_epoch_to_the_driver(tmp_path, local_ray, caplog):
+    """The sweep's Ray does not forward worker output: the preparation tasks' per-epoch lines
+    (elapsed, ETA) reach the driver's log through a queue."""
+    import logging
+
+    from mgkd.data import load_config_splits
+    from search.sweep import validate_sweep
+    from search.tune import study_entries, teacher_jobs
+    from trainables.prepare import prepare_teachers
+
+    spec = tiny_sweep(tmp_path, modes=["mas"], base={"teacher_epochs": 2, "cache_dir": str(tmp_path)})
+    studies = validate_sweep(spec)
+    data = load_config_splits(studies[0].base)
+    with caplog.at_level(logging.INFO, logger="trainables.prepare"):
+        knowledge = prepare_teachers(teacher_jobs(studies, study_entries(spec, studies)), data)
+    lines = [r.getMessage() for r in caplog.records if r.name == "trainables.prepare"]
+    teacher = [l for l in lines if l.startswith("teacher resnet8 epoch ")]
+    assert [l.split()[3] for l in teacher] == ["1/2", "2/2"]
+    assert "elapsed" in teacher[0] and "ETA" in teacher[0] and teacher[-1].endswith("ETA 0s")
+    heads = [l for l in lines if l.startswith("resnet8 heads (6) epoch 1/1")]
+    assert len(heads) == 1 and len(next(iter(knowledge.values())).heads) == 6

@@ -1,5 +1,7 @@
 """Ray tasks that prepare each teacher's knowledge once per sweep, before any trial starts:
-train (or load) the teacher and fill the head bank with every head the search space can ask for."""
+train (or load) the teacher and fill the head bank with every head the search space can ask for.
+Their per-epoch progress lines (elapsed, ETA) reach the driver's log through a Ray queue: the
+sweep's Ray does not forward worker output."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +9,7 @@ import math
 from typing import Any
 
 import ray
+from ray.util.queue import Empty, Queue
 
 from mgkd.config import ExperimentConfig
 from mgkd.data import DataSplits
@@ -14,13 +17,25 @@ from mgkd.knowledge.prepare import Knowledge, prepare_knowledge
 
 log = logging.getLogger(__name__)
 
+POLL_SECONDS = 1.0  # how often the driver passes on the tasks' progress lines
+
 
 def _prepare(config: dict[str, Any], levels: list[tuple[int, float]], data: DataSplits,
-             cpus: float) -> Knowledge:
+             cpus: float, lines: Queue | None = None) -> Knowledge:
     import torch
     torch.set_num_threads(max(1, int(math.floor(cpus))))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    return prepare_knowledge(ExperimentConfig.from_validated(config), data, extra_levels=levels)
+    emit = None if lines is None else lines.put
+    return prepare_knowledge(ExperimentConfig.from_validated(config), data, extra_levels=levels,
+                             progress=emit)
+
+
+def _pass_on(lines: Queue) -> None:
+    while True:
+        try:
+            log.info("%s", lines.get_nowait())
+        except Empty:
+            return
 
 
 def prepare_teachers(jobs: dict[str, tuple[ExperimentConfig, list[tuple[int, float]]]],
@@ -30,7 +45,17 @@ def prepare_teachers(jobs: dict[str, tuple[ExperimentConfig, list[tuple[int, flo
     config is a study's resolved base config (validated when the sweep was planned)."""
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_prepare)
     data_ref = ray.put(data)
-    refs = {key: task.remote(config.to_dict(), levels, data_ref, cpus)
-            for key, (config, levels) in jobs.items()}
-    log.info("preparing %d teacher(s) and their head banks as Ray tasks", len(refs))
-    return dict(zip(refs, ray.get(list(refs.values()))))
+    lines = Queue(actor_options={"num_cpus": 0})
+    try:
+        refs = {key: task.remote(config.to_dict(), levels, data_ref, cpus, lines)
+                for key, (config, levels) in jobs.items()}
+        log.info("preparing %d teacher(s) and their head banks as Ray tasks (a line per epoch "
+                 "of whatever must be trained)", len(refs))
+        pending = list(refs.values())
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
+            _pass_on(lines)
+        _pass_on(lines)
+        return dict(zip(refs, ray.get(list(refs.values()))))
+    finally:
+        lines.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -15,6 +16,7 @@ from mgkd.io import file_sha256
 from mgkd.knowledge.heads import HeadBank, HeadKey, TeacherHead
 from mgkd.knowledge.teacher import data_identity, ensure_teacher, load_teacher
 from mgkd.models import create_model
+from mgkd.training.callbacks import ProgressLog
 from mgkd.training.engine import EpochCallback, resolve_device
 
 Level = tuple[int, float]  # a head's (dim, temperature)
@@ -71,9 +73,15 @@ class Knowledge:
 
 def prepare_knowledge(config: ExperimentConfig, splits: DataSplits, *,
                       extra_levels: list[Level] | None = None,
-                      teacher_callbacks: list[EpochCallback] | None = None) -> Knowledge:
+                      teacher_callbacks: list[EpochCallback] | None = None,
+                      progress: Callable[[str], None] | None = None) -> Knowledge:
     """Ensure the teacher and every head the resolved ``config`` (plus ``extra_levels``) needs
-    exist — training the missing ones once — and load them."""
+    exist — training the missing ones once — and load them. Teacher and head training print a
+    line per epoch with elapsed time and ETA through ``progress`` (default: logging);
+    ``teacher_callbacks`` replace the teacher's."""
+    if teacher_callbacks is None:
+        teacher_callbacks = [ProgressLog(f"teacher {config.teacher}", config.teacher_epochs,
+                                         splits.spec.task, emit=progress)]
     device = resolve_device(config.device)
     splits = splits.to(device)  # once: teacher and head training both read it there
     path = ensure_teacher(config, splits, callbacks=teacher_callbacks)
@@ -83,7 +91,10 @@ def prepare_knowledge(config: ExperimentConfig, splits: DataSplits, *,
     keys = head_keys(config, teacher_hash, levels)
     bank = head_bank(config)
     if keys:
-        bank.ensure(teacher, keys, splits, settings=ExecutionSettings.of(config))
+        bank.ensure(teacher, keys, splits, settings=ExecutionSettings.of(config),
+                    callbacks_for=lambda todo: [ProgressLog(
+                        f"{config.teacher} heads ({len(todo)})", config.head_epochs,
+                        emit=progress)])
     width = teacher.embedding_dim
     heads = {(k.dim, k.temperature): bank.load(k, width, splits.spec.num_classes).state_dict()
              for k in keys}

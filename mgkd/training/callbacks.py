@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from mgkd.catalog.tasks import CLASSIFICATION, task_entry
 from mgkd.io import atomic_write_text
+from mgkd.timing import elapsed_and_eta
 from mgkd.training.engine import EpochReport
 
 log = logging.getLogger("mgkd.progress")
@@ -20,24 +21,33 @@ OUTCOME = "outcome"  # an hparam saying how a run ended: complete, pruned (ASHA)
 
 
 class ProgressLog:
-    """One log line per epoch: epoch, loss, accuracies, learning rate and time."""
+    """One line per epoch: epoch, loss, accuracies, learning rate, elapsed time and an ETA (at
+    the pace of the epochs this process ran; a resumed run counts from where it resumed).
+    ``emit`` takes each line (default: this module's logger, at INFO)."""
 
-    def __init__(self, label: str, total_epochs: int, task: str = CLASSIFICATION):
+    def __init__(self, label: str, total_epochs: int, task: str = CLASSIFICATION,
+                 emit: Callable[[str], None] | None = None):
         self.label = label
         self.total = total_epochs
         self.shown = task_entry(task).shown_metrics
+        self.emit = emit or log.info
         self.started = time.perf_counter()
+        self._first_epoch: int | None = None  # the first epoch this process ran
 
     def __call__(self, report: EpochReport) -> None:
         m = report.metrics
+        if self._first_epoch is None:
+            self._first_epoch = report.epoch
         parts = [f"{self.label} epoch {report.epoch}/{self.total}",
                  f"loss {m['train_loss']:.4f}"]
         for key in self.shown:
             if m.get(key) is not None:
                 parts.append(f"{key} {m[key]:.2f}")
         parts.append(f"lr {m['lr']:.4g}")
-        parts.append(f"{time.perf_counter() - self.started:.1f}s")
-        log.info("  ".join(parts))
+        ran = report.epoch - self._first_epoch + 1
+        parts.append(elapsed_and_eta(time.perf_counter() - self.started, ran,
+                                     self.total - self._first_epoch + 1))
+        self.emit("  ".join(parts))
 
 
 def run_hparams(config: dict[str, Any], outcome: str) -> dict[str, Any]:
