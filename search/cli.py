@@ -32,10 +32,8 @@ def _resume_hint(run_dir) -> str:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    # Ray, Optuna and the sweep machinery load only for this command.
-    from search.sweep import default_sweep
     from mgkd.config.sweep import load_sweep
-    from search.tune import format_summary, load_run_spec, run_sweep
+    from search.sweep import default_sweep, load_run_spec, validate_sweep
 
     if args.resume and args.sweep:
         raise MgkdError("tune: give a sweep file or --resume RUN_DIR, not both.")
@@ -45,6 +43,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         spec = load_sweep(args.sweep) if args.sweep else default_sweep()
         if args.address:
             spec = type(spec).from_dict({**spec.to_dict(), "ray_address": args.address})
+    # Every mistake in the file itself, in well under a second: before torch and Ray load.
+    validate_sweep(spec, check_data=False)
+    from search.tune import format_summary, run_sweep  # Ray, torch and the sweep machinery
+
     try:
         result = run_sweep(spec, resume=bool(args.resume))
     except KeyboardInterrupt:

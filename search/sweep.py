@@ -13,7 +13,8 @@ import yaml
 
 from mgkd.config.execution import graphs_refusal
 from mgkd.config.experiment import ExperimentConfig
-from mgkd.config.sweep import Study, SweepSpec, plan
+from analysis.rundir import SWEEP_FILE
+from mgkd.config.sweep import Study, SweepSpec, load_sweep, plan
 from mgkd.config.sweep import fail_sweep as _fail
 from mgkd.errors import ConfigError, DataError
 
@@ -155,3 +156,17 @@ def validate_sweep(spec: SweepSpec, *, cluster_resources: dict | None = None,
         _check_data(first)
     _check_spaces(spec, studies)
     return studies
+
+
+def load_run_spec(run_dir: str | Path, action: str) -> SweepSpec:
+    """The sweep a run dir holds, pointed at where the run dir is now (it may have been moved)."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    sweep_file = run_dir / SWEEP_FILE
+    if not sweep_file.is_file():
+        raise ConfigError(f"{action}: {run_dir} is not a sweep run dir (no {SWEEP_FILE}); give the "
+                          "directory `mgkd tune` printed when it started.")
+    spec = load_sweep(sweep_file)
+    if spec.run_dir != run_dir:
+        spec = SweepSpec.from_dict({**spec.to_dict(), "storage_path": str(run_dir.parent),
+                                    "name": run_dir.name})
+    return spec

@@ -20,13 +20,13 @@ from analysis.records import COMPLETE, FAIL, PRUNED
 from analysis.rundir import OPTUNA_DB, SWEEP_FILE
 from analysis.verdict import verdict_sentence
 from mgkd.catalog.objectives import Objective, get_objective
-from mgkd.config.sweep import Study, SweepSpec, load_sweep
+from mgkd.config.sweep import Study, SweepSpec
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text
 from search.multistudy import MultiStudySearcher, PerStudyASHA, StudyEntry
 from search.progress import ProgressTable
 from search.resultlog import ProgressCsvLogger, ResultJsonLogger
-from search.sweep import validate_sweep
+from search.sweep import load_run_spec, validate_sweep  # noqa: F401 (load_run_spec: confirm's)
 from search.tblog import OutcomeTBXLogger
 from spaces import build_space
 from trainables.distill import distill_trainable, teacher_key
@@ -193,20 +193,6 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
     finished = (COMPLETE, PRUNED, FAIL)
     unfinished = [b for b in bests if sum(b.counts[s] for s in finished) < spec.num_samples]
     return SweepResult(run_dir, bests, interrupted=bool(unfinished))
-
-
-def load_run_spec(run_dir: str | Path, action: str) -> SweepSpec:
-    """The sweep a run dir holds, pointed at where the run dir is now (it may have been moved)."""
-    run_dir = Path(run_dir).expanduser().resolve()
-    sweep_file = run_dir / SWEEP_FILE
-    if not sweep_file.is_file():
-        raise ConfigError(f"{action}: {run_dir} is not a sweep run dir (no {SWEEP_FILE}); give the "
-                          "directory `mgkd tune` printed when it started.")
-    spec = load_sweep(sweep_file)
-    if spec.run_dir != run_dir:
-        spec = SweepSpec.from_dict({**spec.to_dict(), "storage_path": str(run_dir.parent),
-                                    "name": run_dir.name})
-    return spec
 
 
 # ---- summary ------------------------------------------------------------------------------------

@@ -42,6 +42,26 @@ def test_config_loads_no_torch():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("change, words", [
+    (("num_samples:", "num_sample:"), ["unknown key(s) ['num_sample']"]),
+    (("methods: [kd]", "methods: [kdd]"), ["unknown method 'kdd'"]),
+    (("preset: full", "preset: fulll"), ["fulll"]),
+])
+def test_a_mistake_in_a_sweep_file_is_reported_before_torch_and_ray_load(tmp_path, change, words):
+    # `mgkd tune` checks the file itself first: its errors come in well under a second.
+    demo = Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml"
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(demo.read_text().replace(*change))
+    code = ("import sys; from search.cli import main\n"
+            f"status = main(['tune', {str(sweep)!r}])\n"
+            "print(status, sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.stdout.strip() == "2 []", result.stderr
+    assert all(word in result.stderr for word in words), result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("args, words", [
     (["config", "--teacher", "resnet9", "--student", "resnet8", "--dataset", "cifar100"],
      ["teacher", "resnet9", "allowed"]),
