@@ -21,10 +21,12 @@ from mgkd.data import DataSplits, check_available, load_config_splits
 from mgkd.distill.learner import final_metrics, make_trainer, reported_metrics
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text, file_sha256, safe_torch_load
+from mgkd.knowledge.estimate import estimate_preparation_seconds
 from mgkd.knowledge.prepare import head_bank, head_keys, prepare_knowledge
 from mgkd.knowledge.teacher import (TeacherRecipe, load_teacher, save_teacher, teacher_path,
                                     train_teacher)
 from mgkd.paths import sweep_run_dir_of, writable_dir
+from mgkd.timing import format_duration
 from mgkd.training.callbacks import (MetricsFile, ProgressLog, TensorBoardScalars, run_hparams,
                                      write_metrics)
 from mgkd.training.checkpoint import RunState
@@ -69,8 +71,9 @@ def check_outputs(config: ExperimentConfig, out: Path) -> None:
     check_out_dir(out)
     sweep = sweep_run_dir_of(config.cache_dir)
     if sweep is not None:  # reading a sweep's teacher and heads is fine; adding to them is not
-        missing = _uncached(config)
-        if missing:
+        teacher_missing, heads_missing = _uncached(config)
+        if teacher_missing or heads_missing:
+            missing = "the teacher" if teacher_missing else f"{heads_missing} granularity head(s)"
             raise ConfigError(
                 f"cache_dir: {config.cache_dir} lies inside the sweep run dir {sweep}, which lacks "
                 f"{missing} for this config, and a run never writes there. Point cache_dir "
@@ -88,14 +91,13 @@ def check_out_dir(out: Path) -> None:
     writable_dir(out, "--out", "choose another --out (a directory; it is created if missing).")
 
 
-def _uncached(config: ExperimentConfig) -> str:
-    """What of the teacher and heads ``config`` needs is not in its cache yet ('' when nothing)."""
+def _uncached(config: ExperimentConfig) -> tuple[bool, int]:
+    """Whether ``config``'s teacher is missing from its cache, and how many of its heads are."""
     path = teacher_path(config)
     if not path.is_file():
-        return "the teacher"
+        return True, len(head_keys(config, ""))
     bank = head_bank(config)
-    absent = [k for k in head_keys(config, file_sha256(path)) if not bank.has(k)]
-    return f"{len(absent)} granularity head(s)" if absent else ""
+    return False, sum(not bank.has(k) for k in head_keys(config, file_sha256(path)))
 
 
 def _check_resume_config(config: ExperimentConfig, saved_path: Path) -> None:
@@ -109,18 +111,25 @@ def _check_resume_config(config: ExperimentConfig, saved_path: Path) -> None:
                           f"{changed} ({saved_path}); resume with the same config or use a new --out.")
 
 
-def _warn_of_knowledge_to_train(config: ExperimentConfig) -> None:
-    """Say up front when the run must train a teacher or heads before its own epochs: an
-    exported config's full-training-set run cannot use the sweep's (they were trained on the
-    sweep's training split), and that costs the teacher's whole schedule."""
-    missing = _uncached(config)
-    if not missing:
+def _warn_of_knowledge_to_train(config: ExperimentConfig, splits: DataSplits) -> None:
+    """Say up front when the run must train a teacher or heads before its own epochs, and about
+    how long that takes here (a few steps timed): an exported config's full-training-set run
+    cannot use the sweep's (they were trained on the sweep's training split), and that costs the
+    teacher's whole schedule."""
+    teacher_missing, heads_missing = _uncached(config)
+    if not teacher_missing and not heads_missing:
         return
-    teacher = "" if config.teacher_checkpoint else f"teacher: {config.teacher_epochs} epochs, "
-    log.warning("this run first trains %s (%sheads: %d epochs) before its own %d epochs; they are "
-                "cached in %s for later runs. A config whose teacher and heads a sweep already "
-                "trained reuses them with cache_dir=<the sweep's run dir>/cache.", missing,
-                teacher, config.head_epochs, config.epochs, config.cache_dir)
+    what = [f"the teacher ({config.teacher_epochs} epochs)"] if teacher_missing else []
+    if heads_missing:
+        what.append(f"{heads_missing} granularity head(s) ({config.head_epochs} epochs)")
+    seconds = estimate_preparation_seconds(
+        TeacherRecipe.from_config(config), splits.to(resolve_device(config.device)),
+        train_teacher=teacher_missing, head_epochs=config.head_epochs if heads_missing else 0)
+    log.warning("this run first trains %s, about %s on this machine (measured from a few steps), "
+                "before its own %d epochs; they are cached in %s for later runs. A config whose "
+                "teacher and heads a sweep already trained reuses them with "
+                "cache_dir=<the sweep's run dir>/cache.", " and ".join(what),
+                format_duration(seconds), config.epochs, config.cache_dir)
 
 
 def _trained_anything(out: Path) -> bool:
@@ -153,9 +162,9 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
         log.info("%s holds a run that ended before its first epoch: starting it over", out)
         shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
     check_outputs(config, out)
-    _warn_of_knowledge_to_train(config)
     save_config(config, saved)
     splits = load_config_splits(config)
+    _warn_of_knowledge_to_train(config, splits)
     teacher_progress = [ProgressLog("teacher", config.teacher_epochs, config.task)]
     knowledge = prepare_knowledge(config, splits, teacher_callbacks=teacher_progress)
 

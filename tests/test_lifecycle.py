@@ -140,7 +140,8 @@ def test_a_run_that_failed_before_its_first_epoch_is_retried_by_the_same_command
     assert (out / "config.yaml").is_file() and not (out / "checkpoint.pt").exists()
     with caplog.at_level("WARNING", logger="mgkd.runner"):
         result = run_training(config, out)  # the same command, the config fixed: no --resume
-    assert "this run first trains the teacher (teacher: 1 epochs, heads: " in caplog.text
+    assert "this run first trains the teacher (1 epochs) and 2 granularity head(s) (1 epochs), " \
+           "about " in caplog.text and "on this machine (measured from a few steps)" in caplog.text
     assert result.state.epoch == config.epochs
     assert yaml.safe_load((out / "config.yaml").read_text())["teacher_checkpoint"] is None
     with pytest.raises(ConfigError, match="already holds a run"):
@@ -262,3 +263,26 @@ def test_version_and_a_light_start():
     assert loaded.returncode == 0 and loaded.stdout.strip() == "[]", loaded.stderr
     help_text = mgkd_process("train", "--help").stdout
     assert "--out DIR" in help_text and "sweep's run dir" in help_text
+
+
+def test_the_preparation_estimate_adds_teacher_and_head_epochs():
+    from mgkd.knowledge.estimate import StepTimes, preparation_seconds
+    times = StepTimes(train=0.3, inference=0.064)  # 1 ms per image inferred, batches of 64
+    # teacher: 2 epochs x (ceil(100/64) = 2 steps x 0.3 + 50 eval images x 1 ms) = 2 x 0.65
+    teacher = preparation_seconds(times, batch_size=64, train_images=100, eval_images=50,
+                                  teacher_epochs=2, head_epochs=0)
+    assert teacher == pytest.approx(1.3)
+    # heads: 3 epochs x ((128 trained + 50 evaluated) images x 1 ms) = 0.534
+    both = preparation_seconds(times, batch_size=64, train_images=100, eval_images=50,
+                               teacher_epochs=2, head_epochs=3)
+    assert both == pytest.approx(1.3 + 0.534)
+
+
+def test_timing_a_model_leaves_its_weights_as_they_were():
+    from mgkd.knowledge.estimate import time_model_steps
+    from mgkd.models import create_model
+    model = create_model("resnet8", 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    times = time_model_steps(model, torch.rand(8, 3, 16, 16), torch.randint(0, 4, (8,)))
+    assert times.train > 0 and times.inference > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
