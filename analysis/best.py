@@ -13,7 +13,7 @@ from typing import Any
 from analysis.confirm import Confirmation, confirmed_ranking, read_confirmations
 from analysis.records import COMPLETE, STATES, Run, StudyInfo, TrialRecord
 from analysis.run import read_run
-from analysis.outcomes import trial_outcomes
+from analysis.outcomes import stored_val_size, trial_outcomes
 from analysis.verdict import (UNPAIRED, Verdict, binomial_se, experiment_val_size, paired_verdict,
                               verdict)
 from mgkd.catalog.objectives import OBJECTIVES, Objective, get_objective
@@ -311,7 +311,9 @@ def study_best(run: Run, key: str, confirmation: dict[str, Any] | None = None) -
     paper = next((t for t in trials if t.paper_default), None)
     info = run.studies[key]
     best = StudyBest(info, dict(counts), order[0] if order else None, paper)
-    best.val_size = experiment_val_size(info.base) or next(
+    # The size the trials stored with their outcomes; working it out from the config instead
+    # needs the data set's code (and torch): a second or more per command.
+    best.val_size = stored_val_size(order) or experiment_val_size(info.base) or next(
         (n for n in (experiment_val_size(t.experiment) for t in trials) if n), None)
     _check_winner(best)
     _apply_confirmation(best, confirmation, trials)

@@ -35,3 +35,18 @@ def trial_outcomes(trial: TrialRecord, epoch: int | None) -> Found:
     held = sorted({r.epoch for r in records.values()})
     return Found(None, f"{name}'s {OUTCOMES_FILE} holds epoch(s) {held}, not epoch {epoch} its "
                        "value comes from")
+
+
+def stored_val_size(trials: list[TrialRecord]) -> int | None:
+    """Validation samples (re-ID: queries) the first of ``trials`` that stored its outcomes was
+    scored on; None when none did (older run dirs)."""
+    for trial in trials:
+        if trial.trial_dir is None or not (trial.trial_dir / OUTCOMES_FILE).is_file():
+            continue
+        try:
+            records = read_outcomes(trial.trial_dir / OUTCOMES_FILE)
+        except OutcomesError:
+            continue
+        for record in records.values():
+            return record.size
+    return None
