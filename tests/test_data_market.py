@@ -418,3 +418,28 @@ def test_identity_batches_and_erasing_on_cuda(market: Path) -> None:
         labels = batch.labels.view(4, 4)
         assert bool((labels == labels[:, :1]).all()) and len(set(labels[:, 0].tolist())) == 4
         assert torch.equal(batch.labels, train.labels[batch.indices])
+
+
+def test_mgkd_toy_data_writes_the_folder_the_toy_sweep_reads(tmp_path):
+    """`mgkd toy-data market1501` then `mgkd tune sweeps/toy-market1501.yaml`: the folder is
+    where the sweep file looks (run from the repository root), and its splits load."""
+    from conftest import mgkd
+    from mgkd.config.sweep import load_sweep
+    from mgkd.data import load_config_splits
+    from search.sweep import validate_sweep
+
+    made = mgkd("toy-data", "market1501", "--identities", "12", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "mgkd tune sweeps/toy-market1501.yaml" in made.stdout
+    root = tmp_path / "data" / "toy-reid" / OFFICIAL_FOLDER
+    assert len(list((root / "bounding_box_train").glob("0*.jpg"))) >= 12 * 3 * 2
+    repo = Path(__file__).resolve().parents[1]
+    spec = load_sweep(repo / "sweeps" / "toy-market1501.yaml")
+    base = spec.to_dict()["base"]
+    assert base["data_dir"] == "./data/toy-reid"
+    spec = type(spec).from_dict({**spec.to_dict(), "base": {**base, "data_dir": str(root.parent)}})
+    (study, *_) = validate_sweep(spec, check_data=True)
+    splits = load_config_splits(study.base)
+    assert splits.spec.num_classes == 12 and len(splits.val) == 3 * 3  # 3 held-out ids x 3 cameras
+    too_few = mgkd("toy-data", "market1501", "--identities", "3", cwd=tmp_path)
+    assert too_few.returncode == 2 and "--identities" in too_few.stderr
