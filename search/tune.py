@@ -16,7 +16,7 @@ from ray import tune
 
 from analysis.best import StudyBest, best_trials
 from analysis.formats import fmt_number, fmt_params
-from analysis.records import COMPLETE, FAIL, PRUNED
+from analysis.records import COMPLETE, FAIL, PRUNED, RUNNING
 from analysis.rundir import OPTUNA_DB, SWEEP_FILE
 from analysis.verdict import verdict_sentence
 from mgkd.catalog.objectives import Objective, get_objective
@@ -202,13 +202,18 @@ def format_summary(result: SweepResult) -> str:
     width = max([len("study")] + [len(b.study.key) for b in result.studies])
     name = result.studies[0].objective.name if result.studies else "val_acc"
     best_head = f"best {name}"
-    lines = [f"{'study':<{width}}  done  pruned  err  {best_head:>12}  val se  paper default  gain  "
-             f"{'verdict':<13}  best hyperparameters"]
+    # After a Ctrl-C the trials it stopped are RUNNING in optuna.db: shown as interrupted, as in
+    # the progress table above the summary, not folded into another column.
+    stopped = result.interrupted
+    lines = [f"{'study':<{width}}  done  pruned  err  " + ("interrupted  " if stopped else "")
+             + f"{best_head:>12}  val se  paper default  gain  {'verdict':<13}  best hyperparameters"]
     verdicts = []
     for b in result.studies:
         judged = b.verdict
         lines.append(f"{b.study.key:<{width}}  {b.counts[COMPLETE]:>4}  {b.counts[PRUNED]:>6}  "
-                     f"{b.counts[FAIL]:>3}  {fmt_number(b.value):>{len(best_head)}}  "
+                     f"{b.counts[FAIL]:>3}  "
+                     + (f"{b.counts.get(RUNNING, 0):>11}  " if stopped else "")
+                     + f"{fmt_number(b.value):>{len(best_head)}}  "
                      f"{fmt_number(b.val_se):>6}  {fmt_number(b.paper_value):>13}  "
                      f"{fmt_number(b.gain, sign=True):>5}  {judged.verdict:<13}  "
                      f"{fmt_params(dict(sorted(b.params.items())))}")

@@ -99,6 +99,20 @@ def test_the_tune_summary_prints_standard_errors_and_verdicts():
     assert "a__b__kd__mag: within noise" in text and "did NOT clearly beat" in text
 
 
+def test_an_interrupted_sweep_summary_counts_its_interrupted_trials():
+    from analysis.records import RUNNING
+    from search.tune import SweepResult, format_summary
+
+    study = study_outcome("a__b__kd__mas", 99.0, 90.0)
+    study.counts[RUNNING] = 2  # stopped by Ctrl-C: RUNNING in optuna.db
+    text = format_summary(SweepResult(Path("runs/x"), [study], interrupted=True))
+    header, row = (line.split() for line in text.splitlines()[:2])
+    assert header[:5] == ["study", "done", "pruned", "err", "interrupted"]
+    assert row[1:5] == ["8", "0", "0", "2"]
+    finished = format_summary(SweepResult(Path("runs/x"), [study]))
+    assert "interrupted" not in finished.splitlines()[0]
+
+
 # ---- paired verdicts (analysis.paired, analysis.verdict.paired_verdict) ------------------------
 
 def outcomes(correct, ap=None, epoch=5):
