@@ -9,54 +9,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from analysis.rundir import SWEEP_FILE
 from mgkd.config.execution import graphs_refusal
 from mgkd.config.experiment import ExperimentConfig
-from analysis.rundir import SWEEP_FILE
 from mgkd.config.sweep import Study, SweepSpec, load_sweep, plan
 from mgkd.config.sweep import fail_sweep as _fail
 from mgkd.errors import ConfigError, DataError
 
 
-# Keep identical to sweeps/demo.yaml (tests/test_sweep.py checks that both give the same sweep).
-DEMO_SWEEP_YAML = """\
-# The built-in demo sweep (`mgkd tune` with no file): a few minutes on 2 CPU cores, no download.
-# Sized for a laptop; raise num_samples / epochs for a real search.
-name: demo
-storage_path: ./runs              # run dir: ./runs/demo (Ray results, optuna.db, teachers, head bank)
-pairs:                            # small CIFAR-style nets that train fast on CPU
-  - {teacher: resnet20, student: resnet8}
-  - {teacher: wrn_16_2, student: wrn_16_1}
-methods: [kd]
-modes: [mas]
-space:                            # the full preset, narrowed so 16 trials a study can explore it
-  preset: full                    # level count, widths, temperatures, loss weights, lr
-  "g*_dim": {type: categorical, choices: [16, 32, 64, 128, 256]}     # 256 and 8: the paper's
-  "g*_temperature": {type: categorical, choices: [1, 2, 4, 8]}       # 64@T2 + 256@T8 stays in
-num_samples: 16                   # trials per study (2 studies here)
-max_concurrent_trials: 2
-resources_per_trial: {cpu: 1, gpu: 0}
-scheduler: {grace_period: 2, reduction_factor: 2}     # ASHA; its max_t is base.epochs
-searcher: {seed: 0, multivariate: true}               # TPE
-checkpoint_every: 2               # epochs between trial checkpoints (for resuming)
-ray_address: null                 # null: a local Ray
-base:                             # ExperimentConfig keys shared by every trial
-  dataset: digits                 # scikit-learn's bundled digits: no download
-  val_fraction: 0.5               # 719 validation images: a val_acc near 90% has a standard
-                                  # error of ~1.1 points, so a few points of gain can be told from noise
-  epochs: 6
-  teacher_epochs: 15              # teachers are trained once per sweep and cached
-  head_epochs: 4                  # every (width, temperature) head the space can ask for, once
-  batch_size: 64
-  device: cpu
-  # cache_dir left out: teachers and heads go to <run dir>/cache
-"""
+# The built-in demo (`mgkd tune` without a file) is the repository's sweeps/demo.yaml: one file,
+# read by the command and by people.
+DEMO_SWEEP_FILE = Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml"
 
 
 def default_sweep() -> SweepSpec:
-    """The demo sweep, the same as sweeps/demo.yaml."""
-    return SweepSpec.from_dict(yaml.safe_load(DEMO_SWEEP_YAML))
+    """The demo sweep: the repository's sweeps/demo.yaml."""
+    if not DEMO_SWEEP_FILE.is_file():
+        raise ConfigError(f"the built-in demo is the repository's sweeps/demo.yaml, and "
+                          f"{DEMO_SWEEP_FILE} is missing; give a sweep file (`mgkd tune FILE`) or "
+                          "run mgkd from a checkout of the repository.")
+    return load_sweep(DEMO_SWEEP_FILE)
 
 
 # ---- validation --------------------------------------------------------------------------------

@@ -46,8 +46,12 @@ def expect_error(data: dict[str, Any], *words: str, **kwargs: Any) -> str:
 
 
 # ---- files, round trip, demo -----------------------------------------------------------------
-def test_default_sweep_equals_demo_file():
+def test_the_built_in_demo_is_the_demo_file(monkeypatch, tmp_path):
     assert default_sweep() == load_sweep(DEMO)
+    import search.sweep
+    monkeypatch.setattr(search.sweep, "DEMO_SWEEP_FILE", tmp_path / "gone.yaml")
+    with pytest.raises(ConfigError, match="give a sweep file"):
+        default_sweep()
 
 
 @pytest.mark.parametrize("make", [default_sweep, lambda: load_sweep(PAPER),
