@@ -89,7 +89,7 @@ def test_demo_sweep_shape():
     assert [p.label for p in demo.pairs] == ["resnet20__resnet8", "wrn_16_2__wrn_16_1"]
     assert demo.methods == ["kd"] and demo.modes == ["mas"]
     assert demo.max_concurrent_trials == 2 and demo.checkpoint_every == 2
-    assert demo.scheduler == SchedulerSpec(grace_period=2, reduction_factor=2.0)
+    assert demo.scheduler == SchedulerSpec(grace_period=3, reduction_factor=2.0)
     assert demo.run_dir.is_absolute() and demo.run_dir.name == "demo"
 
 
