@@ -61,6 +61,21 @@ def count_trials(trials: list, epochs: dict[str, int],
     return counts
 
 
+def with_earlier(counts: dict[str, StudyCounts],
+                 earlier: dict[str, StudyCounts]) -> dict[str, StudyCounts]:
+    """``counts`` plus the trials of earlier Tune runs of the same studies (an extended sweep)."""
+    for key, before in earlier.items():
+        if key not in counts:
+            continue
+        now = counts[key]
+        now.done += before.done
+        now.pruned += before.pruned
+        now.errored += before.errored
+        values = [v for v in (now.best_value, before.best_value) if v is not None]
+        now.best_value = max(values) if values else None
+    return counts
+
+
 def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int],
                   metric: str = "val_acc") -> str:
     width = max([len("study")] + [len(k) for k in counts])
@@ -80,8 +95,9 @@ class ProgressTable(Callback):
     """A Tune callback printing the per-study table every ``interval`` seconds."""
 
     def __init__(self, epochs: dict[str, int], samples: dict[str, int], interval: float = 15.0,
-                 metric: str = "val_acc"):
+                 metric: str = "val_acc", earlier: dict[str, StudyCounts] | None = None):
         self.epochs = epochs
+        self.earlier = earlier or {}  # an extended sweep's trials from before: counted too
         self.samples = samples
         self.metric = metric  # the sweep's objective
         self.interval = interval
@@ -93,7 +109,8 @@ class ProgressTable(Callback):
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            counts = count_trials(trials, self.epochs, metric=self.metric)
+            counts = with_earlier(count_trials(trials, self.epochs, metric=self.metric),
+                                  self.earlier)
             log.info("sweep progress\n%s", format_counts(counts, self.samples, self.metric))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -107,6 +124,7 @@ class ProgressTable(Callback):
         # running here were interrupted, not pruned.
         interrupted = frozenset(t.trial_id for t in trials if t.trial_id in self._running
                                 and t.status != "ERROR")
-        counts = count_trials(trials, self.epochs, interrupted, self.metric)
+        counts = with_earlier(count_trials(trials, self.epochs, interrupted, self.metric),
+                              self.earlier)
         title = "sweep interrupted" if interrupted else "sweep finished"
         log.info("%s\n%s", title, format_counts(counts, self.samples, self.metric))
