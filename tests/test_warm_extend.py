@@ -28,7 +28,8 @@ TARGET_KEY = "resnet8__resnet14__kd__plain"
 NARROW_LR = {"type": "float", "low": 0.04, "high": 0.06, "log": True}  # the paper's 0.05 inside
 
 
-def digits_sweep(storage: Path, name: str, student: str = "resnet8", **overrides) -> SweepSpec:
+def digits_sweep(storage: Path, name: str, student: str = "resnet8", cache: Path | None = None,
+                 **overrides) -> SweepSpec:
     data = {"name": name, "storage_path": str(storage),
             "pairs": [{"teacher": "resnet8", "student": student}], "methods": ["kd"],
             "modes": ["plain"], "space": "full", "num_samples": 2, "max_concurrent_trials": 2,
@@ -37,7 +38,9 @@ def digits_sweep(storage: Path, name: str, student: str = "resnet8", **overrides
             "scheduler": {"grace_period": 2, "reduction_factor": 2},
             "searcher": {"seed": 0, "multivariate": True}, "checkpoint_every": 2,
             "base": {"dataset": "digits", "train_subset": 160, "val_fraction": 0.25,
-                     "epochs": 2, "teacher_epochs": 1, "batch_size": 32, "device": "cpu"}}
+                     "epochs": 2, "teacher_epochs": 1, "batch_size": 32, "device": "cpu",
+                     # one teacher cache for both sweeps: the target's teacher is the source's
+                     "cache_dir": str(cache or storage / "cache")}}
     data.update(overrides)
     return SweepSpec.from_dict(data)
 
@@ -109,7 +112,8 @@ def test_the_extension_was_sampled_with_the_earlier_trials_as_history(extended_s
 def warm_run(extended_source, tmp_path_factory):
     _, source_dir, *_ = extended_source
     storage = tmp_path_factory.mktemp("warm-target")
-    spec = digits_sweep(storage, "target", student="resnet14", num_samples=3,
+    spec = digits_sweep(storage, "target", student="resnet14", cache=source_dir.parent / "cache",
+                        num_samples=3,
                         space={"preset": "full", "lr": NARROW_LR},
                         warm_start={"from": [str(source_dir)], "top_k": 2})
     return spec, source_dir, run_sweep(spec)
