@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from analysis.best import best_trials
+from analysis.load import load_run
 from analysis.optuna_db import PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR, WARM_START_ATTR
 from analysis.report import write_report
 from analysis.run import read_run
@@ -151,5 +152,9 @@ def test_mgkd_best_and_the_report_say_where_warm_started_trials_came_from(warm_r
                                           .get(WARM_START_ATTR))
     table = mgkd("best", result.run_dir).stdout
     assert f"trial 1 from {trials[1].user_attrs[WARM_START_ATTR]} (COMPLETE" in table
+    frame = load_run(result.run_dir)
+    sources = frame.drop_duplicates("trial_number").set_index("trial_number")["warm_start_source"]
+    assert sources.isna().tolist() == [True, False, False]
+    assert [sources[1], sources[2]] == [t.user_attrs[WARM_START_ATTR] for t in trials[1:]]
     page = write_report(result.run_dir, tmp_path / "report").index.read_text()
     assert f"warm-started from {trials[1].user_attrs[WARM_START_ATTR]}" in page
