@@ -62,6 +62,7 @@ class StudyBest:
     plain_kd_value: float | None = None  # the same pair's kd / plain study's selected value
     val_size: int | None = None  # validation images (queries for re-ID): the n of binomial errors
     paired: Verdict | None = None  # the single-run winner against the paper default, sample by sample
+    warm_started: list[TrialRecord] = field(default_factory=list)  # configs of earlier studies
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -117,6 +118,18 @@ class StudyBest:
         if self.confirmed:
             return dict(self.confirmed.params or (self.selected.params if self.selected else {}))
         return dict(self.winner.params) if self.winner else {}
+
+    @property
+    def warm_start_source(self) -> str | None:
+        """Where the selected config came from when it is a warm start (sweep file's
+        ``warm_start``): "resnet56→resnet20, trial 17, RUN_DIR"."""
+        return self.selected.warm_start_source if self.selected else None
+
+    def warm_start_rows(self) -> list[dict[str, Any]]:
+        """The study's warm-started trials: number, source, state and objective value."""
+        return [{"trial_number": t.trial_number, "source": t.warm_start_source, "state": t.state,
+                 "value": t.objective_value if t.state == COMPLETE else None}
+                for t in self.warm_started]
 
     @property
     def paper_value(self) -> float | None:
@@ -204,7 +217,8 @@ class StudyBest:
                **self.verdict.to_dict(),
                "plain_kd_value": self.plain_kd_value, f"plain_kd_{name}": self.plain_kd_value,
                "gain_over_plain_kd": self.gain_over_plain_kd, "params": self.params,
-               "notes": list(self.notes)}
+               "warm_start_source": self.warm_start_source,
+               "warm_started": self.warm_start_rows(), "notes": list(self.notes)}
         if self.confirmed:
             out["confirmation"] = {"objective": name, "seeds": self.confirmed.seeds,
                                    "val_accs": self.confirmed.values,
@@ -310,7 +324,8 @@ def study_best(run: Run, key: str, confirmation: dict[str, Any] | None = None) -
     order = ranked(trials)
     paper = next((t for t in trials if t.paper_default), None)
     info = run.studies[key]
-    best = StudyBest(info, dict(counts), order[0] if order else None, paper)
+    best = StudyBest(info, dict(counts), order[0] if order else None, paper,
+                     warm_started=[t for t in trials if t.warm_start_source])
     # The size the trials stored with their outcomes; working it out from the config instead
     # needs the data set's code (and torch): a second or more per command.
     best.val_size = stored_val_size(order) or experiment_val_size(info.base) or next(

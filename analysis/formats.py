@@ -94,6 +94,25 @@ def _val(best: StudyBest) -> str:
     return text
 
 
+def _trial(best: StudyBest) -> str:
+    if best.trial_number is None:
+        return "-"
+    return f"#{best.trial_number}" + (" (warm)" if best.warm_start_source else "")
+
+
+def warm_start_lines(bests: list[StudyBest]) -> list[str]:
+    """One line per study with warm-started trials: each one's source, state and value."""
+    lines = []
+    for b in bests:
+        if not b.warm_started:
+            continue
+        parts = [f"trial {row['trial_number']} from {row['source']} ({row['state']}"
+                 + (f", {fmt_number(row['value'])})" if row["value"] is not None else ")")
+                 for row in b.warm_start_rows()]
+        lines.append(f"{b.study.key}: " + "; ".join(parts))
+    return lines
+
+
 def display_rows(bests: list[StudyBest], objective: Objective) -> list[dict[str, str]]:
     """The human-readable columns of the table and markdown formats (keys: ``headers``)."""
     rows = []
@@ -104,7 +123,7 @@ def display_rows(bests: list[StudyBest], objective: Objective) -> list[dict[str,
                      _name(VALUE, objective): _val(b), "val se": fmt_number(b.val_se),
                      _name(TEST, objective): fmt_number(b.test_value),
                      "epochs": "-" if b.epochs is None else str(b.epochs),
-                     "trial": "-" if b.trial_number is None else f"#{b.trial_number}",
+                     "trial": _trial(b),
                      "selected by": b.selected_by,
                      _name(PAPER, objective): fmt_number(b.paper_value),
                      "gain": fmt_number(b.gain, sign=True), "verdict": b.verdict.verdict,
@@ -124,6 +143,10 @@ def _footer(run: Run, bests: list[StudyBest]) -> list[str]:
              f"{objective.name}: the winner's last-epoch validation {objective.label} (mean ± std "
              "over seeds when confirmed); gain: over the paper default; vs plain kd: over the "
              "same pair's kd/plain study.", verdict_note(objective)]
+    warm = warm_start_lines(bests)
+    if warm:
+        lines += ["", "warm start (configs of earlier studies, tried after the paper default; "
+                      "'(warm)' after a trial number):", *(f"  {line}" for line in warm)]
     return lines + _notes(run, bests) + ["", f"run dir: {run.path}"]
 
 
@@ -163,8 +186,8 @@ def format_json(run: Run, bests: list[StudyBest]) -> str:
 def format_csv(run: Run, bests: list[StudyBest]) -> str:
     dicts = [b.to_dict() for b in bests]
     param_names = sorted({name for d in dicts for name in d["params"]})
-    scalar = [k for k in (dicts[0] if dicts else {}) if k not in ("params", "notes", "confirmation",
-                                                                  "single_run")]
+    scalar = [k for k in (dicts[0] if dicts else {})
+              if k not in ("params", "notes", "confirmation", "single_run", "warm_started")]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(scalar + [f"param.{n}" for n in param_names] + ["notes"])

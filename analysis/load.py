@@ -13,7 +13,8 @@ from analysis.run import read_run
 
 log = logging.getLogger(__name__)
 ID_COLUMNS: tuple[str, ...] = ("study", "teacher", "student", "method", "mode", "trial_number",
-                               "ray_trial_id", "state", "paper_default", "trial_dir")
+                               "ray_trial_id", "state", "paper_default", "warm_start_source",
+                               "trial_dir")
 # The metrics every trial reports each epoch; the epoch's learning rate is ``epoch_lr`` (``lr`` is
 # the config's initial learning rate).
 METRIC_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "loss_ce", "loss_logit", "loss_feature",
@@ -34,6 +35,7 @@ def _identity(run: Run, trial: TrialRecord) -> dict[str, Any]:
             "method": study.method if study else None, "mode": study.mode if study else None,
             "trial_number": trial.trial_number, "ray_trial_id": trial.ray_trial_id,
             "state": trial.state, "paper_default": trial.paper_default,
+            "warm_start_source": trial.warm_start_source,
             "trial_dir": str(trial.trial_dir) if trial.trial_dir else None}
 
 
@@ -90,7 +92,8 @@ def load_run(run_dir: str | Path) -> pd.DataFrame:
     """Every trial-epoch of a sweep's run dir as one DataFrame, read from files alone (no Ray).
 
     Columns: ``study, teacher, student, method, mode, trial_number, ray_trial_id, state``
-    (COMPLETE / PRUNED / FAIL / RUNNING / UNKNOWN), ``paper_default``, ``trial_dir``; the reported
+    (COMPLETE / PRUNED / FAIL / RUNNING / UNKNOWN), ``paper_default``, ``warm_start_source``
+    (where a warm-started trial's config came from, else empty), ``trial_dir``; the reported
     metrics ``epoch, train_loss, loss_ce, loss_logit, loss_feature, loss_granularity, val_acc,
     val_loss, test_acc, best_val_acc, epoch_lr, time_total_s`` (and, for a re-ID sweep, the
     REID_METRIC_COLUMNS its trials reported: val_map, val_rank1, test_map, ...); then every

@@ -11,9 +11,11 @@ from analysis.records import COMPLETE, FAIL, PRUNED, RUNNING
 
 log = logging.getLogger(__name__)
 # The user attributes search.multistudy sets on every trial: the enqueued paper-default trial and
-# the Ray trial that ran it.
+# the Ray trial that ran it; on a warm-started trial, where its config came from
+# ("resnet56→resnet20, trial 17, /runs/cifar-r56").
 PAPER_DEFAULT_ATTR = "paper_default"
 RAY_TRIAL_ATTR = "ray_trial_id"
+WARM_START_ATTR = "warm_start_source"
 STATE_NAMES: dict[TrialState, str] = {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED,
                                       TrialState.FAIL: FAIL, TrialState.RUNNING: RUNNING}
 

@@ -61,6 +61,8 @@ class TrialRecord:
     trial_dir: Path | None = None
     error: str | None = None
     objective: str = LEGACY_OBJECTIVE  # its study's objective
+    # where a warm-started trial's config came from ("resnet56→resnet20, trial 17, RUN_DIR")
+    warm_start_source: str | None = None
 
     @property
     def label(self) -> str:

@@ -148,6 +148,21 @@ def config_table(best: StudyBest) -> str:
             + "".join(rows) + "</table>")
 
 
+def warm_start_table(best: StudyBest) -> str:
+    """The study's warm-started trials: where each config came from, and how it did here."""
+    key = best.study.key
+    rows = "".join(
+        f"<tr><td>#{_e(row['trial_number'])}</td>"
+        + _num(key, f"warm_start_source.{row['trial_number']}",
+               f"warm-started from {row['source']}")
+        + f"<td>{_e(row['state'])}</td><td>{_e(fmt_number(row['value']))}</td></tr>"
+        for row in best.warm_start_rows())
+    return (f"<h3>Warm start</h3><table><tr><th>trial</th><th>config from</th><th>state</th>"
+            f"<th>{_e(best.objective.name)}</th></tr>{rows}</table>"
+            '<p class="muted">Configs of earlier studies (the sweep file\'s warm_start), tried '
+            "after the paper default.</p>")
+
+
 def _img(out: Path, path: Path, alt: str, images: list[Path]) -> str:
     images.append(path)
     return f'<p><img src="{_e(path.relative_to(out).as_posix())}" alt="{_e(alt)}"></p>'
@@ -161,6 +176,8 @@ def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[P
              f"{best.counts['FAIL']} errored, {best.counts['RUNNING'] + best.counts['UNKNOWN']} "
              f"running or unknown; epoch budget {_e(best.study.budget or '?')}.</p>"]
     parts += [f'<p class="note">{_e(note)}</p>' for note in best.notes]
+    if best.warm_started:
+        parts.append(warm_start_table(best))
 
     objective = best.objective
     shown = [t for t in board_order(trials) if t.history][:top]
@@ -171,7 +188,11 @@ def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[P
     else:
         parts.append('<p class="muted">No trial has reported an epoch yet.</p>')
 
-    parts += ["<h3>Selected config</h3>", config_table(best) if best.selected else
+    source = best.warm_start_source
+    parts += ["<h3>Selected config</h3>",
+              f'<p data-study="{_e(key)}" data-field="warm_start_source">warm-started from '
+              f"{_e(source)}</p>" if source else "",
+              config_table(best) if best.selected else
               '<p class="muted">No trial finished yet: nothing selected.</p>']
 
     parts.append("<h3>Hyperparameter importances</h3>")

@@ -10,7 +10,8 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from analysis.flatten import rebuild_experiment
-from analysis.optuna_db import PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR, read_studies, state_name
+from analysis.optuna_db import (PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR, WARM_START_ATTR, read_studies,
+                                state_name)
 from analysis.records import (COMPLETE, FAIL, LEGACY_OBJECTIVE, RUNNING, UNKNOWN, Run, StudyInfo,
                               TrialRecord, finite)
 from analysis.rundir import OPTUNA_DB, locate, read_sweep, scan
@@ -75,6 +76,10 @@ def _fill_objectives(studies: dict[str, StudyInfo], dirs: list[TrialDir]) -> Non
             study.objective = next((name for name in found if name), LEGACY_OBJECTIVE)
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _from_optuna(key: str, objective: str, trial: FrozenTrial, state: str,
                  found: TrialDir | None, notes: list[str]) -> TrialRecord:
     record = TrialRecord(
@@ -82,7 +87,8 @@ def _from_optuna(key: str, objective: str, trial: FrozenTrial, state: str,
         ray_trial_id=trial.user_attrs.get(RAY_TRIAL_ATTR),
         state=state, paper_default=bool(trial.user_attrs.get(PAPER_DEFAULT_ATTR)),
         value=finite(trial.value) if state == COMPLETE else None, params=dict(trial.params),
-        error=trial.user_attrs.get("error"), objective=objective)
+        error=trial.user_attrs.get("error"), objective=objective,
+        warm_start_source=_text(trial.user_attrs.get(WARM_START_ATTR)))
     if found is not None:
         record.ray_trial_id = record.ray_trial_id or found.ray_trial_id
         record.params = record.params or dict(found.params)

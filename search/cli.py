@@ -31,14 +31,31 @@ def _resume_hint(run_dir) -> str:
     return "nothing was started yet; run the same command again"
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of trials, 1 or more; got {text!r}")
+    return value
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from mgkd.config.sweep import load_sweep
     from search.sweep import default_sweep, load_run_spec, validate_sweep
 
     if args.resume and args.sweep:
         raise MgkdError("tune: give a sweep file or --resume RUN_DIR, not both.")
+    if args.num_samples is not None and not args.resume:
+        raise MgkdError("--num-samples extends a finished sweep: give it with --resume RUN_DIR (a "
+                        "new sweep takes num_samples from its sweep file).")
+    extend = False
     if args.resume:
         spec = load_run_spec(args.resume, "--resume")
+        if args.num_samples is not None:
+            from search.extend import extended
+            spec, extend = extended(spec, args.num_samples)
     else:
         spec = load_sweep(args.sweep) if args.sweep else default_sweep()
         if args.address:
@@ -48,7 +65,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from search.tune import format_summary, run_sweep  # Ray, torch and the sweep machinery
 
     try:
-        result = run_sweep(spec, resume=bool(args.resume))
+        result = run_sweep(spec, resume=bool(args.resume), extend=extend)
     except KeyboardInterrupt:
         # A second Ctrl-C (or one before the Tuner started): stop at once. Optuna's sqlite
         # transactions are atomic, and trials re-run from their last checkpoint.
@@ -87,6 +104,10 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the interrupted sweep in RUN_DIR (<storage_path>/<name>): no "
                         "finished trial re-runs")
+    p.add_argument("--num-samples", type=_count, metavar="N",
+                   help="with --resume: extend the finished sweep to N trials a study (N at least "
+                        "its num_samples); the trials done are not re-run and each study's sampler "
+                        "sees them")
     p.add_argument("--address", metavar="HOST:PORT",
                    help="Ray cluster to join, or 'auto' (default: the file's ray_address; null "
                         "starts a local Ray)")

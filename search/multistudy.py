@@ -11,7 +11,7 @@ import logging
 import math
 import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -20,8 +20,9 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
-from analysis.optuna_db import PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR
+from analysis.optuna_db import PAPER_DEFAULT_ATTR, RAY_TRIAL_ATTR, WARM_START_ATTR
 from mgkd.errors import ConfigError
+from search.warmstart import WarmConfig
 from spaces import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,23 @@ class StudyEntry:
     space: SearchSpace
     num_samples: int
     epochs: int  # the trial budget: a trial that ends before it was stopped by ASHA
+    warm: list[WarmConfig] = field(default_factory=list)  # enqueued after the paper default
 
 
 def derived_seed(seed: int, key: str) -> int:
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def study_sampler(key: str, num_samples: int, *, seed: int, multivariate: bool,
+                  held: int = 0) -> optuna.samplers.TPESampler:
+    """Study ``key``'s seeded TPE sampler. ``held``: the trials the study holds when this process
+    opens it. A reopened study (a resumed or extended sweep) gets a seed of its own: with the
+    first seed again, its random start-up draws would repeat the configs drawn before."""
+    startup = max(2, min(10, num_samples // 3))
+    derived = derived_seed(seed, key if held == 0 else f"{key}@{held}")
+    return optuna.samplers.TPESampler(seed=derived, multivariate=multivariate, group=multivariate,
+                                      constant_liar=True, n_startup_trials=startup)
 
 
 def stopped_early(last_epoch: Any, epochs: int) -> bool:
@@ -139,16 +152,20 @@ class MultiStudySearcher(Searcher):
     def study(self, key: str) -> optuna.Study:
         if key not in self._studies:
             entry = self._entries[key]
-            startup = max(2, min(10, entry.num_samples // 3))
-            sampler = optuna.samplers.TPESampler(
-                seed=derived_seed(self._seed, key), multivariate=self._multivariate,
-                group=self._multivariate, constant_liar=True, n_startup_trials=startup)
             study = optuna.create_study(study_name=key, storage=self.storage(),
-                                        direction="maximize", sampler=sampler, load_if_exists=True)
-            if not study.trials:
+                                        direction="maximize", load_if_exists=True)
+            # The sampler reads every trial the study holds, those of earlier Tuner runs too
+            # (a resumed or extended sweep): they are its history.
+            held = len(study.get_trials(deepcopy=False))
+            study.sampler = study_sampler(key, entry.num_samples, seed=self._seed,
+                                          multivariate=self._multivariate, held=held)
+            if not held:
                 # The paper's setting is every study's first trial: the baseline the search must beat.
                 study.enqueue_trial(entry.space.paper_default(),
                                     user_attrs={PAPER_DEFAULT_ATTR: True})
+                # Then the best configs of earlier studies (warm_start), each naming its source.
+                for warm in entry.warm:
+                    study.enqueue_trial(warm.params, user_attrs={WARM_START_ATTR: warm.source})
             self._studies[key] = study
         return self._studies[key]
 
@@ -165,10 +182,13 @@ class MultiStudySearcher(Searcher):
             known = {number for k, number in self._trials.values() if k == key}
             extra = [t.number for t in self.study(key).get_trials(deepcopy=False)
                      if t.state.is_finished() and t.number not in known]
-            if extra:
+            if extra and not known:  # a new Tune run of studies that hold trials (extended)
+                log.info("study %s: %d finished trial(s) of earlier runs count as done and are "
+                         "its sampler's history", key, len(extra))
+            elif extra:
                 log.info("study %s: %d trial(s) finished after the last saved sweep state "
                          "count as done", key, len(extra))
-                self._started[key] += len(extra)
+            self._started[key] += len(extra)
         self._synced = True
 
     def _next_study(self) -> str | None:

@@ -66,6 +66,21 @@ def count_trials(trials: list, epochs: dict[str, int],
     return counts
 
 
+def with_earlier(counts: dict[str, StudyCounts],
+                 earlier: dict[str, StudyCounts]) -> dict[str, StudyCounts]:
+    """``counts`` plus the trials of earlier Tune runs of the same studies (an extended sweep)."""
+    for key, before in earlier.items():
+        if key not in counts:
+            continue
+        now = counts[key]
+        now.done += before.done
+        now.pruned += before.pruned
+        now.errored += before.errored
+        values = [v for v in (now.best_value, before.best_value) if v is not None]
+        now.best_value = max(values) if values else None
+    return counts
+
+
 def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int],
                   metric: str = "val_acc") -> str:
     width = max([len("study")] + [len(k) for k in counts])
@@ -81,17 +96,19 @@ def format_counts(counts: dict[str, StudyCounts], samples: dict[str, int],
     return "\n".join(lines)
 
 
-def format_pace(counts: dict[str, StudyCounts], samples: dict[str, int], elapsed: float) -> str:
+def format_pace(counts: dict[str, StudyCounts], samples: dict[str, int], elapsed: float,
+                ended_before: int = 0) -> str:
     """Elapsed time, trials ended per minute and the time left at that pace (pruned trials end
-    sooner than complete ones, so it is rough until a few have ended)."""
+    sooner than complete ones, so it is rough until a few have ended). ``counts``: this run's
+    trials; ``ended_before``: trials an extended sweep had ended before it (not in the pace)."""
     ended = sum(c.done + c.pruned + c.errored for c in counts.values())
     total = sum(samples.values())
-    parts = [f"elapsed {format_duration(elapsed)}", f"{ended}/{total} trials ended"]
+    left = total - ended_before - ended
+    parts = [f"elapsed {format_duration(elapsed)}", f"{ended_before + ended}/{total} trials ended"]
     if ended and elapsed > 0:
         rate = ended / (elapsed / 60.0)
         parts.append(f"{rate:.2f} trials/min")
-        parts.append(f"ETA {format_duration((total - ended) / rate * 60.0)}"
-                     if total > ended else "ETA 0s")
+        parts.append(f"ETA {format_duration(left / rate * 60.0)}" if left > 0 else "ETA 0s")
     else:
         parts.append("ETA after the first trial ends")
     return ", ".join(parts)
@@ -102,8 +119,10 @@ class ProgressTable(Callback):
     seconds) and at least every ``heartbeat`` seconds, with the sweep's pace."""
 
     def __init__(self, epochs: dict[str, int], samples: dict[str, int], interval: float = 5.0,
-                 metric: str = "val_acc", heartbeat: float = 300.0):
+                 metric: str = "val_acc", heartbeat: float = 300.0,
+                 earlier: dict[str, StudyCounts] | None = None):
         self.epochs = epochs
+        self.earlier = earlier or {}  # an extended sweep's trials from before: counted too
         self.samples = samples
         self.metric = metric  # the sweep's objective
         self.interval = interval
@@ -119,6 +138,9 @@ class ProgressTable(Callback):
         state = dict(self.__dict__)
         state.update(_last=0.0, _last_printed=0.0, _last_table="", _started=None)
         return state
+
+    def _ended_before(self) -> int:
+        return sum(c.done + c.pruned + c.errored for c in self.earlier.values())
 
     def _elapsed(self) -> float:
         now = time.monotonic()
@@ -143,11 +165,11 @@ class ProgressTable(Callback):
         self._last = now
         counts = count_trials(trials, self.epochs, self._stopped_without_ending(trials),
                               self.metric)
-        table = format_counts(counts, self.samples, self.metric)
+        pace = format_pace(counts, self.samples, self._elapsed(), self._ended_before())
+        table = format_counts(with_earlier(counts, self.earlier), self.samples, self.metric)
         if table != self._last_table or now - self._last_printed >= self.heartbeat:
             self._last_table, self._last_printed = table, now
-            log.info("sweep progress (%s)\n%s", format_pace(counts, self.samples, self._elapsed()),
-                     table)
+            log.info("sweep progress (%s)\n%s", pace, table)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._running.discard(trial.trial_id)  # finished, or stopped by ASHA
@@ -160,6 +182,7 @@ class ProgressTable(Callback):
         # running here were interrupted, not pruned.
         interrupted = self._stopped_without_ending(trials)
         counts = count_trials(trials, self.epochs, interrupted, self.metric)
+        pace = format_pace(counts, self.samples, self._elapsed(), self._ended_before())
+        counts = with_earlier(counts, self.earlier)
         title = "sweep interrupted" if interrupted else "sweep finished"
-        log.info("%s (%s)\n%s", title, format_pace(counts, self.samples, self._elapsed()),
-                 format_counts(counts, self.samples, self.metric))
+        log.info("%s (%s)\n%s", title, pace, format_counts(counts, self.samples, self.metric))

@@ -23,11 +23,13 @@ from mgkd.catalog.objectives import Objective, get_objective
 from mgkd.config.sweep import Study, SweepSpec
 from mgkd.errors import ConfigError
 from mgkd.io import atomic_write_text
+from search.extend import earlier_counts
 from search.multistudy import MultiStudySearcher, PerStudyASHA, StudyEntry
 from search.progress import ProgressTable
 from search.resultlog import ProgressCsvLogger, ResultJsonLogger
 from search.sweep import load_run_spec, validate_sweep  # noqa: F401 (load_run_spec: confirm's)
 from search.tblog import OutcomeTBXLogger
+from search.warmstart import check_warm_start, started_studies, warm_configs
 from spaces import build_space
 from trainables.distill import distill_trainable, teacher_key
 from trainables.prepare import prepare_teachers
@@ -62,6 +64,22 @@ def connect(address: str | None) -> None:
 def study_entries(spec: SweepSpec, studies: list[Study]) -> list[StudyEntry]:
     return [StudyEntry(key=s.key, space=build_space(spec.space, s.base),
                        num_samples=spec.num_samples, epochs=s.base.epochs) for s in studies]
+
+
+def add_warm_starts(spec: SweepSpec, entries: list[StudyEntry]) -> None:
+    """Give the studies that hold no trial yet their warm-start configs (the sweep file's
+    ``warm_start``); reads the earlier run dirs, so it runs before Ray starts. A study that
+    already holds trials (a resumed or extended sweep) keeps the ones it has."""
+    if spec.warm_start is None:
+        return
+    started = started_studies(spec.run_dir)
+    todo = {e.key: e.space for e in entries if e.key not in started}
+    if not todo:
+        return
+    check_warm_start(spec)
+    warm = warm_configs(spec.warm_start, todo)
+    for entry in entries:
+        entry.warm = warm.get(entry.key, [])
 
 
 def teacher_jobs(studies: list[Study], entries: list[StudyEntry]):
@@ -122,7 +140,7 @@ def sweep_objective(studies: list[Study]) -> Objective:
 
 
 def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
-               callbacks: list[tune.Callback], metric: str):
+               callbacks: list[tune.Callback], metric: str, *, extend: bool = False):
     run_dir = spec.run_dir
     searcher = MultiStudySearcher(entries, storage_url(run_dir), seed=spec.searcher.seed,
                                   multivariate=spec.searcher.multivariate, metric=metric)
@@ -131,7 +149,8 @@ def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
                              grace_period=spec.scheduler.grace_period,
                              reduction_factor=spec.scheduler.reduction_factor, metric=metric)
     progress = ProgressTable({e.key: e.epochs for e in entries},
-                             {e.key: e.num_samples for e in entries}, metric=metric)
+                             {e.key: e.num_samples for e in entries}, metric=metric,
+                             earlier=earlier_counts(run_dir) if extend else None)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -151,10 +170,16 @@ def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
 
 
 # ---- running ------------------------------------------------------------------------------------
-def run_sweep(spec: SweepSpec, *, resume: bool = False,
+def run_sweep(spec: SweepSpec, *, resume: bool = False, extend: bool = False,
               callbacks: list[tune.Callback] | None = None) -> SweepResult:
     """Run (or with ``resume`` continue) a sweep; returns the per-study summary. ``callbacks``
-    are extra Tune callbacks for a new sweep (a resumed one keeps those it started with)."""
+    are extra Tune callbacks for a new sweep (a resumed one keeps those it started with).
+
+    ``extend`` (with ``resume``; ``spec`` from ``search.extend.extended``): the finished sweep in
+    ``spec.run_dir`` goes on to ``spec.num_samples`` trials a study in a new Ray experiment of
+    the same run dir, whose studies' samplers see every earlier trial."""
+    if extend and not resume:
+        raise ValueError("extend continues a sweep: it needs resume")
     # Every error before Ray starts; for a local Ray, this machine's CPUs and GPUs are the cluster.
     local = None if spec.ray_address else {"CPU": float(os.cpu_count() or 1),
                                             "GPU": float(torch.cuda.device_count())}
@@ -162,7 +187,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
     run_dir = spec.run_dir
     # A sweep stopped while its teachers were prepared has its sweep.yaml but no Tuner state yet:
     # it starts its Tuner afresh (the teachers continue from their per-epoch checkpoints).
-    restore = resume and tune.Tuner.can_restore(str(run_dir))
+    restore = resume and not extend and tune.Tuner.can_restore(str(run_dir))
     if resume and not restore and not (run_dir / SWEEP_FILE).is_file():
         raise ConfigError(f"--resume: {run_dir} holds no sweep state to resume; run the sweep "
                           "without --resume.")
@@ -170,6 +195,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
         raise ConfigError(f"{run_dir} already holds a sweep; continue it with `mgkd tune --resume "
                           f"{run_dir}` or give the sweep another name.")
     entries = study_entries(spec, studies)
+    add_warm_starts(spec, entries)
     objective = sweep_objective(studies)
     quiet_ray()
     connect(spec.ray_address)
@@ -185,7 +211,14 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False,
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False)
     else:
-        tuner = _new_tuner(spec, entries, trainable, list(callbacks or []), objective.name)
+        tuner = _new_tuner(spec, entries, trainable, list(callbacks or []), objective.name,
+                           extend=extend)
+    if extend:
+        # Recorded once the new experiment exists (its tuner.pkl): from now on a plain --resume
+        # continues the extension.
+        atomic_write_text(run_dir / SWEEP_FILE, spec.to_yaml())
+        log.info("sweep %s: extended to %d trials a study; the trials done so far are not re-run "
+                 "and every study's sampler sees them", spec.name, spec.num_samples)
     # The first Ctrl-C makes Tune stop its trials, save its state and return (a second one
     # raises KeyboardInterrupt at once); an incomplete sweep after fit() means it was interrupted.
     tuner.fit()

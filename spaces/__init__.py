@@ -10,7 +10,8 @@ from spaces.names import (MAX_LEVELS, NUM_LEVELS, TEMPERATURE_CHOICES, WIDTH_CHO
 from spaces.params import PARAM_TYPES, ParamSpec, parse_param
 from spaces.presets import DEFAULT_PRESET, PRESETS, preset_params
 from spaces.space import SearchSpace
+from spaces.transfer import Fitted, fit_params
 
-__all__ = ["DEFAULT_PRESET", "MAX_LEVELS", "NUM_LEVELS", "PARAM_TYPES", "PRESETS", "ParamSpec",
-           "SearchSpace", "TEMPERATURE_CHOICES", "WIDTH_CHOICES", "build_space", "level_name",
+__all__ = ["DEFAULT_PRESET", "Fitted", "MAX_LEVELS", "NUM_LEVELS", "PARAM_TYPES", "PRESETS", "ParamSpec",
+           "SearchSpace", "TEMPERATURE_CHOICES", "WIDTH_CHOICES", "build_space", "fit_params", "level_name",
            "parse_level_name", "parse_param", "preset_params"]

@@ -118,6 +118,33 @@ class Resources:
     gpu: Annotated[Amount, AfterValidator(_whole_gpus_above_one)] = 0.0
 
 
+def _absolute_dirs(dirs: list[str]) -> list[str]:
+    """Run dirs as absolute paths: the sweep file stored in the run dir must find them again when
+    the sweep is resumed from another directory."""
+    return [str(Path(d).expanduser().absolute()) for d in dirs]
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(frozen=True)
+class WarmStartSpec:
+    """Start every study from the best configs of finished studies with the same method and
+    mode in earlier run dirs: after its paper default, each study enqueues their ``top_k`` best
+    COMPLETE configs, mapped into its own space (``search.warmstart``)."""
+
+    KEY_HINT: ClassVar[str] = ("e.g. warm_start: {from: [runs/cifar-r56], top_k: 3}: run dirs of "
+                               "finished sweeps, and how many of their best configs each study "
+                               "enqueues")
+    from_: Annotated[list[Name], Field(alias="from", min_length=1,
+                                       description="a non-empty list of run dirs of earlier "
+                                                   "sweeps, e.g. [runs/cifar-r56]"),
+                     AfterValidator(_absolute_dirs)]
+    top_k: Annotated[Int, Field(ge=1, description="how many of the earlier studies' best configs "
+                                                  "each study enqueues after its paper default")] = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": list(self.from_), "top_k": self.top_k}
+
+
 def _known_objective(value: str | None) -> str | None:
     """A registered objective name (checked against the data set's task when studies are
     planned), or null for the data set's default."""
@@ -170,6 +197,9 @@ class SweepSpec:
     checkpoint_every: Count = 2
     # what TPE, ASHA, `mgkd best`, export and the report select on; null: the data set's default
     objective: Annotated[Str | None, AfterValidator(_known_objective)] = None
+    # earlier run dirs whose best configs every study tries first (after its paper default)
+    warm_start: Annotated[WarmStartSpec | None,
+                          Field(description="e.g. {from: [runs/cifar-r56], top_k: 3}")] = None
 
     @model_validator(mode="after")
     def _check_together(self) -> "SweepSpec":
@@ -192,6 +222,12 @@ class SweepSpec:
             fail(f"base.{inside[0]}: {', '.join(inside)} cannot be set in base: each study takes its "
                  "teacher, student and teacher_checkpoint from pairs, its method from methods and "
                  "its mode from modes. Move them there.")
+        warm = self.warm_start
+        if warm is not None and warm.top_k + 1 > self.num_samples:
+            fail(f"warm_start.top_k: {warm.top_k} configs after the paper default need "
+                 f"{warm.top_k + 1} trials a study, but num_samples {self.num_samples} gives "
+                 f"{self.num_samples}; set top_k to at most {self.num_samples - 1} or raise "
+                 "num_samples.")
         resources = self.resources_per_trial
         if resources.cpu == 0 and resources.gpu == 0 and self.max_concurrent_trials is None:
             fail("resources_per_trial: cpu and gpu are both 0 and max_concurrent_trials is null, "
@@ -206,7 +242,8 @@ class SweepSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (YAML-able); ``SweepSpec.from_dict(spec.to_dict()) == spec``."""
-        return {**dataclasses.asdict(self), "pairs": [pair.to_dict() for pair in self.pairs]}
+        return {**dataclasses.asdict(self), "pairs": [pair.to_dict() for pair in self.pairs],
+                "warm_start": self.warm_start.to_dict() if self.warm_start else None}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -139,7 +139,9 @@ def _locate(root: type, loc: tuple[int | str, ...]) -> _Spot:
         if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
             return _Spot(owner=spot.owner)
         spot.owner = hint
-        hint = typing.get_type_hints(hint, include_extras=True).get(part, Any)
+        hints = typing.get_type_hints(hint, include_extras=True)
+        name = next((n for n in hints if _key_name(spot.owner, n) == part), part)
+        hint = hints.get(name, Any)
     items = _metadata(hint)
     spot.description = next((i.description for i in reversed(items)
                              if isinstance(i, FieldInfo) and i.description), None)
@@ -177,9 +179,16 @@ def _range_text(bounds: list[Any]) -> str:
     return f"less than {high_value}" if isinstance(high, at.Lt) else f"at most {high_value}"
 
 
+def _key_name(owner: type, name: str) -> str:
+    """The key users write for field ``name``: its alias when it has one (``from`` for ``from_``)."""
+    hint = typing.get_type_hints(owner, include_extras=True).get(name)
+    alias = next((i.alias for i in _metadata(hint) if isinstance(i, FieldInfo) and i.alias), None)
+    return alias or name
+
+
 def _keys_problem(kind: str, errors: list[dict[str, Any]], spot: _Spot) -> str:
     names = [str(e["loc"][-1]) for e in errors]
-    allowed = [f.name for f in dataclasses.fields(spot.owner)] if spot.owner else []
+    allowed = [_key_name(spot.owner, f.name) for f in dataclasses.fields(spot.owner)] if spot.owner else []
     text = (f"unknown key(s) {names}; allowed keys: {', '.join(allowed)}" if kind == "unknown"
             else f"missing required key(s) {names}")
     hint = getattr(spot.owner, "KEY_HINT", None)
