@@ -33,6 +33,7 @@ from mgkd.training.engine import EpochCallback, resolve_device
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 STUDENT = "student.pt"
+PEER_FILE = "peer{}.pt"  # a peer group's peers; student.pt is a copy of the best one
 METRICS = "metrics.json"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -89,7 +90,10 @@ def check_out_dir(out: Path) -> None:
 
 
 def _uncached(config: ExperimentConfig) -> str:
-    """What of the teacher and heads ``config`` needs is not in its cache yet ('' when nothing)."""
+    """What of the teacher and heads ``config`` needs is not in its cache yet ('' when nothing;
+    always for a peer group, which has neither)."""
+    if config.peers is not None:
+        return ""
     path = teacher_path(config)
     if not path.is_file():
         return "the teacher"
@@ -156,16 +160,18 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
     _warn_of_knowledge_to_train(config)
     save_config(config, saved)
     splits = load_config_splits(config)
-    teacher_progress = [ProgressLog("teacher", config.teacher_epochs, config.task)]
-    knowledge = prepare_knowledge(config, splits, teacher_callbacks=teacher_progress)
+    knowledge = None
+    if config.peers is None:  # a peer group trains from scratch: no teacher, no heads
+        teacher_progress = [ProgressLog("teacher", config.teacher_epochs, config.task)]
+        knowledge = prepare_knowledge(config, splits, teacher_callbacks=teacher_progress)
 
     board = TensorBoardScalars(out / TENSORBOARD_DIR, run_hparams(config.to_dict(), "mgkd train"),
-                               reported_metrics(config.task, config.objective))
+                               reported_metrics(config.task, config.objective,
+                                                len(config.peers or [])))
     summary = partial(final_metrics, objective=get_objective(config.objective))
     trainer = make_trainer(config, splits, knowledge, checkpoint_path=checkpoint, callbacks=[
         board, MetricsFile(out / METRICS, summary),
-        ProgressLog(f"{config.teacher}->{config.student}", config.epochs, config.task),
-        *(callbacks or [])])
+        ProgressLog(config.label, config.epochs, config.task), *(callbacks or [])])
     if trainer.resume_from_checkpoint():  # only with --resume: a checkpoint without it is refused
         log.info("resuming %s after epoch %d", out, trainer.state.epoch)
     try:
@@ -174,12 +180,22 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
         board.close()
     final = summary(state)
     write_metrics(out / METRICS, state.history, final)
-    student = trainer.learner.modules["student"]
     objective = trainer.objective
-    save_student(student, config.student, splits.spec.num_classes, out / STUDENT,
-                 {"epoch": state.epoch, "objective": objective.name,
-                  objective.best_metric: state.best_value,
-                  objective.test_metric: final[objective.test_metric]})
+    facts = {"epoch": state.epoch, "objective": objective.name,
+             objective.best_metric: state.best_value,
+             objective.test_metric: final[objective.test_metric]}
+    modules, classes = trainer.learner.modules, splits.spec.num_classes
+    if config.peers is None:
+        save_student(modules["student"], config.student, classes, out / STUDENT, facts)
+        return RunResult(out, state, final)
+    # A peer group: every peer's weights, and the best peer's (its last epoch's) as student.pt,
+    # so `mgkd noise / cka / transfer` and the report read a group's run as any other.
+    best = int(final["best_peer"])
+    for i, arch in enumerate(config.peers):
+        save_student(modules[f"peer{i}"], arch, classes, out / PEER_FILE.format(i),
+                     {**facts, "peer": i, objective.test_metric: final.get(f"test_acc_peer{i}")})
+    save_student(modules[f"peer{best}"], config.peers[best], classes, out / STUDENT,
+                 {**facts, "peer": best})
     return RunResult(out, state, final)
 
 
