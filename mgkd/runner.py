@@ -68,6 +68,8 @@ def check_outputs(config: ExperimentConfig, out: Path) -> None:
     """``out`` and ``cache_dir`` can be written, and a run never writes into a sweep's run dir:
     checked before any training starts."""
     check_out_dir(out)
+    if config.peers is not None:  # a peer group caches nothing
+        return
     sweep = sweep_run_dir_of(config.cache_dir)
     if sweep is not None:  # reading a sweep's teacher and heads is fine; adding to them is not
         missing = _uncached(config)
