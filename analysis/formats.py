@@ -124,6 +124,11 @@ def _footer(run: Run, bests: list[StudyBest]) -> list[str]:
              f"{objective.name}: the winner's last-epoch validation {objective.label} (mean ± std "
              "over seeds when confirmed); gain: over the paper default; vs plain kd: over the "
              "same pair's kd/plain study.", verdict_note(objective)]
+    groups = sorted({b.study.label for b in bests if b.study.is_group})
+    if groups:
+        lines.append(f"peer groups ({', '.join(groups)}): {objective.name} is the best peer's "
+                     f"(each epoch the peer with the highest {objective.name}); "
+                     f"{objective.test_metric} is that same peer's.")
     return lines + _notes(run, bests) + ["", f"run dir: {run.path}"]
 
 

@@ -99,10 +99,11 @@ def _from_spec(spec: Any, notes: list[str]) -> dict[str, StudyInfo]:
         notes.append(f"{SWEEP_FILE}: its studies could not be planned ({err}); studies are taken "
                      f"from {OPTUNA_DB} and the trial dirs, without their base configs.")
         return _from_raw(spec.to_dict())
-    return {s.key: StudyInfo(s.key, s.pair.teacher, s.pair.student, s.method, s.mode,
+    return {s.key: StudyInfo(s.key, *split_study_key(s.key),  # type: ignore[misc]
                              budget=s.base.epochs, base=s.base.to_dict(),
                              objective=s.base.objective,
-                             teacher_checkpoint=s.pair.teacher_checkpoint) for s in studies}
+                             teacher_checkpoint=getattr(s.pair, "teacher_checkpoint", None))
+            for s in studies}
 
 
 def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:

@@ -167,7 +167,7 @@ class ExperimentConfig:
                  f"{', '.join(modes)} (the peers carry granularity encoders only, no decoders, so "
                  "there is no stable target to build).")
         defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
-        for key in _TEACHER_KEYS:
+        for key in TEACHER_KEYS:
             if getattr(self, key) != defaults[key]:
                 fail(f"{key}: a peer group has no teacher (its peers train together from "
                      f"scratch), so {key} does not apply; leave it out.")
@@ -241,7 +241,7 @@ class ExperimentConfig:
 
 _SCHEMA: Schema[ExperimentConfig] = Schema(ExperimentConfig)
 # What only a teacher -> student run reads: a peer group leaves each at its default.
-_TEACHER_KEYS: tuple[str, ...] = ("teacher_checkpoint", "teacher_epochs", "teacher_seed",
+TEACHER_KEYS: tuple[str, ...] = ("teacher_checkpoint", "teacher_epochs", "teacher_seed",
                                   "teacher_init", "teacher_recipe", "head_epochs", "student_init")
 REID_EVAL_KEYS: tuple[str, ...] = ("eval_flip", "eval_normalize", "eval_distance", "rerank")
 
