@@ -9,7 +9,7 @@ import yaml
 import torch
 import torch.nn.functional as F
 
-from mgkd.config import ExperimentConfig, resolve
+from mgkd.config import ExperimentConfig, load_config, resolve
 from mgkd.data import load_splits
 from mgkd.distill.learner import make_trainer, reported_metrics
 from mgkd.distill.mutual import (MutualLearner, MutualWeights, build_mutual_learner, mutual_loss,
@@ -21,7 +21,7 @@ from mgkd.training.engine import Schedule
 from mgkd.training.steps import InlineRecorder
 from mgkd.training.tasks import get_task
 
-from conftest import TINY_DATA, tiny_config_dict
+from conftest import TINY_DATA, assert_clean_error, mgkd, tiny_config_dict
 from test_engine import StopAfter
 
 LEVELS = [{"dim": 8, "temperature": 2.0, "weight": 1.0}, {"dim": 16, "temperature": 8.0,
@@ -230,6 +230,13 @@ def test_a_group_run_reports_every_peer_and_saves_the_best_as_its_student(tmp_pa
         model = load_model_file(out / name)
         assert model.trained_on is not None and model.trained_on.dataset == "synthetic"
     assert not (tmp_path / "cache").exists()  # no teacher, no head bank
+    # TensorBoard: every peer's curves beside the group's, under a sweep trial's tags
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {f"ray/tune/{name}" for name in ("val_acc_peer2", "test_acc_peer1", "loss_peer0",
+                                            "best_peer", "val_acc_ensemble")} <= tags
 
 
 def test_a_group_steps_the_same_recorded_as_eagerly(tmp_path):
@@ -273,3 +280,18 @@ def test_a_group_config_round_trips_and_resolves_the_papers_dml_settings(tmp_pat
     assert (config.ce_weight, config.logit_weight, config.temperature) == (0.5, 0.5, 4.0)
     assert config.lr == 0.05 and peer_lrs(config) == pytest.approx([0.05, 0.01])
     assert config.label == "dml: resnet32+ShuffleV1"
+
+
+def test_mgkd_config_prints_a_peer_groups_config(tmp_path):
+    result = mgkd("config", "--peers", "resnet8", "MobileNetV2", "--dataset", "digits")
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(result.stdout)
+    assert (data["peers"], data["method"], data["mode"]) == (["resnet8", "MobileNetV2"], "dml",
+                                                              "mag")
+    assert not {"teacher", "student", "teacher_epochs", "head_epochs"} & set(data)
+    (tmp_path / "c.yaml").write_text(result.stdout)
+    assert load_config(tmp_path / "c.yaml").peers == ["resnet8", "MobileNetV2"]
+    assert_clean_error(mgkd("config", "--peers", "resnet8", "resnet8", "--teacher", "resnet8",
+                            "--dataset", "digits"), "either --teacher and --student", "--peers")
+    assert_clean_error(mgkd("config", "--dataset", "digits"), "--teacher and --student",
+                       "--peers")

@@ -202,10 +202,14 @@ class ExperimentConfig:
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain data; a peer group's config has no teacher and no student."""
+        """Plain data; a pair's config has no ``peers``, a peer group's no teacher, no student
+        and no teacher settings (they are at their defaults, which nothing reads)."""
         data = dataclasses.asdict(self)
-        if self.peers is not None:
-            del data["teacher"], data["student"]
+        if self.peers is None:
+            del data["peers"]
+        else:
+            for key in ("teacher", "student", *TEACHER_KEYS):
+                del data[key]
         return data
 
     @classmethod
