@@ -130,6 +130,17 @@ def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
                                          objective=objective,
                                          teacher_checkpoint=(checkpoint if isinstance(checkpoint, str)
                                                              else None))
+    groups = data.get("groups") if isinstance(data.get("groups"), list) else []
+    for group in groups:  # peer groups, studied with the online method (dml)
+        peers = group.get("peers") if isinstance(group, dict) else None
+        if not isinstance(peers, list) or not peers:
+            continue
+        label = "+".join(map(str, peers))
+        for method in (m for m in methods if m == "dml"):
+            for mode in modes:
+                key = f"{label}__{method}__{mode}"
+                studies[key] = StudyInfo(key, "", label, str(method), str(mode), budget=budget,
+                                         objective=objective)
     return studies
 
 
