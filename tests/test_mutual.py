@@ -295,3 +295,36 @@ def test_mgkd_config_prints_a_peer_groups_config(tmp_path):
                             "--dataset", "digits"), "either --teacher and --student", "--peers")
     assert_clean_error(mgkd("config", "--dataset", "digits"), "--teacher and --student",
                        "--peers")
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"groups": [{"peers": ["resnet8"]}]}, ["sweep groups[0].peers: 1 peer(s)", "2 to 4"]),
+    ({"methods": ["kd"]}, ["sweep groups:", "add dml to methods"]),
+    ({"groups": [], "pairs": [{"teacher": "resnet8", "student": "resnet8"}]},
+     ["sweep methods: dml trains peer groups", "add groups"]),
+    ({"modes": ["plain", "mas"]}, ["sweep modes[1]: mas is not a mode of dml"]),
+    ({"groups": [{"peers": ["resnet8", "resnet8"]}] * 2}, ["sweep groups[1]", "repeats groups[0]"]),
+    ({"groups": [{"peers": ["resnet8", "nope"]}]}, ["sweep groups[0].peers[1]", "unknown architecture"]),
+    ({"methods": ["dml", "kd"]}, ["sweep methods: kd distils a teacher -> student pair"]),
+])
+def test_a_bad_group_sweep_is_named_with_the_fix(change, words):
+    from mgkd.config.sweep import SweepSpec, plan
+    data = {"name": "g", "groups": [{"peers": ["resnet8", "resnet8"]}], "methods": ["dml"],
+            "modes": ["plain", "mag"], "base": {"dataset": "digits"}, **change}
+    with pytest.raises(ConfigError) as err:
+        plan(SweepSpec.from_dict(data))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_a_group_study_drops_the_teacher_settings_base_gives_the_pairs():
+    from mgkd.config.sweep import SweepSpec, plan
+    spec = SweepSpec.from_dict({
+        "name": "g", "pairs": [{"teacher": "resnet20", "student": "resnet8"}],
+        "groups": [{"peers": ["resnet8", "wrn_16_1"]}], "methods": ["kd", "dml"],
+        "modes": ["plain"], "base": {"dataset": "digits", "teacher_epochs": 7, "head_epochs": 3}})
+    studies = plan(spec)
+    assert [s.key for s in studies] == ["resnet20__resnet8__kd__plain",
+                                        "resnet8+wrn_16_1__dml__plain"]
+    assert studies[0].base.teacher_epochs == 7 and studies[1].base.peers == ["resnet8", "wrn_16_1"]
+    assert studies[1].base.teacher_epochs == 240  # the default: a group reads none of them

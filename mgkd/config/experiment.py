@@ -46,6 +46,14 @@ def _check_milestones(milestones: list[float]) -> list[float]:
     return milestones
 
 
+def peer_count_problem(peers: list[str]) -> str:
+    """What is wrong with a peer group of this many architectures ('' when nothing)."""
+    if MIN_PEERS <= len(peers) <= MAX_PEERS:
+        return ""
+    return (f"{len(peers)} peer(s); a peer group has {MIN_PEERS} to {MAX_PEERS} architectures, "
+            "e.g. peers: [resnet32, resnet32].")
+
+
 @with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
 class Granularity:
@@ -155,9 +163,8 @@ class ExperimentConfig:
                      "give peers: [ARCH, ARCH, ...] (2 to 4 architectures) and leave teacher and "
                      "student out.")
             return self
-        if not MIN_PEERS <= len(self.peers) <= MAX_PEERS:
-            fail(f"peers: {len(self.peers)} peer(s); a peer group has {MIN_PEERS} to {MAX_PEERS} "
-                 "architectures, e.g. peers: [resnet32, resnet32].")
+        if peer_count_problem(self.peers):
+            fail(f"peers: {peer_count_problem(self.peers)}")
         if not online:
             fail(f"peers: a peer group trains with an online method (dml), and method is "
                  f"{self.method}; set method: dml, or give teacher and student instead of peers.")

@@ -25,10 +25,10 @@ from typing import Annotated, Any, ClassVar, NoReturn
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field, model_validator, with_config
 
-from mgkd.catalog.methods import MAX_PEERS, METHOD_DEFAULTS, METHOD_NAMES, MIN_PEERS, MODE_NAMES
+from mgkd.catalog.methods import METHOD_DEFAULTS, METHOD_NAMES, MODE_NAMES
 from mgkd.catalog.models import MODEL_NAMES
 from mgkd.catalog.objectives import OBJECTIVES, check_objective
-from mgkd.config.experiment import TEACHER_KEYS, ExperimentConfig, resolve
+from mgkd.config.experiment import TEACHER_KEYS, ExperimentConfig, peer_count_problem, resolve
 from mgkd.config.validation import (EMPTY_MAPPING_IF_NONE, Bool, Float, Int, Name, Options, Schema,
                                     Str, fail)
 from mgkd.errors import ConfigError
@@ -89,9 +89,8 @@ class Pair:
 
 
 def _two_to_four(peers: list[str]) -> list[str]:
-    if not MIN_PEERS <= len(peers) <= MAX_PEERS:
-        fail(f"{len(peers)} peer(s); a peer group has {MIN_PEERS} to {MAX_PEERS} architectures, "
-             "e.g. peers: [resnet32, resnet32].")
+    if peer_count_problem(peers):
+        fail(peer_count_problem(peers))
     return peers
 
 
