@@ -108,7 +108,7 @@ def test_teacher_head_and_reid_steps_can_be_captured(splits, batch):
     assert step_problems(reid_loss, reid.model.parameters(), [reid.model], batch) == []
 
 
-@pytest.mark.parametrize("mode", ["plain", "mag"])
+@pytest.mark.parametrize("mode", ["plain", "mag", "mas"])
 def test_a_peer_groups_whole_step_can_be_captured(tmp_path, splits, batch, mode):
     # dml declares no capture blocker: every peer's forward, the mutual terms, backward and the
     # SGD step record as one graph.

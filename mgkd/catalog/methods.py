@@ -36,7 +36,7 @@ class MethodDefaults:
     capture_blocker: why a step of this method cannot be recorded in a CUDA graph (None: it can;
       ``mgkd.training.capture`` checks the claim on the CPU, see ``tests/test_capture.py``).
     online: peers trained together from scratch, no teacher (a config with ``peers``); the
-      logit weight is the weight of the mutual KL term, ``modes`` the modes it runs in.
+      logit weight is the weight of the mutual KL term.
     """
 
     name: str
@@ -49,7 +49,6 @@ class MethodDefaults:
     pair_options: PairOptions = _no_pair_options
     capture_blocker: str | None = None
     online: bool = False
-    modes: tuple[str, ...] = ("plain", "mag", "mas")
 
     def __post_init__(self) -> None:  # read-only tables
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -119,10 +118,11 @@ METHOD_DEFAULTS: Mapping[str, MethodDefaults] = MappingProxyType({d.name: d for 
                    pair_options=_dkd_pair_options),
     # Deep mutual learning (online, no teacher). The MGKD paper's dml.py / mdp_dml.py parse
     # --alpha 0.5 ("weight for ce and kl") and --T 4 and never use them (a defect): used here, as
-    # ce 1 - alpha, KL alpha, the config's T (4 by default). mdp_dml.py's peers carry encoders
-    # only (no decoders), so there is no stable target: plain (DML) and mag (MDP-DML).
+    # ce 1 - alpha, KL alpha, the config's T (4 by default). plain: DML; mag: MDP-DML (encoders
+    # on every peer); mas (beyond the paper, whose peers have no decoders): decoders too, and
+    # each peer is matched through its stable target.
     MethodDefaults("dml", 0.0, ce_weight=0.5, logit_weight=0.5, uses_feature_weight=False,
-                   online=True, modes=("plain", "mag")),
+                   online=True),
 )})
 
 

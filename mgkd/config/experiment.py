@@ -168,11 +168,6 @@ class ExperimentConfig:
         if not online:
             fail(f"peers: a peer group trains with an online method (dml), and method is "
                  f"{self.method}; set method: dml, or give teacher and student instead of peers.")
-        modes = method_defaults(self.method).modes
-        if self.mode not in modes:
-            fail(f"mode: {self.mode} is not a mode of method {self.method}; allowed: "
-                 f"{', '.join(modes)} (the peers carry granularity encoders only, no decoders, so "
-                 "there is no stable target to build).")
         defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
         for key in TEACHER_KEYS:
             if getattr(self, key) != defaults[key]:

@@ -227,14 +227,6 @@ class SweepSpec:
         if self.pairs and not distilled:
             fail("pairs: the sweep lists only online methods (dml), which train groups, not pairs; "
                  "add a distillation method such as kd to methods or remove pairs.")
-        for name in online:
-            modes = METHOD_DEFAULTS[name].modes
-            for i, mode in enumerate(self.modes):
-                if mode in MODE_NAMES and mode not in modes:
-                    fail(f"modes[{i}]: {mode} is not a mode of {name} (peer groups): allowed "
-                         f"{', '.join(modes)}; its peers carry granularity encoders only, no "
-                         "decoders, so there is no stable target. Drop it, or put the groups in a "
-                         "sweep file of their own.")
         return self
 
     @model_validator(mode="after")
