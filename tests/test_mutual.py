@@ -224,7 +224,8 @@ def test_without_a_validation_split_the_peer_with_the_lowest_training_ce_is_chos
 
 # ---- runs --------------------------------------------------------------------------------------
 def test_an_interrupted_group_resumes_to_the_uninterrupted_run_exactly(tmp_path):
-    config = group_config(tmp_path)
+    # mas: every module a group can have (peers, encoders, decoders) comes back bit for bit
+    config = group_config(tmp_path, mode="mas")
     whole = run_training(config, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         run_training(config, tmp_path / "cut", callbacks=[StopAfter(1)])
