@@ -201,7 +201,8 @@ class StudyBest:
         for re-ID ``val_rank1``, ``test_rank1``, ``val_map``, ``test_map``), and ``<objective>_std``,
         ``paper_default_<objective>``, ``plain_kd_<objective>`` repeat the generic keys."""
         s, name = self.study, self.objective.name
-        out = {"study": s.key, "teacher": s.teacher, "student": s.student, "method": s.method,
+        out = {"study": s.key, "pair": s.label, "teacher": s.teacher, "student": s.student,
+               "method": s.method,
                "mode": s.mode, "epoch_budget": s.budget, "trials": sum(self.counts.values()),
                "complete": self.counts[COMPLETE], "pruned": self.counts["PRUNED"],
                "errored": self.counts["FAIL"], "running": self.counts["RUNNING"],

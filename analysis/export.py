@@ -59,6 +59,7 @@ def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig,
               if best.confirmed else "")
     epochs = trial.epochs or trial_config.epochs
     objective = best.objective
+    group = trial_config.peers is not None  # a peer group: no teacher, no heads
     lines = [
         f"Best config of study {best.study.key} in sweep {run.name} ({run.path}), written by "
         "`mgkd export`.",
@@ -68,8 +69,10 @@ def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig,
         f"{fmt_number(best.test_value)} is reported, never used to select.",
         f"Hyperparameters: {fmt_params(best.params)}.",
         f"Changed from the trial: epochs {trial_config.epochs} -> {final.epochs} (the sweep's "
-        f"budget), val_fraction {trial_config.val_fraction:g} -> 0 (the full training set; the "
-        "teacher and heads are cached per training split, so this trains them afresh on it).",
+        f"budget), val_fraction {trial_config.val_fraction:g} -> 0 (the full training set; "
+        + ("with no validation split the run's student.pt is the peer with the lowest training "
+           "cross-entropy)." if group else "the teacher and heads are cached per training "
+           "split, so this trains them afresh on it)."),
     ]
     lines += [
         f"Paths are not the sweep machine's: cache_dir {final.cache_dir} and data_dir "
@@ -80,8 +83,9 @@ def _header(run: Run, best: StudyBest, trial_config: ExperimentConfig,
         "count):",
         f"  mgkd train --config THIS_FILE --out DIR --threads {threads_of(run)} --set "
         f"epochs={epochs} val_fraction={trial_config.val_fraction:g}",
-        f"  (add cache_dir={run.path / 'cache'} to load the sweep's teacher and heads instead of "
-        "training them again; nothing is written there)"]
+        *([] if group else [
+            f"  (add cache_dir={run.path / 'cache'} to load the sweep's teacher and heads instead "
+            "of training them again; nothing is written there)"])]
     return [f"# {line}" for line in lines]
 
 

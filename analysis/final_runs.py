@@ -35,6 +35,8 @@ class FinalRun:
         if self.config is None:
             return self.path.name
         c = self.config
+        if c.peers is not None:
+            return f"{c.label} {c.mode}"
         return f"{c.teacher}→{c.student} {c.method} {c.mode}"
 
 
@@ -68,6 +70,9 @@ def read_final_run(path: str | Path, *, device: Any = "cpu",
         run.noise = noise_report(student, data_dir=config.data_dir, device=device)
     except MgkdError as err:
         notes.append(f"prediction noise not computed: {err}")
+    if config.peers is not None:
+        notes.append("a peer group has no teacher: no CKA")
+        return run
     teacher = teacher_path(config)
     if not teacher.is_file():
         notes.append(f"teacher file {teacher} not found (cache_dir {config.cache_dir} on another "

@@ -147,6 +147,11 @@ def _footer(run: Run, bests: list[StudyBest]) -> list[str]:
     if warm:
         lines += ["", "warm start (configs of earlier studies, tried after the paper default; "
                       "'(warm)' after a trial number):", *(f"  {line}" for line in warm)]
+    groups = sorted({b.study.label for b in bests if b.study.is_group})
+    if groups:
+        lines.append(f"peer groups ({', '.join(groups)}): {objective.name} is the best peer's "
+                     f"(each epoch the peer with the highest {objective.name}); "
+                     f"{objective.test_metric} is that same peer's.")
     return lines + _notes(run, bests) + ["", f"run dir: {run.path}"]
 
 

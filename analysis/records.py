@@ -41,8 +41,20 @@ class StudyInfo:
     teacher_checkpoint: str | None = None
 
     @property
+    def is_group(self) -> bool:
+        """A peer group's study (online method): no teacher, ``student`` is the group's label."""
+        return not self.teacher
+
+    @property
     def pair(self) -> str:
-        return f"{self.teacher}__{self.student}"
+        """``<teacher>__<student>``, or a peer group's ``<peer>+<peer>``: for file names."""
+        return self.student if self.is_group else f"{self.teacher}__{self.student}"
+
+    @property
+    def label(self) -> str:
+        """How pages name the pair: ``resnet32x4 → resnet8x4``, ``dml: resnet32+resnet32``."""
+        return f"{self.method}: {self.student}" if self.is_group else \
+            f"{self.teacher} → {self.student}"
 
 
 @dataclass

@@ -112,8 +112,8 @@ def paper_table(bests: list[StudyBest]) -> str:
     objective = run_objective(bests)
     by_cell = {(b.study.method, b.study.mode, b.study.pair): b for b in bests}
     pairs = list(dict.fromkeys(b.study.pair for b in bests))
-    head = "<tr><th>method</th>" + "".join(
-        f"<th>{_e(p.replace('__', ' → '))}</th>" for p in pairs) + "</tr>"
+    labels = {b.study.pair: b.study.label for b in bests}  # a peer group's: "dml: a+b"
+    head = "<tr><th>method</th>" + "".join(f"<th>{_e(labels[p])}</th>" for p in pairs) + "</tr>"
     rows = []
     for method, mode in _row_keys([b.study for b in bests]):
         label = mode_label(method, mode)

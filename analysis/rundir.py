@@ -99,10 +99,11 @@ def _from_spec(spec: Any, notes: list[str]) -> dict[str, StudyInfo]:
         notes.append(f"{SWEEP_FILE}: its studies could not be planned ({err}); studies are taken "
                      f"from {OPTUNA_DB} and the trial dirs, without their base configs.")
         return _from_raw(spec.to_dict())
-    return {s.key: StudyInfo(s.key, s.pair.teacher, s.pair.student, s.method, s.mode,
+    return {s.key: StudyInfo(s.key, *split_study_key(s.key),  # type: ignore[misc]
                              budget=s.base.epochs, base=s.base.to_dict(),
                              objective=s.base.objective,
-                             teacher_checkpoint=s.pair.teacher_checkpoint) for s in studies}
+                             teacher_checkpoint=getattr(s.pair, "teacher_checkpoint", None))
+            for s in studies}
 
 
 def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
@@ -129,6 +130,17 @@ def _from_raw(data: dict[str, Any]) -> dict[str, StudyInfo]:
                                          objective=objective,
                                          teacher_checkpoint=(checkpoint if isinstance(checkpoint, str)
                                                              else None))
+    groups = data.get("groups") if isinstance(data.get("groups"), list) else []
+    for group in groups:  # peer groups, studied with the online method (dml)
+        peers = group.get("peers") if isinstance(group, dict) else None
+        if not isinstance(peers, list) or not peers:
+            continue
+        label = "+".join(map(str, peers))
+        for method in (m for m in methods if m == "dml"):
+            for mode in modes:
+                key = f"{label}__{method}__{mode}"
+                studies[key] = StudyInfo(key, "", label, str(method), str(mode), budget=budget,
+                                         objective=objective)
     return studies
 
 

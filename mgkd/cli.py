@@ -43,8 +43,21 @@ def _parser(subparsers: argparse._SubParsersAction, name: str, summary: str,
 def cmd_config(args: argparse.Namespace) -> int:
     from mgkd.config import apply_overrides, default_config, resolve
 
-    config = default_config(args.teacher, args.student, args.dataset, method=args.method,
-                            mode=args.mode)
+    from mgkd.config import ExperimentConfig
+
+    if args.peers:
+        if args.teacher or args.student:
+            raise ConfigError("give either --teacher and --student (a pair) or --peers "
+                              "(an online peer group), not both.")
+        config = resolve(ExperimentConfig.from_dict({
+            "peers": args.peers, "dataset": args.dataset, "method": args.method or "dml",
+            "mode": args.mode or "mag"}))
+    elif not (args.teacher and args.student):
+        raise ConfigError("give --teacher and --student (a pair), or --peers ARCH ARCH "
+                          "... (2 to 4 architectures trained together with method dml).")
+    else:
+        config = default_config(args.teacher, args.student, args.dataset,
+                                method=args.method or "kd", mode=args.mode or "mas")
     config = resolve(apply_overrides(config, args.overrides))
     sys.stdout.write(config.to_yaml())
     return 0
@@ -147,20 +160,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_core_commands(subparsers: argparse._SubParsersAction) -> None:
     p = _parser(subparsers, "config", "print a complete default experiment config",
-                "Print a complete experiment config (YAML) for a teacher -> student pair with every "
-                "default filled in: the method's loss weights and options, the paper's two "
-                "granularity levels, lr. Save it, edit it, run it with `mgkd train --config`.")
-    p.add_argument("--teacher", required=True, metavar="ARCH",
-                   help=f"teacher architecture; one of {_names(MODEL_NAMES)}")
-    p.add_argument("--student", required=True, metavar="ARCH",
-                   help="student architecture; same choices as --teacher")
+                "Print a complete experiment config (YAML) for a teacher -> student pair (or, "
+                "with --peers, an online peer group) with every default filled in: the method's "
+                "loss weights and options, the paper's two granularity levels, lr. Save it, "
+                "edit it, run it with `mgkd train --config`.")
+    p.add_argument("--teacher", metavar="ARCH",
+                   help=f"teacher architecture; one of {_names(MODEL_NAMES)} (default: none; "
+                        "required with --student unless --peers is given)")
+    p.add_argument("--student", metavar="ARCH",
+                   help="student architecture; same choices as --teacher (default: none)")
+    p.add_argument("--peers", nargs="+", metavar="ARCH",
+                   help="instead of a pair: 2 to 4 architectures trained together from scratch "
+                        "(deep mutual learning, method dml; default: none)")
     p.add_argument("--dataset", required=True, metavar="NAME",
                    help=f"one of {_names(DATASET_NAMES)}")
-    p.add_argument("--method", default="kd", metavar="NAME",
-                   help=f"KD method (default kd); one of {_names(METHOD_NAMES)}")
-    p.add_argument("--mode", default="mas", choices=MODE_NAMES,
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help=f"KD method (default kd; dml with --peers); one of {_names(METHOD_NAMES)}")
+    p.add_argument("--mode", default=None, choices=MODE_NAMES,
                    help="plain: no granularity terms; mag: granularity terms on the teacher "
-                        "logits; mas: granularity terms and the stable target (default mas)")
+                        "logits; mas: granularity terms and the stable target (default mas; mag "
+                        "with --peers: MDP-DML, plain: DML)")
     _add_set(p)
     p.set_defaults(handler=cmd_config)
 

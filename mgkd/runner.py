@@ -35,6 +35,7 @@ from mgkd.training.engine import EpochCallback, resolve_device
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 STUDENT = "student.pt"
+PEER_FILE = "peer{}.pt"  # a peer group's peers; student.pt is a copy of the best one
 METRICS = "metrics.json"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -69,6 +70,8 @@ def check_outputs(config: ExperimentConfig, out: Path) -> None:
     """``out`` and ``cache_dir`` can be written, and a run never writes into a sweep's run dir:
     checked before any training starts."""
     check_out_dir(out)
+    if config.peers is not None:  # a peer group caches nothing
+        return
     sweep = sweep_run_dir_of(config.cache_dir)
     if sweep is not None:  # reading a sweep's teacher and heads is fine; adding to them is not
         teacher_missing, heads_missing = _uncached(config)
@@ -92,7 +95,10 @@ def check_out_dir(out: Path) -> None:
 
 
 def _uncached(config: ExperimentConfig) -> tuple[bool, int]:
-    """Whether ``config``'s teacher is missing from its cache, and how many of its heads are."""
+    """Whether ``config``'s teacher is missing from its cache, and how many of its heads are
+    (neither for a peer group, which has no teacher)."""
+    if config.peers is not None:
+        return False, 0
     path = teacher_path(config)
     if not path.is_file():
         return True, len(head_keys(config, ""))
@@ -164,17 +170,19 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
     check_outputs(config, out)
     save_config(config, saved)
     splits = load_config_splits(config)
-    _warn_of_knowledge_to_train(config, splits)
-    teacher_progress = [ProgressLog("teacher", config.teacher_epochs, config.task)]
-    knowledge = prepare_knowledge(config, splits, teacher_callbacks=teacher_progress)
+    knowledge = None
+    if config.peers is None:  # a peer group trains from scratch: no teacher, no heads
+        _warn_of_knowledge_to_train(config, splits)
+        teacher_progress = [ProgressLog("teacher", config.teacher_epochs, config.task)]
+        knowledge = prepare_knowledge(config, splits, teacher_callbacks=teacher_progress)
 
     board = TensorBoardScalars(out / TENSORBOARD_DIR, run_hparams(config.to_dict(), "mgkd train"),
-                               reported_metrics(config.task, config.objective))
+                               reported_metrics(config.task, config.objective,
+                                                len(config.peers or [])))
     summary = partial(final_metrics, objective=get_objective(config.objective))
     trainer = make_trainer(config, splits, knowledge, checkpoint_path=checkpoint, callbacks=[
         board, MetricsFile(out / METRICS, summary),
-        ProgressLog(f"{config.teacher}->{config.student}", config.epochs, config.task),
-        *(callbacks or [])])
+        ProgressLog(config.label, config.epochs, config.task), *(callbacks or [])])
     if trainer.resume_from_checkpoint():  # only with --resume: a checkpoint without it is refused
         log.info("resuming %s after epoch %d", out, trainer.state.epoch)
     try:
@@ -183,12 +191,22 @@ def run_training(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
         board.close()
     final = summary(state)
     write_metrics(out / METRICS, state.history, final)
-    student = trainer.learner.modules["student"]
     objective = trainer.objective
-    save_student(student, config.student, splits.spec.num_classes, out / STUDENT,
-                 {"epoch": state.epoch, "objective": objective.name,
-                  objective.best_metric: state.best_value,
-                  objective.test_metric: final[objective.test_metric]})
+    facts = {"epoch": state.epoch, "objective": objective.name,
+             objective.best_metric: state.best_value,
+             objective.test_metric: final[objective.test_metric]}
+    modules, classes = trainer.learner.modules, splits.spec.num_classes
+    if config.peers is None:
+        save_student(modules["student"], config.student, classes, out / STUDENT, facts)
+        return RunResult(out, state, final)
+    # A peer group: every peer's weights, and the best peer's (its last epoch's) as student.pt,
+    # so `mgkd noise / cka / transfer` and the report read a group's run as any other.
+    best = int(final["best_peer"])
+    for i, arch in enumerate(config.peers):
+        save_student(modules[f"peer{i}"], arch, classes, out / PEER_FILE.format(i),
+                     {**facts, "peer": i, objective.test_metric: final.get(f"test_acc_peer{i}")})
+    save_student(modules[f"peer{best}"], config.peers[best], classes, out / STUDENT,
+                 {**facts, "peer": best})
     return RunResult(out, state, final)
 
 

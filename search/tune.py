@@ -86,6 +86,8 @@ def teacher_jobs(studies: list[Study], entries: list[StudyEntry]):
     """One preparation job per teacher, with every head level any of its studies can ask for."""
     jobs: dict[str, tuple[Any, list[tuple[int, float]]]] = {}
     for study, entry in zip(studies, entries):
+        if study.base.peers is not None:  # a peer group has no teacher
+            continue
         key = teacher_key(study.base.teacher, study.base.teacher_checkpoint)
         config, levels = jobs.get(key, (study.base, []))
         jobs[key] = (config, list(dict.fromkeys(levels + entry.space.head_levels())))

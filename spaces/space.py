@@ -85,8 +85,8 @@ class SearchSpace:
     # ---- the head bank and logs ---------------------------------------------------------------
     def head_levels(self) -> list[tuple[int, float]]:
         """Every (dim, temperature) a trial of this space (or the base) can ask for, sorted."""
-        if not mode_has_levels(self.base.mode):
-            return []
+        if not mode_has_levels(self.base.mode) or self.base.peers is not None:
+            return []  # a peer group's encoders train from scratch: no teacher heads
         levels = {(g.dim, float(g.temperature)) for g in self.base.granularities}
         for level in range(max_levels(self.base, self.params)):
             levels.update(itertools.product(self._values(level, "dim"), self._values(level, "temperature")))
@@ -102,8 +102,8 @@ class SearchSpace:
         """Plain data (YAML-able) describing the space, for logs and sweep summaries."""
         return {
             "preset": self.preset,
-            "teacher": self.base.teacher,
-            "student": self.base.student,
+            **({"peers": list(self.base.peers)} if self.base.peers is not None
+               else {"teacher": self.base.teacher, "student": self.base.student}),
             "method": self.base.method,
             "mode": self.base.mode,
             "params": {name: spec.to_dict() for name, spec in self.params.items()},

@@ -106,3 +106,20 @@ def test_teacher_head_and_reid_steps_can_be_captured(splits, batch):
         return {"loss": sum(terms.values())}
 
     assert step_problems(reid_loss, reid.model.parameters(), [reid.model], batch) == []
+
+
+@pytest.mark.parametrize("mode", ["plain", "mag", "mas"])
+def test_a_peer_groups_whole_step_can_be_captured(tmp_path, splits, batch, mode):
+    # dml declares no capture blocker: every peer's forward, the mutual terms, backward and the
+    # SGD step record as one graph.
+    from mgkd.config import ExperimentConfig
+    from mgkd.distill.mutual import build_mutual_learner
+    assert METHOD_DEFAULTS["dml"].capture_blocker is None
+    config = resolve(ExperimentConfig.from_dict({
+        "peers": ["resnet8", "wrn_16_1"], "method": "dml", "mode": mode, "dataset": "synthetic",
+        "data_options": dict(TINY_DATA), "device": "cpu",
+        "granularities": [{"dim": 8, "temperature": 2.0}, {"dim": 16, "temperature": 8.0}]}))
+    group = build_mutual_learner(config, splits, torch.device("cpu"))
+    group.train()
+    assert step_problems(lambda b: group.loss_components(b, 0), group.trainable_parameters(),
+                         [group.modules], batch) == []

@@ -254,7 +254,7 @@ ERRORS: list[tuple[str, Callable[[dict], None], tuple[str, ...]]] = [
     ("missing name", _drop("name"), ("missing required key(s) ['name']",)),
     ("unsafe name", _set("name", "a/b"), ("sweep name", "letters, digits")),
     ("uri storage", _set("storage_path", "s3://bucket/runs"), ("sweep storage_path", "NFS")),
-    ("pairs empty", _set("pairs", []), ("sweep pairs", "non-empty list")),
+    ("pairs empty", _set("pairs", []), ("sweep pairs", "needs pairs", "or peer groups")),
     ("pair missing student", _set("pairs.0", {"teacher": "resnet20"}),
      ("sweep pairs[0]", "missing required key(s) ['student']")),
     ("pair unknown key", _set("pairs.0", {"teacher": "resnet20", "student": "resnet8", "ckpt": "x"}),
@@ -447,3 +447,19 @@ def test_load_sweep_errors(tmp_path: Path):
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_sweep(listed)
+
+
+def test_the_paper_dml_file_plans_the_papers_peer_group_with_its_settings_first():
+    from spaces import build_space
+    studies = validate_sweep(load_sweep(ROOT / "sweeps" / "paper-cifar100-dml.yaml"),
+                             check_data=False,
+                             cluster_resources={"CPU": 16.0, "GPU": 1.0, "memory": 1e11})
+    assert [s.key for s in studies] == ["resnet20+resnet20__dml__plain",
+                                        "resnet20+resnet20__dml__mag"]
+    for study in studies:
+        paper = build_space("full", study.base).paper_config()
+        assert paper.peers == ["resnet20", "resnet20"] and paper.epochs == 240
+        assert (paper.ce_weight, paper.logit_weight, paper.temperature, paper.lr) == \
+            (0.5, 0.5, 4.0, 0.05)
+        assert [(g.dim, g.temperature) for g in paper.granularities] == (
+            [(64, 2.0), (256, 8.0)] if study.mode == "mag" else [])

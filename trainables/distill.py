@@ -90,11 +90,12 @@ def distill_trainable(config: dict[str, Any], *, data: DataSplits,
     experiment = ExperimentConfig.from_validated(config["experiment"])
     _use_assigned_cpus()
     # Ray picks the GPU (CUDA_VISIBLE_DEVICES); device "auto" then means that GPU.
-    teacher = knowledge[teacher_key(experiment.teacher, experiment.teacher_checkpoint)]
+    teacher = (None if experiment.peers is not None  # a peer group has no teacher
+               else knowledge[teacher_key(experiment.teacher, experiment.teacher_checkpoint)])
+    reported = reported_metrics(experiment.task, experiment.objective,
+                                len(experiment.peers or []))
     trainer = make_trainer(experiment, data, teacher,
-                           callbacks=[TuneReporter(experiment.epochs, checkpoint_every,
-                                                   reported_metrics(experiment.task,
-                                                                    experiment.objective))])
+                           callbacks=[TuneReporter(experiment.epochs, checkpoint_every, reported)])
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:

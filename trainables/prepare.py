@@ -43,6 +43,8 @@ def prepare_teachers(jobs: dict[str, tuple[ExperimentConfig, list[tuple[int, flo
                      ) -> dict[str, Knowledge]:
     """Run one Ray task per teacher (in parallel); returns knowledge by teacher key. Each job's
     config is a study's resolved base config (validated when the sweep was planned)."""
+    if not jobs:  # peer groups only: nothing to prepare
+        return {}
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_prepare)
     data_ref = ray.put(data)
     lines = Queue(actor_options={"num_cpus": 0})

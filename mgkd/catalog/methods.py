@@ -35,6 +35,8 @@ class MethodDefaults:
     pair_options: options whose default depends on the (teacher, student) pair.
     capture_blocker: why a step of this method cannot be recorded in a CUDA graph (None: it can;
       ``mgkd.training.capture`` checks the claim on the CPU, see ``tests/test_capture.py``).
+    online: peers trained together from scratch, no teacher (a config with ``peers``); the
+      logit weight is the weight of the mutual KL term.
     """
 
     name: str
@@ -46,6 +48,7 @@ class MethodDefaults:
     form_feature_weights: Mapping[str, float] = field(default_factory=dict)
     pair_options: PairOptions = _no_pair_options
     capture_blocker: str | None = None
+    online: bool = False
 
     def __post_init__(self) -> None:  # read-only tables
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -113,10 +116,21 @@ METHOD_DEFAULTS: Mapping[str, MethodDefaults] = MappingProxyType({d.name: d for 
     MethodDefaults("dkd", 1.0, options={"alpha": 1.0, "beta": 8.0, "warmup_fraction": 20 / 240,
                                         "temperature": None},
                    pair_options=_dkd_pair_options),
+    # Deep mutual learning (online, no teacher). The MGKD paper's dml.py / mdp_dml.py parse
+    # --alpha 0.5 ("weight for ce and kl") and --T 4 and never use them (a defect): used here, as
+    # ce 1 - alpha, KL alpha, the config's T (4 by default). plain: DML; mag: MDP-DML (encoders
+    # on every peer); mas (beyond the paper, whose peers have no decoders): decoders too, and
+    # each peer is matched through its stable target.
+    MethodDefaults("dml", 0.0, ce_weight=0.5, logit_weight=0.5, uses_feature_weight=False,
+                   online=True),
 )})
 
 
 METHOD_NAMES: tuple[str, ...] = tuple(METHOD_DEFAULTS)
+# The teacher -> student methods (a DistillMethod module each in mgkd.methods) and the online ones.
+DISTILL_METHOD_NAMES: tuple[str, ...] = tuple(n for n, d in METHOD_DEFAULTS.items() if not d.online)
+ONLINE_METHOD_NAMES: tuple[str, ...] = tuple(n for n, d in METHOD_DEFAULTS.items() if d.online)
+MIN_PEERS, MAX_PEERS = 2, 4
 
 
 def method_defaults(name: str) -> MethodDefaults:

@@ -19,8 +19,8 @@ import yaml
 from pydantic import AfterValidator, ConfigDict, Field, model_validator, with_config
 
 from mgkd.catalog.datasets import DATASET_NAMES, dataset_task, validate_data_options
-from mgkd.catalog.methods import (METHOD_NAMES, MODE_NAMES, method_defaults, mode_has_levels,
-                                  paper_logit_weight)
+from mgkd.catalog.methods import (MAX_PEERS, METHOD_NAMES, MIN_PEERS, MODE_NAMES,
+                                  method_defaults, mode_has_levels, paper_logit_weight)
 from mgkd.catalog.models import MODEL_NAMES, default_lr
 from mgkd.catalog.objectives import check_objective
 from mgkd.catalog.tasks import REID, REID_DISTANCES, TASK_NAMES
@@ -44,6 +44,14 @@ def _check_milestones(milestones: list[float]) -> list[float]:
         fail(f"{milestones} must be increasing fractions of epochs in (0, 1], e.g. "
              "[0.625, 0.75, 0.875].")
     return milestones
+
+
+def peer_count_problem(peers: list[str]) -> str:
+    """What is wrong with a peer group of this many architectures ('' when nothing)."""
+    if MIN_PEERS <= len(peers) <= MAX_PEERS:
+        return ""
+    return (f"{len(peers)} peer(s); a peer group has {MIN_PEERS} to {MAX_PEERS} architectures, "
+            "e.g. peers: [resnet32, resnet32].")
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -75,6 +83,10 @@ class ExperimentConfig:
     teacher_epochs: Epochs = 240
     teacher_seed: Seed = 0  # seed of the teacher's knowledge: teacher training and head training
     student: Annotated[Str, one_of(MODEL_NAMES)] = "resnet8x4"
+    # or, for an online study (method dml), a peer group trained together from scratch with no
+    # teacher: 2 to 4 architectures (teacher and student are then left out)
+    peers: Annotated[list[Annotated[Str, one_of(MODEL_NAMES)]] | None,
+                     Field(description="a list of 2 to 4 architectures or null")] = None
     # data
     dataset: Annotated[Str, one_of(DATASET_NAMES)] = "cifar100"
     data_dir: Str = "./data"
@@ -143,6 +155,27 @@ class ExperimentConfig:
         return self
 
     @model_validator(mode="after")
+    def _peers_go_with_an_online_method(self) -> "ExperimentConfig":
+        online = method_defaults(self.method).online
+        if self.peers is None:
+            if online:
+                fail(f"method: {self.method} trains a peer group, not a teacher -> student pair; "
+                     "give peers: [ARCH, ARCH, ...] (2 to 4 architectures) and leave teacher and "
+                     "student out.")
+            return self
+        if peer_count_problem(self.peers):
+            fail(f"peers: {peer_count_problem(self.peers)}")
+        if not online:
+            fail(f"peers: a peer group trains with an online method (dml), and method is "
+                 f"{self.method}; set method: dml, or give teacher and student instead of peers.")
+        defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+        for key in TEACHER_KEYS:
+            if getattr(self, key) != defaults[key]:
+                fail(f"{key}: a peer group has no teacher (its peers train together from "
+                     f"scratch), so {key} does not apply; leave it out.")
+        return self
+
+    @model_validator(mode="after")
     def _teacher_init_needs_a_trained_teacher(self) -> "ExperimentConfig":
         if self.teacher_init and self.teacher_checkpoint:
             fail("teacher_init: it initialises a teacher the run trains, but teacher_checkpoint "
@@ -161,13 +194,35 @@ class ExperimentConfig:
             fail(refusal)
         return self
 
+    # ---- the pair or peer group --------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """``resnet32x4->resnet8x4`` for a pair, ``dml: resnet32+resnet32`` for a peer group."""
+        if self.peers is not None:
+            return f"{self.method}: {'+'.join(self.peers)}"
+        return f"{self.teacher}->{self.student}"
+
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data; a pair's config has no ``peers``, a peer group's no teacher, no student
+        and no teacher settings (they are at their defaults, which nothing reads)."""
+        data = dataclasses.asdict(self)
+        if self.peers is None:
+            del data["peers"]
+        else:
+            for key in ("teacher", "student", *TEACHER_KEYS):
+                del data[key]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
         """Build and validate a config; unknown keys and bad values raise ConfigError."""
+        if isinstance(data, dict) and data.get("peers") is not None:
+            given = [key for key in ("teacher", "student") if key in data]
+            if given:
+                raise ConfigError(f"{given[0]}: a config gives either a teacher -> student pair or "
+                                  f"peers (an online peer group), not both; remove "
+                                  f"{' and '.join(given)}, or remove peers.")
         config = _SCHEMA.parse(data)
         options = validate_data_options(config.dataset, config.data_options)
         method_defaults(config.method).resolve_options(config.method_options, config.teacher,
@@ -191,6 +246,9 @@ class ExperimentConfig:
 
 
 _SCHEMA: Schema[ExperimentConfig] = Schema(ExperimentConfig)
+# What only a teacher -> student run reads: a peer group leaves each at its default.
+TEACHER_KEYS: tuple[str, ...] = ("teacher_checkpoint", "teacher_epochs", "teacher_seed",
+                                  "teacher_init", "teacher_recipe", "head_epochs", "student_init")
 REID_EVAL_KEYS: tuple[str, ...] = ("eval_flip", "eval_normalize", "eval_distance", "rerank")
 
 
@@ -201,6 +259,10 @@ def _check_task(config: ExperimentConfig, options: dict[str, Any]) -> None:
         raise ConfigError(f"task: {config.task!r} does not fit data set {config.dataset}, a {task} "
                           f"data set; set task: {task} or leave it out (it follows the data set).")
     check_objective(config.objective, config.dataset)
+    if config.peers is not None and task == REID:
+        raise ConfigError(f"peers: online peer groups train on classification data sets, and "
+                          f"{config.dataset} is a re-ID data set; distil a teacher -> student "
+                          "pair there.")
     if task != REID:
         defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
         changed = [key for key in REID_EVAL_KEYS if getattr(config, key) != defaults[key]]
@@ -239,7 +301,8 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
                       if config.logit_weight is None else config.logit_weight),
         feature_weight=(method.feature_weight_default(options) if config.feature_weight is None
                         else config.feature_weight),
-        lr=default_lr(config.student) if config.lr is None else config.lr,
+        lr=(default_lr(config.peers[0] if config.peers else config.student) if config.lr is None
+            else config.lr),
         method_options=options,
         granularities=list(config.granularities) if mode_has_levels(config.mode) else [],
         task=dataset_task(config.dataset),

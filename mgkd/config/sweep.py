@@ -25,10 +25,10 @@ from typing import Annotated, Any, ClassVar, NoReturn
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field, model_validator, with_config
 
-from mgkd.catalog.methods import METHOD_NAMES, MODE_NAMES
+from mgkd.catalog.methods import METHOD_DEFAULTS, METHOD_NAMES, MODE_NAMES
 from mgkd.catalog.models import MODEL_NAMES
 from mgkd.catalog.objectives import OBJECTIVES, check_objective
-from mgkd.config.experiment import ExperimentConfig, resolve
+from mgkd.config.experiment import TEACHER_KEYS, ExperimentConfig, peer_count_problem, resolve
 from mgkd.config.validation import (EMPTY_MAPPING_IF_NONE, Bool, Float, Int, Name, Options, Schema,
                                     Str, fail)
 from mgkd.errors import ConfigError
@@ -86,6 +86,29 @@ class Pair:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def _two_to_four(peers: list[str]) -> list[str]:
+    if peer_count_problem(peers):
+        fail(peer_count_problem(peers))
+    return peers
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(frozen=True)
+class PeerGroup:
+    """A peer group trained together from scratch by an online method (dml): no teacher."""
+
+    KEY_HINT: ClassVar[str] = "a group is {peers: [ARCH, ARCH, ...]} (2 to 4 architectures)"
+    peers: Annotated[list[Arch], AfterValidator(_two_to_four)]
+
+    @property
+    def label(self) -> str:
+        """``resnet32+resnet32``: the group in study keys and file names."""
+        return "+".join(self.peers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"peers": list(self.peers)}
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -164,15 +187,22 @@ class SweepSpec:
     """
 
     KEY_HINT: ClassVar[str] = ("a sweep needs a name (its run dir is <storage_path>/<name>) and "
-                               "pairs, e.g. pairs: [{teacher: resnet32x4, student: resnet8x4}]; "
-                               "experiment settings such as epochs or dataset go under base")
+                               "pairs, e.g. pairs: [{teacher: resnet32x4, student: resnet8x4}], "
+                               "or peer groups for dml, e.g. groups: [{peers: [resnet32, "
+                               "resnet32]}]; experiment settings such as epochs or dataset go "
+                               "under base")
     name: Annotated[Str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                description="a safe directory name: letters, digits, '.', '_' and "
                                            "'-', starting with a letter or digit")]
     storage_path: Annotated[Name, AfterValidator(_not_a_uri),
                             Field(description="a directory path")] = "./runs"
-    pairs: Annotated[list[Pair], Field(min_length=1, description="a non-empty list of pairs, e.g. "
-                                       "[{teacher: resnet32x4, student: resnet8x4}]")]
+    pairs: Annotated[list[Pair], Field(description="a list of pairs, e.g. "
+                                       "[{teacher: resnet32x4, student: resnet8x4}]")] = field(
+        default_factory=list)
+    # peer groups, each studied with the online methods of ``methods`` (dml)
+    groups: Annotated[list[PeerGroup], Field(description="a list of peer groups, e.g. "
+                                             "[{peers: [resnet32, resnet32]}]")] = field(
+        default_factory=list)
     methods: Annotated[list[Name], Field(min_length=1, description="a non-empty list, e.g. "
                                          "[kd, crd]")] = field(default_factory=lambda: ["kd"])
     modes: Annotated[list[Name], Field(min_length=1, description="a non-empty list, e.g. "
@@ -200,6 +230,34 @@ class SweepSpec:
     # earlier run dirs whose best configs every study tries first (after its paper default)
     warm_start: Annotated[WarmStartSpec | None,
                           Field(description="e.g. {from: [runs/cifar-r56], top_k: 3}")] = None
+
+    @model_validator(mode="after")
+    def _check_pairs_and_groups(self) -> "SweepSpec":
+        if not self.pairs and not self.groups:
+            fail("pairs: a sweep needs pairs (teacher -> student), e.g. pairs: [{teacher: "
+                 "resnet32x4, student: resnet8x4}], or peer groups for dml, e.g. groups: "
+                 "[{peers: [resnet32, resnet32]}].")
+        for i, group in enumerate(self.groups):
+            first = next(j for j, other in enumerate(self.groups) if other.label == group.label)
+            if first < i:
+                fail(f"groups[{i}]: {group.label} repeats groups[{first}]; a group's studies are "
+                     "keyed by its architectures, so list it once.")
+        online = [name for name in self.methods
+                  if name in METHOD_DEFAULTS and METHOD_DEFAULTS[name].online]
+        distilled = [name for name in self.methods if name not in online]
+        if online and not self.groups:
+            fail(f"methods: {online[0]} trains peer groups, and the sweep has none; add groups: "
+                 "[{peers: [ARCH, ARCH]}] or remove it from methods.")
+        if self.groups and not online:
+            fail(f"groups: peer groups train with an online method, and methods lists none; add "
+                 f"dml to methods ({', '.join(self.methods)} distil teacher -> student pairs).")
+        if distilled and not self.pairs:
+            fail(f"methods: {distilled[0]} distils a teacher -> student pair, and the sweep has "
+                 "none; add pairs or list only dml.")
+        if self.pairs and not distilled:
+            fail("pairs: the sweep lists only online methods (dml), which train groups, not pairs; "
+                 "add a distillation method such as kd to methods or remove pairs.")
+        return self
 
     @model_validator(mode="after")
     def _check_together(self) -> "SweepSpec":
@@ -243,7 +301,8 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (YAML-able); ``SweepSpec.from_dict(spec.to_dict()) == spec``."""
         return {**dataclasses.asdict(self), "pairs": [pair.to_dict() for pair in self.pairs],
-                "warm_start": self.warm_start.to_dict() if self.warm_start else None}
+                "warm_start": self.warm_start.to_dict() if self.warm_start else None,
+                "groups": [group.to_dict() for group in self.groups]}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -256,36 +315,54 @@ class SweepSpec:
 
 _SCHEMA: Schema[SweepSpec] = Schema(SweepSpec, prefix="sweep")
 PAIR_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Pair))
-# Set per study by pairs / methods / modes, so never in ``base``.
-STUDY_KEYS: tuple[str, ...] = PAIR_KEYS + ("method", "mode")
+# Set per study by pairs / groups / methods / modes, so never in ``base``.
+STUDY_KEYS: tuple[str, ...] = PAIR_KEYS + ("peers", "method", "mode")
 
 
 def study_key(teacher: str, student: str, method: str, mode: str) -> str:
     """``<teacher>__<student>__<method>__<mode>``: a study's Optuna study name, the prefix of its
-    trial dirs' names and a safe file name."""
+    trial dirs' names and a safe file name. A peer group's (``teacher`` empty, ``student`` its
+    label): ``<peer>+<peer>__<method>__<mode>``."""
+    if not teacher:
+        return f"{student}__{method}__{mode}"
     return f"{teacher}__{student}__{method}__{mode}"
 
 
 def split_study_key(key: str) -> tuple[str, str, str, str] | None:
-    """``(teacher, student, method, mode)`` of a study key; None when ``key`` is not one."""
+    """``(teacher, student, method, mode)`` of a study key — for a peer group's ``("",
+    "<peer>+<peer>", method, mode)`` —; None when ``key`` is not one."""
     parts = key.split("__")
+    if len(parts) == 3 and all(parts) and "+" in parts[0]:
+        return "", parts[0], parts[1], parts[2]
     if len(parts) != 4 or not all(parts):
         return None
     return parts[0], parts[1], parts[2], parts[3]
 
 
+def config_study_key(config: dict[str, Any]) -> str:
+    """The study key of an experiment config given as a dict (a pair's or a peer group's)."""
+    peers = config.get("peers")
+    if isinstance(peers, list):
+        return study_key("", "+".join(map(str, peers)), str(config.get("method")),
+                         str(config.get("mode")))
+    return study_key(*(str(config.get(k)) for k in ("teacher", "student", "method", "mode")))
+
+
 @dataclass(frozen=True)
 class Study:
-    """One Optuna study: a pair distilled with one method in one mode. ``base`` is the study's
-    resolved experiment config (a trial changes only what its search space samples)."""
+    """One Optuna study: a pair distilled with one method in one mode, or a peer group trained
+    with an online method in one mode. ``base`` is the study's resolved experiment config (a
+    trial changes only what its search space samples)."""
 
-    pair: Pair
+    pair: Pair | PeerGroup
     method: str
     mode: str
     base: ExperimentConfig
 
     @property
     def key(self) -> str:
+        if isinstance(self.pair, PeerGroup):
+            return study_key("", self.pair.label, self.method, self.mode)
         return study_key(self.pair.teacher, self.pair.student, self.method, self.mode)
 
 
@@ -331,6 +408,11 @@ def _check_names(spec: SweepSpec) -> None:
             if arch not in MODEL_NAMES:
                 fail_sweep(f"pairs[{i}].{role}", f"unknown architecture '{arch}'; allowed: "
                                                  f"{', '.join(MODEL_NAMES)}.")
+    for i, group in enumerate(spec.groups):
+        for j, arch in enumerate(group.peers):
+            if arch not in MODEL_NAMES:
+                fail_sweep(f"groups[{i}].peers[{j}]", f"unknown architecture '{arch}'; allowed: "
+                                                      f"{', '.join(MODEL_NAMES)}.")
     for i, method in enumerate(spec.methods):
         if method not in METHOD_NAMES:
             fail_sweep(f"methods[{i}]",
@@ -340,12 +422,19 @@ def _check_names(spec: SweepSpec) -> None:
             fail_sweep(f"modes[{i}]", f"unknown mode '{mode}'; allowed: {', '.join(MODE_NAMES)}.")
 
 
-def _study_config(spec: SweepSpec, pair: Pair, method: str, mode: str) -> ExperimentConfig:
+def _study_config(spec: SweepSpec, pair: Pair | PeerGroup, method: str,
+                  mode: str) -> ExperimentConfig:
     data = copy.deepcopy(spec.base)
-    data.update(teacher=pair.teacher, student=pair.student, method=method, mode=mode,
-                teacher_checkpoint=(None if pair.teacher_checkpoint is None
-                                    else _absolute(pair.teacher_checkpoint)),
-                student_init=None if pair.student_init is None else _absolute(pair.student_init))
+    if isinstance(pair, PeerGroup):
+        # base's teacher settings are for the sweep's pairs: a peer group has no teacher
+        data = {k: v for k, v in data.items() if k not in TEACHER_KEYS}
+        data.update(peers=list(pair.peers), method=method, mode=mode)
+    else:
+        data.update(teacher=pair.teacher, student=pair.student, method=method, mode=mode,
+                    teacher_checkpoint=(None if pair.teacher_checkpoint is None
+                                        else _absolute(pair.teacher_checkpoint)),
+                    student_init=(None if pair.student_init is None
+                                  else _absolute(pair.student_init)))
     data_dir = data.get("data_dir", ExperimentConfig().data_dir)
     if isinstance(data_dir, str):  # trials run in their own directories: no relative paths
         data["data_dir"] = _absolute(data_dir)
@@ -361,28 +450,36 @@ def _check_base_keys(spec: SweepSpec) -> None:
     unknown = sorted(str(k) for k in spec.base if k not in allowed)
     if unknown:
         fail_sweep("base", f"unknown key(s) {unknown}; allowed keys: {', '.join(allowed)}.")
-    first = spec.pairs[0]
+    first, method = _combinations(spec)[0]
     try:
-        _study_config(spec, first, spec.methods[0], spec.modes[0])
+        _study_config(spec, first, method, spec.modes[0])
     except ConfigError as err:
         raise _base_error(err, None) from None
 
 
+def _combinations(spec: SweepSpec) -> list[tuple[Pair | PeerGroup, str]]:
+    """Every (pair, method) with a distillation method, then every (group, method) with an
+    online one."""
+    online = {name for name in spec.methods if METHOD_DEFAULTS[name].online}
+    return ([(pair, m) for pair in spec.pairs for m in spec.methods if m not in online]
+            + [(group, m) for group in spec.groups for m in spec.methods if m in online])
+
+
 def plan(spec: SweepSpec) -> list[Study]:
-    """The sweep's studies: pairs x methods x modes, in that order (pairs outermost), each with
-    its resolved base config (the sweep's objective, checked against the data set's task)."""
+    """The sweep's studies: pairs x (distillation) methods x modes, in that order (pairs
+    outermost), then groups x online methods x modes, each with its resolved base config (the
+    sweep's objective, checked against the data set's task)."""
     _check_names(spec)
     _check_base_keys(spec)
     studies = []
-    for pair in spec.pairs:
-        for method in spec.methods:
-            for mode in spec.modes:
-                key = study_key(pair.teacher, pair.student, method, mode)
-                try:
-                    config = _study_config(spec, pair, method, mode)
-                except ConfigError as err:
-                    raise _base_error(err, key) from None
-                objective = check_objective(spec.objective, config.dataset, key="sweep objective")
-                config = resolve(dataclasses.replace(config, objective=objective.name))
-                studies.append(Study(pair=pair, method=method, mode=mode, base=config))
+    for pair, method in _combinations(spec):
+        for mode in spec.modes:
+            study = Study(pair=pair, method=method, mode=mode, base=ExperimentConfig())
+            try:
+                config = _study_config(spec, pair, method, mode)
+            except ConfigError as err:
+                raise _base_error(err, study.key) from None
+            objective = check_objective(spec.objective, config.dataset, key="sweep objective")
+            config = resolve(dataclasses.replace(config, objective=objective.name))
+            studies.append(dataclasses.replace(study, base=config))
     return studies

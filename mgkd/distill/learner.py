@@ -17,6 +17,7 @@ from mgkd.config import ExperimentConfig, resolve
 from mgkd.config.execution import Execution, ExecutionSettings
 from mgkd.data import Batch, DataSplits
 from mgkd.distill.loss import COMPONENTS, LossWeights, compose_loss
+from mgkd.distill.mutual import build_mutual_learner, peer_metric
 from mgkd.knowledge.heads import FrozenTeacher, StudentGranularity, TeacherHead
 from mgkd.knowledge.prepare import Knowledge, head_levels
 from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method
@@ -140,36 +141,50 @@ def execution_of(config: ExperimentConfig, device: torch.device, splits: DataSpl
         what=f"{config.method} distillation")
 
 
-def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledge, *,
+def make_trainer(config: ExperimentConfig, splits: DataSplits, knowledge: Knowledge | None, *,
                  callbacks: list[EpochCallback] | None = None,
                  checkpoint_path: Path | None = None, recorder: Recorder | None = None) -> Trainer:
     """A ready-to-fit distillation trainer; ``splits`` may live on the CPU (moved here). The
     config is resolved here (a no-op for a resolved one): everything below reads the resolved
     form. ``recorder`` (an :class:`~mgkd.training.steps.InlineRecorder`, for CPU tests and the
-    benchmark's self-check) records the steps the way CUDA graphs would, on any device."""
+    benchmark's self-check) records the steps the way CUDA graphs would, on any device. A peer
+    group (``config.peers``) has no teacher: ``knowledge`` is None for it."""
     config = resolve(config)
     device = resolve_device(config.device)
     execution = execution_of(config, device, splits)  # before any work: it may refuse the config
     if recorder is not None:
         execution = dataclasses.replace(execution, cuda_graphs=True)
     splits = splits.to(device)
-    learner = build_learner(config, splits, knowledge, device,
-                            channels_last=execution.channels_last,
-                            amp=execution.amp and device.type == "cuda")
+    learner: Learner
+    if config.peers is not None:
+        learner = build_mutual_learner(config, splits, device,
+                                       channels_last=execution.channels_last)
+    elif knowledge is None:
+        raise ValueError("a teacher -> student run needs its teacher's knowledge")
+    else:
+        learner = build_learner(config, splits, knowledge, device,
+                                channels_last=execution.channels_last,
+                                amp=execution.amp and device.type == "cuda")
     return Trainer(learner, splits, schedule_of(config), batch_size=config.batch_size,
                    seed=config.seed, objective=get_objective(config.objective),
                    callbacks=callbacks, execution=execution, checkpoint_path=checkpoint_path,
                    recorder=recorder, task=learner.task)
 
 
-def reported_metrics(task: str, objective: str) -> tuple[str, ...]:
+def reported_metrics(task: str, objective: str, peers: int = 0) -> tuple[str, ...]:
     """The keys every sweep trial reports each epoch (and `mgkd train` logs alike, so curves line
-    up): losses, the task's metrics on val and test, the best objective value so far and lr."""
+    up): losses, the task's metrics on val and test, the best objective value so far and lr. A
+    group of ``peers`` adds each peer's loss and accuracies, the ensemble's accuracy and
+    ``best_peer`` (whose values ``val_acc`` and ``test_acc`` are)."""
     entry = task_entry(task)
     evaluated = tuple(f"{split}_{name}" for split in ("val", "test") for name in entry.metric_names)
     best = get_objective(objective).best_metric
+    group = tuple(name for i in range(peers) for name in (
+        peer_metric("loss", i), peer_metric("val_acc", i), peer_metric("test_acc", i)))
+    if peers:
+        group += ("val_acc_ensemble", "test_acc_ensemble", "best_peer")
     return ("epoch", "train_loss", *COMPONENTS, *(f"loss_{name}" for name in entry.extra_losses),
-            *evaluated, best, "lr")
+            *evaluated, *group, best, "lr")
 
 
 def final_metrics(state: Any, objective: Objective) -> dict[str, Any]:
@@ -184,6 +199,11 @@ def final_metrics(state: Any, objective: Objective) -> dict[str, Any]:
     at_best = {f"{split}_{metric}_at_best_val": selected.get(f"{split}_{metric}")
                for split in ("val", "test") for metric in task_entry(objective.task).summary_metrics
                if f"{split}_{metric}" != name}
+    # A peer group: which peer the values are (last epoch; at the best epoch), and every peer's.
+    group = {f"{key}_at_best_val": value for key, value in selected.items()
+             if key == "best_peer" or "_acc_peer" in key or key.endswith("_acc_ensemble")}
+    if "best_peer" in last:
+        group["best_peer"] = last["best_peer"]
     return {"epochs": state.epoch, name: last.get(name), test: last.get(test),
             objective.best_metric: state.best_value, "best_epoch": state.best_epoch,
-            **at_best, objective.test_at_best: state.test_at_best}
+            **at_best, objective.test_at_best: state.test_at_best, **group}

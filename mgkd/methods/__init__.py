@@ -2,7 +2,7 @@
 method (``mgkd/methods/<name>.py``); the catalog (:mod:`mgkd.catalog.methods`) lists them."""
 import importlib
 
-from mgkd.catalog.methods import METHOD_NAMES
+from mgkd.catalog.methods import DISTILL_METHOD_NAMES as METHOD_NAMES
 from mgkd.methods.base import (METHODS, DistillMethod, MethodContext, MethodInputs, build_method,
                                get_method, register)
 

@@ -10,6 +10,7 @@ need ``--arch`` / ``--dataset``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,14 @@ def _from_recipe(raw: dict) -> TrainedOn | None:
 def _from_run_config(path: Path, arch: str) -> TrainedOn | None:
     """The data of the ``mgkd train`` run whose ``config.yaml`` lies beside ``path``."""
     config_file = path.parent / "config.yaml"
-    if path.name != "student.pt" or not config_file.is_file():
+    ours = path.name == "student.pt" or re.fullmatch(r"peer\d+\.pt", path.name)
+    if not ours or not config_file.is_file():
         return None
     config = yaml.safe_load(config_file.read_text()) or {}
-    if not isinstance(config, dict) or config.get("student") != arch or "dataset" not in config:
+    if not isinstance(config, dict) or "dataset" not in config:
+        return None
+    archs = [config.get("student"), *(config.get("peers") or [])]  # a pair's, or a peer group's
+    if arch not in archs:
         return None
     return TrainedOn(dataset=config["dataset"], options=config.get("data_options") or {},
                      val_fraction=config.get("val_fraction", 0.1),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mgkd.catalog.tasks import CLASSIFICATION, task_entry
+from mgkd.config.sweep import config_study_key
 from mgkd.io import atomic_write_text
 from mgkd.timing import elapsed_and_eta
 from mgkd.training.engine import EpochReport
@@ -53,7 +54,7 @@ class ProgressLog:
 def run_hparams(config: dict[str, Any], outcome: str) -> dict[str, Any]:
     """A standalone run's hparams under the names a sweep trial's carry: ``study`` and
     ``experiment/<key>`` for every scalar config key, plus ``outcome``."""
-    study = "__".join(str(config.get(k)) for k in ("teacher", "student", "method", "mode"))
+    study = config_study_key(config)
     out: dict[str, Any] = {"study": study, OUTCOME: outcome}
     for key, value in config.items():
         if isinstance(value, (bool, int, float, str)):

@@ -53,7 +53,8 @@ class Schedule:
         epochs = {round(f * self.epochs) for f in self.milestones}
         return sorted(e for e in epochs if 0 < e < self.epochs)
 
-    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    def optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
+        """Over ``params``: parameters, or parameter groups (dicts; a group's ``lr`` wins)."""
         return _OPTIMIZERS[self.optimizer_name](list(params), self)
 
     def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.MultiStepLR:
@@ -129,7 +130,7 @@ class Trainer:
         self.recorder = recorder if self.execution.cuda_graphs else None
         self._steps: StepRunner | None = None
         self._train_batches: EpochBatches | None = None
-        self.optimizer = schedule.optimizer(learner.trainable_parameters())
+        self.optimizer = schedule.optimizer(learner.optimizer_groups())
         self.scheduler = schedule.scheduler(self.optimizer)
         self.data_rng = torch.Generator(device=self.device)
         self.data_rng.manual_seed(seed)
@@ -291,6 +292,7 @@ class Trainer:
             metrics.update(val_metrics)
             metrics.update(self.evaluate(self.splits.test, "test"))
             metrics["lr"] = lr
+            self.learner.select(metrics)
             self.state.record(metrics, self.objective)
             if outcomes is not None:
                 self.state.keep_outcomes(dataclasses.replace(outcomes, epoch=epoch + 1))

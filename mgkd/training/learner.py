@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,9 +32,20 @@ class Learner:
     ``eval_logits`` (and ``embed`` when it is evaluated on a re-ID split)."""
 
     modules: nn.ModuleDict  # everything whose state is checkpointed (trained or not)
+    # Each classifier of ``eval_logits`` is scored on its own (a peer group), not their mean.
+    separate_classifiers: ClassVar[bool] = False
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.modules.parameters() if p.requires_grad]
+
+    def optimizer_groups(self) -> list[Any]:
+        """What the optimizer trains: parameters, or parameter groups (dicts with their own
+        ``lr``) where parts of the learner learn at different rates."""
+        return self.trainable_parameters()
+
+    def select(self, metrics: dict[str, Any]) -> None:
+        """Complete an epoch's evaluated ``metrics`` in place before they are recorded (a peer
+        group names its best peer there); nothing by default."""
 
     def train(self) -> None:
         self.modules.train()

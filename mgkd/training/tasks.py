@@ -92,6 +92,8 @@ class Classification:
 
     def _evaluate(self, learner: Learner, split: ImageSplit, batches_of: BatchesOf,
                   autocast: Autocast, keep: bool) -> tuple[dict[str, float], SampleOutcomes | None]:
+        if learner.separate_classifiers:
+            return _evaluate_each(learner, split, batches_of, autocast, keep)
         loss_sum = correct = None
         hits: list[torch.Tensor] | None = [] if keep else None
         for batch in batches_of(split):
@@ -111,6 +113,40 @@ class Classification:
             return metrics, None
         # Evaluation batches may be padded past the split's end: keep its samples only.
         return metrics, SampleOutcomes(0, torch.cat(hits)[:len(split)].cpu().numpy())
+
+
+def _evaluate_each(learner: Learner, split: ImageSplit, batches_of: BatchesOf,
+                   autocast: Autocast, keep: bool) -> tuple[dict[str, float], SampleOutcomes | None]:
+    """Each classifier scored on its own (a peer group): ``acc_peer<i>`` and ``loss_peer<i>``,
+    ``acc`` / ``loss`` of the most accurate one (ties: the first) with its per-sample outcomes,
+    and ``acc_ensemble``, the accuracy of the mean of their softmax outputs (for information).
+    One host sync for the whole split."""
+    sums: torch.Tensor | None = None  # rows: per classifier (loss, correct); last: ensemble correct
+    hits: list[torch.Tensor] = []
+    for batch in batches_of(split):
+        with autocast():
+            logits = [classifier.float() for classifier in learner.eval_logits(batch)]
+        right = torch.stack([classifier.argmax(1) == batch.labels for classifier in logits])
+        losses = torch.stack([F.cross_entropy(c, batch.labels, reduction="sum") for c in logits])
+        ensemble = torch.stack([c.softmax(1) for c in logits]).mean(0).argmax(1) == batch.labels
+        part = torch.cat([losses, right.sum(1).float(), ensemble.sum().float().reshape(1)])
+        sums = part if sums is None else sums + part
+        if keep:
+            hits.append(right)
+    assert sums is not None  # split is not empty
+    values, count = sums.tolist(), len(logits)
+    n = len(split)
+    metrics: dict[str, float] = {}
+    for i in range(count):
+        metrics[f"acc_peer{i}"] = 100.0 * values[count + i] / n
+        metrics[f"loss_peer{i}"] = values[i] / n
+    best = max(range(count), key=lambda i: (metrics[f"acc_peer{i}"], -i))
+    metrics.update(acc=metrics[f"acc_peer{best}"], loss=metrics[f"loss_peer{best}"],
+                   acc_ensemble=100.0 * values[2 * count] / n)
+    if not keep:
+        return metrics, None
+    # Evaluation batches may be padded past the split's end: keep its samples only.
+    return metrics, SampleOutcomes(0, torch.cat(hits, dim=1)[best, :n].cpu().numpy())
 
 
 @dataclass(frozen=True)
