@@ -16,6 +16,7 @@ from mgkd.config.experiment import ExperimentConfig
 from mgkd.config.sweep import Study, SweepSpec, plan
 from mgkd.config.sweep import fail_sweep as _fail
 from mgkd.errors import ConfigError, DataError
+from search.trackers import check_dashboard, check_trackers
 
 
 # Keep identical to sweeps/demo.yaml (tests/test_sweep.py checks that both give the same sweep).
@@ -154,4 +155,6 @@ def validate_sweep(spec: SweepSpec, *, cluster_resources: dict | None = None,
     if check_data:
         _check_data(first)
     _check_spaces(spec, studies)
+    check_trackers(spec.callbacks)
+    check_dashboard(spec)
     return studies
