@@ -61,8 +61,9 @@ def connect(address: str | None, dashboard: bool = False) -> None:
     context = ray.init(address=address or "local", include_dashboard=dashboard,
                        log_to_driver=False, logging_level=logging.WARNING)
     url = getattr(context, "dashboard_url", None)
-    if dashboard and url:
-        log.info("Ray dashboard: http://%s", url.removeprefix("http://"))
+    if dashboard and url:  # Ray 2.60 guards a local Ray's dashboard with its token
+        log.info("Ray dashboard: http://%s (it asks for Ray's token: `ray get-auth-token`)",
+                 url.removeprefix("http://"))
 
 
 def study_entries(spec: SweepSpec, studies: list[Study]) -> list[StudyEntry]:
