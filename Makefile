@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: install test test-fast demo bench clean
 
@@ -13,13 +14,18 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# The tests also need requirements-dev.txt (MLflow for the trackers' end-to-end test; about 15 s).
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 # Every test (what CI runs): about 5 1/2 minutes of pytest on 2 idle cores.
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The inner loop: no Ray, no second process, no single slow test (the tiers are set in
 # tests/conftest.py); about 1 1/2 minutes on 2 cores.
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not ray and not cli and not slow" $(PYTEST_ARGS)
 
 # The built-in sweep (sweeps/demo.yaml) on the embedded digits data: two pairs, mode mas, teachers

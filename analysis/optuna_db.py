@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 
 import optuna
@@ -20,12 +21,24 @@ STATE_NAMES: dict[TrialState, str] = {TrialState.COMPLETE: COMPLETE, TrialState.
                                       TrialState.FAIL: FAIL, TrialState.RUNNING: RUNNING}
 
 
+def read_only_url(db: Path) -> str:
+    """The SQLAlchemy URL that opens the sqlite file ``db`` read-only (sqlite's URI mode=ro):
+    nothing that opens it can write, not even a schema into a file still being created."""
+    return f"sqlite:///file:{db.resolve()}?mode=ro&uri=true"
+
+
 def open_read_only(db: Path) -> optuna.storages.RDBStorage:
     """``db`` opened so that reading never writes: a reader opening a database the sweep is
     creating would otherwise write its schema version too, and the sweep's own write then fails.
     A database not yet complete raises instead (retry once the sweep is under way)."""
-    url = f"sqlite:///file:{db.resolve()}?mode=ro&uri=true"
-    return optuna.storages.RDBStorage(url, skip_table_creation=True)
+    return optuna.storages.RDBStorage(read_only_url(db), skip_table_creation=True)
+
+
+def dashboard_command(db: Path) -> str:
+    """The shell command that serves ``db`` in optuna-dashboard (installed with the project),
+    read-only: opened with a plain ``sqlite:///`` URL it would create the file, or its schema,
+    if it got there before the sweep."""
+    return f"optuna-dashboard {shlex.quote(read_only_url(db))}"
 
 
 def read_studies(db: Path, notes: list[str]) -> dict[str, list[FrozenTrial]]:

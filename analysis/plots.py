@@ -21,6 +21,8 @@ from spaces.names import canonical_order
 DPI = 100
 LOG_SPAN = 20.0  # an undeclared axis whose positive values span more than this factor is log10
 PAGE_WIDTH_IN = 12.0  # the report's page is 1200 px wide: at DPI 100 the picture is not shrunk
+AXIS_SPACING_IN = 0.62  # between parallel axes: room for their value labels (<= ~50 px)
+CLIP = 0.04  # where values outside an axis's range are drawn, past its ends
 LABEL_FONT = 11
 TICK_FONT = 9.5
 
@@ -62,13 +64,19 @@ def curves_png(trials: list[TrialRecord], paper: TrialRecord | None, title: str,
     return _save(figure, path)
 
 
-def importance_png(importances: dict[str, float], title: str, path: Path) -> Path:
-    """Horizontal bars, the most important parameter on top."""
+def importance_png(importances: dict[str, float], title: str, path: Path,
+                   spread: dict[str, float] | None = None) -> Path:
+    """Horizontal bars, the most important parameter on top; ``spread`` (e.g. the standard
+    deviation over bootstrap resamples) as error bars."""
     names = list(importances)[::-1]
     figure = Figure(figsize=(6, 0.4 * len(names) + 1.2), layout="constrained")
     axes = figure.add_subplot()
-    axes.barh(names, [importances[n] for n in names], color="tab:blue")
-    axes.set_xlabel("importance (fANOVA, normalised)")
+    errors = [spread.get(n, 0.0) for n in names] if spread else None
+    axes.barh(names, [importances[n] for n in names], xerr=errors, color="tab:blue",
+              error_kw={"ecolor": "black", "capsize": 3, "linewidth": 1})
+    axes.set_xlim(left=0)
+    axes.set_xlabel("importance (fANOVA, normalised)"
+                    + (" ± 1 sd over bootstrap resamples" if spread else ""))
     axes.set_title(title, fontsize=10)
     return _save(figure, path)
 
@@ -81,81 +89,133 @@ def param_order(names: list[str]) -> list[str]:
 
 @dataclass
 class Axis:
-    """One parallel-coordinates axis: values scaled to [0, 1] and its tick labels."""
+    """One parallel-coordinates axis: values scaled to [0, 1] over its range (values outside it
+    clipped to just past the ends) and its tick labels."""
 
     name: str
     scaled: list[float | None]
     ticks: list[tuple[float, str]]  # (position in [0, 1], label)
     log: bool
+    clipped: int = 0  # values outside the range, drawn at its ends
 
 
-def _axis(name: str, values: list[Any], log: bool | None = None) -> Axis | None:
-    """An axis for ``values`` (None when none is a number). ``log``: True / False as the
-    parameter was sampled, None to decide (log10 for positive values spanning > LOG_SPAN)."""
-    numbers = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-               for v in values]
-    present = [v for v in numbers if v is not None and math.isfinite(v)]
+def short_number(value: float) -> str:
+    """3 significant digits, exponents without padding (``1.09e-5``): narrow tick labels."""
+    text = f"{value:.3g}"
+    if "e" not in text and value != 0 and abs(value) < 1e-3:  # 0.000133 -> 1.33e-4
+        text = f"{value:.2e}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        if "." in mantissa:
+            mantissa = mantissa.rstrip("0").rstrip(".")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def _numbers(values: list[Any]) -> list[float | None]:
+    return [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) else None for v in values]
+
+
+def _axis(name: str, values: list[Any], log: bool | None = None,
+          basis: list[int] | None = None) -> Axis | None:
+    """An axis for ``values`` (None when none is a number). Its range: the values at the indices
+    ``basis`` (the complete trials), or all values when ``basis`` is None or gives fewer than
+    two distinct ones. ``log``: True / False as the parameter was sampled, None to decide
+    (log10 for positive values spanning > LOG_SPAN)."""
+    numbers = _numbers(values)
+    present = [v for v in numbers if v is not None]
     if not present:
         return None
-    low, high = min(present), max(present)
-    use_log = low > 0 and (log if log is not None else high / low > LOG_SPAN)
+    ranged = [numbers[i] for i in basis or [] if numbers[i] is not None]
+    if len(set(ranged)) < 2:
+        ranged = present
+    low, high = min(ranged), max(ranged)
+    use_log = low > 0 and min(present) > 0 and (log if log is not None else high / low > LOG_SPAN)
     scale = math.log10 if use_log else (lambda v: v)
     a, b = scale(low), scale(high)
     place = lambda v: 0.5 if b == a else (scale(v) - a) / (b - a)
-    scaled = [None if v is None or not math.isfinite(v) else place(v) for v in numbers]
-    ticks = [(place(low), f"{low:.3g}"), (place(high), f"{high:.3g}")]
-    if b != a and len(set(present)) > 2:  # a middle tick shows how the axis is scaled
+    scaled, clipped = [], 0
+    for v in numbers:
+        if v is None:
+            scaled.append(None)
+            continue
+        position = place(v)
+        if position < 0 or position > 1:
+            clipped += 1
+            position = -CLIP if position < 0 else 1 + CLIP
+        scaled.append(position)
+    ticks = [(place(low), short_number(low)), (place(high), short_number(high))]
+    if b != a and len(set(ranged)) > 2:  # a middle tick shows how the axis is scaled
         middle = 10 ** ((a + b) / 2) if use_log else (low + high) / 2
-        ticks.insert(1, (0.5, f"{middle:.3g}"))
-    return Axis(name, scaled, ticks, use_log)
+        ticks.insert(1, (0.5, short_number(middle)))
+    return Axis(name, scaled, ticks, use_log, clipped)
 
 
-def parallel_png(trials: list[TrialRecord], names: list[str], title: str, path: Path,
-                 log_params: set[str] | None = None,
-                 objective: Objective = OBJECTIVES["val_acc"]) -> Path:
-    """Parallel coordinates: one line per complete (coloured by the objective) or pruned (grey)
-    trial across its hyperparameters and its final objective value. Parameters in ``log_params``
-    (sampled log-uniformly) get log axes; parameters no shown trial has are left out. Drawn at
-    the report page's width with labels legible there."""
+def parallel_columns(trials: list[TrialRecord], names: list[str], log_params: set[str],
+                     metric: str) -> list[Axis]:
+    """The axes: every parameter a complete trial has (any shown trial's, when none is complete)
+    and the objective, each ranged over the complete trials."""
+    basis = [i for i, t in enumerate(trials) if t.state == COMPLETE]
+    having = [trials[i] for i in basis] or trials
+    names = [n for n in names if any(n in t.params for t in having)]
+    columns = [_axis(n, [t.params.get(n) for t in trials], log=True if n in log_params else None,
+                     basis=basis) for n in names]
+    columns.append(_axis(metric, [t.objective_value for t in trials], log=False, basis=basis))
+    return [c for c in columns if c is not None]
+
+
+def parallel_figure(trials: list[TrialRecord], names: list[str], title: str,
+                    log_params: set[str] | None = None,
+                    objective: Objective = OBJECTIVES["val_acc"]) -> Figure:
+    """Parallel coordinates: one line per complete trial (coloured by the objective) across its
+    hyperparameters and its final objective value; pruned trials faint grey behind them, inside
+    the complete trials' ranges (their values beyond sit at the axis ends). Parameters in
+    ``log_params`` (sampled log-uniformly) get log axes. Wide enough that neighbouring axes'
+    labels never meet."""
     shown = [t for t in trials if t.state in (COMPLETE, PRUNED) and t.objective_value is not None]
-    declared = log_params or set()
     metric = objective.name
-    columns = [_axis(n, [t.params.get(n) for t in shown], log=True if n in declared else None)
-               for n in names] + [_axis(metric, [t.objective_value for t in shown], log=False)]
-    columns = [c for c in columns if c is not None]  # none when no trial ended yet
-    figure = Figure(figsize=(PAGE_WIDTH_IN, 5.5), layout="constrained")
+    columns = parallel_columns(shown, names, log_params or set(), metric)
+    width = max(PAGE_WIDTH_IN, AXIS_SPACING_IN * len(columns) + 2.0)
+    figure = Figure(figsize=(width, 5.5), layout="constrained")
     axes = figure.add_subplot()
     complete = [t.objective_value for t in shown if t.state == COMPLETE]
     norm = Normalize(min(complete, default=0.0), max(complete, default=1.0))
     cmap = colormaps["viridis"]
     xs = range(len(columns))
-    for order in (PRUNED, COMPLETE):  # complete trials drawn on top
-        for i, trial in enumerate(shown):
-            if trial.state != order:
-                continue
-            y = [math.nan if c.scaled[i] is None else c.scaled[i] for c in columns]
-            colour = (cmap(norm(trial.objective_value)) if order == COMPLETE
-                      else (0.6, 0.6, 0.6, 0.7))
-            axes.plot(xs, y, color=colour, linewidth=2.0 if order == COMPLETE else 1.2,
-                      marker="o", markersize=4, zorder=3 if order == COMPLETE else 2)
+    for i, trial in enumerate(shown):
+        y = [math.nan if c.scaled[i] is None else c.scaled[i] for c in columns]
+        if trial.state == COMPLETE:
+            axes.plot(xs, y, color=cmap(norm(trial.objective_value)), linewidth=2.0, marker="o",
+                      markersize=4, zorder=3)
+        else:
+            axes.plot(xs, y, color=(0.55, 0.55, 0.55, 0.35), linewidth=1.0, zorder=2)
     for x, column in enumerate(columns):
         axes.axvline(x, color="black", linewidth=0.8, zorder=1)
         for position, label in column.ticks:
             axes.annotate(label, (x, position), xytext=(4, 0), textcoords="offset points",
                           ha="left", va="center", fontsize=TICK_FONT, zorder=4,
                           bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
-                                "alpha": 0.8})
-    labels = [f"{c.name} (log)" if c.log else c.name for c in columns]  # one line: no overlap
-    axes.set_xticks(list(xs), labels, rotation=35, ha="right", rotation_mode="anchor",
+                                "alpha": 0.85})
+    labels = [f"{c.name} (log)" if c.log else c.name for c in columns]
+    axes.set_xticks(list(xs), labels, rotation=30, ha="right", rotation_mode="anchor",
                     fontsize=LABEL_FONT)
-    axes.set_xlim(-0.3, len(columns) - 0.1)
+    axes.set_xlim(-0.3, len(columns) - 0.3)
     axes.set_yticks([])
-    axes.set_ylim(-0.05, 1.05)
+    axes.set_ylim(-0.08, 1.08)
     for side in ("left", "right", "top"):
         axes.spines[side].set_visible(False)
-    axes.set_title(f"{title}: colour = {metric} of complete trials, grey = pruned",
-                   fontsize=LABEL_FONT + 1)
+    pruned = len(shown) - len(complete)
+    axes.set_title(f"{title}: {len(complete)} complete (colour = {metric}), {pruned} pruned "
+                   "(faint grey)", fontsize=LABEL_FONT + 1)
     bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, pad=0.01, aspect=30)
     bar.set_label(metric, fontsize=LABEL_FONT)
     bar.ax.tick_params(labelsize=TICK_FONT)
-    return _save(figure, path)
+    return figure
+
+
+def parallel_png(trials: list[TrialRecord], names: list[str], title: str, path: Path,
+                 log_params: set[str] | None = None,
+                 objective: Objective = OBJECTIVES["val_acc"]) -> Path:
+    """:func:`parallel_figure` as a PNG."""
+    return _save(parallel_figure(trials, names, title, log_params, objective), path)

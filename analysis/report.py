@@ -1,12 +1,15 @@
 """``mgkd report``: a self-contained HTML page (``index.html`` with its PNGs beside it).
 
 Across studies: the best-per-study table (the numbers of ``mgkd best``), a table in the layout of
-the paper's CIFAR-100 table (rows: method x mode, columns: teacher -> student pairs) and, for re-ID
-sweeps, one in the layout of its Market-1501 table (``analysis.reid_table``). Every number is the
-sweep's objective (val_acc, or val_map / val_rank1 for re-ID) or its test metric. Per study: the
-validation curves of the top trials, the selected config beside the paper default, fANOVA
-hyperparameter importances and a parallel-coordinates view. Every number cell carries
-``data-study`` / ``data-field`` attributes naming the ``mgkd best --format json`` value it shows.
+the CIFAR-100 table of Shao & Chen, 2021 (rows: method x mode, columns: teacher -> student pairs)
+and, for re-ID sweeps, one in the layout of its Market-1501 table (``analysis.reid_table``). Every
+number is the sweep's objective (val_acc, or val_map / val_rank1 for re-ID) or its test metric. Per
+study: the validation curves of the top trials, whether ASHA's rungs rank trials as their final
+epoch does (``analysis.rungs``), the selected config beside the paper default, fANOVA
+hyperparameter importances with their bootstrap spread (from enough complete trials only) and a
+parallel-coordinates view. Tables and wide pictures scroll inside the page instead of running
+past it. Every number cell carries ``data-study`` / ``data-field`` attributes naming the
+``mgkd best --format json`` value it shows.
 """
 from __future__ import annotations
 
@@ -19,14 +22,16 @@ from typing import Any
 from analysis.best import StudyBest, best_of_run
 from analysis.board import board_order
 from analysis.formats import fmt_number, fmt_value, run_objective, test_note, verdict_note
-from analysis.importance import study_importances
+from analysis.importance import MIN_COMPLETE, RESAMPLE_TREES, study_importances
 from analysis.optuna_db import log_sampled
 from analysis.plots import curves_png, importance_png, param_order, parallel_png
-from analysis.records import COMPLETE, Run, StudyInfo
-from analysis.reid_table import reid_table
+from analysis.records import COMPLETE, Run, StudyInfo, TrialRecord
+from analysis.reid_table import PAPER, reid_table
+from analysis.rungs import Schedule, asha_check, check_sentence, read_schedule
 from analysis.run import read_run
 from analysis.rundir import OPTUNA_DB
 from mgkd.catalog.methods import MODE_NAMES, MODES, mode_has_levels
+from mgkd.catalog.objectives import Objective
 from mgkd.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,9 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .note { color: #8a4b00; } .muted { color: #777; } img { max-width: 100%; }
 section { border-top: 2px solid #ddd; margin-top: 2em; }
+.wide { max-width: 100%; overflow-x: auto; }
+.wide img { max-width: none; }
+th { font-weight: 600; }
 """
 
 
@@ -51,6 +59,17 @@ class Report:
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _wide(content: str) -> str:
+    """``content`` (a table, a wide picture) in a box as wide as the page that scrolls
+    sideways when the content is wider: nothing runs past the page."""
+    return f'<div class="wide">{content}</div>'
+
+
+def _key(key: str) -> str:
+    """A study key with line-break opportunities after each ``__`` (they are long)."""
+    return "__<wbr>".join(_e(part) for part in key.split("__"))
 
 
 def _num(study: str, name: str, text: str) -> str:
@@ -73,7 +92,7 @@ def summary_table(bests: list[StudyBest]) -> str:
     for b in bests:
         d, key = b.to_dict(), b.study.key
         rows.append(
-            f'<tr><td><a href="#{_e(key)}">{_e(key)}</a></td>'
+            f'<tr><td><a href="#{_e(key)}">{_key(key)}</a></td>'
             + _num(key, "complete", str(d["complete"])) + _num(key, "pruned", str(d["pruned"]))
             + _num(key, "errored", str(d["errored"]))
             + _num(key, "running", str(d["running"] + d["unknown"]))
@@ -87,7 +106,7 @@ def summary_table(bests: list[StudyBest]) -> str:
             + _num(key, "gain_over_paper_default", fmt_number(d["gain_over_paper_default"], True))
             + _num(key, "verdict", d["verdict"])
             + _num(key, "gain_over_plain_kd", fmt_number(d["gain_over_plain_kd"], True)) + "</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    return _wide(f"<table>{head}{''.join(rows)}</table>")
 
 
 def mode_label(method: str, mode: str) -> str:
@@ -129,7 +148,8 @@ def paper_table(bests: list[StudyBest]) -> str:
                          f'data-field="{objective.test_metric}">{_e(fmt_number(b.test_value))}'
                          "</span></td>")
         rows.append(f"<tr><td>{_e(label)}</td>{''.join(cells)}</tr>")
-    return (f"<table>{head}{''.join(rows)}</table><p class=\"muted\">Each cell: best validation "
+    return (_wide(f"<table>{head}{''.join(rows)}</table>")
+            + "<p class=\"muted\">Each cell: best validation "
             f"{objective.label} ({objective.name}) / the {objective.test_metric} of that config "
             "(%). Rows: method and mode (plain: the method alone; MAG: granularity-wise; MAS: "
             "stable excitation).</p>")
@@ -144,8 +164,8 @@ def config_table(best: StudyBest) -> str:
             + (_num(key, f"params.{n}", fmt_value(best.params[n])) if n in best.params
                else "<td>-</td>")
             + f"<td>{_e(fmt_value(paper[n])) if n in paper else '-'}</td></tr>" for n in names]
-    return ("<table><tr><th>hyperparameter</th><th>selected config</th><th>paper default</th></tr>"
-            + "".join(rows) + "</table>")
+    return _wide("<table><tr><th>hyperparameter</th><th>selected config</th><th>paper default"
+                 "</th></tr>" + "".join(rows) + "</table>")
 
 
 def warm_start_table(best: StudyBest) -> str:
@@ -168,7 +188,8 @@ def _img(out: Path, path: Path, alt: str, images: list[Path]) -> str:
     return f'<p><img src="{_e(path.relative_to(out).as_posix())}" alt="{_e(alt)}"></p>'
 
 
-def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[Path]) -> str:
+def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[Path],
+                  schedule: Schedule | None = None) -> str:
     key = best.study.key
     trials = run.trials_of(key)
     parts = [f'<section id="{_e(key)}"><h2>{_e(key)}</h2>',
@@ -188,43 +209,67 @@ def study_section(run: Run, best: StudyBest, out: Path, top: int, images: list[P
     else:
         parts.append('<p class="muted">No trial has reported an epoch yet.</p>')
 
+    check = asha_check(trials, best.study.budget, schedule, objective.name)
+    parts.append(f'<p class="asha">{_e(check_sentence(check, objective.name))}</p>')
+
     source = best.warm_start_source
     parts += ["<h3>Selected config</h3>",
               f'<p data-study="{_e(key)}" data-field="warm_start_source">warm-started from '
               f"{_e(source)}</p>" if source else "",
               config_table(best) if best.selected else
               '<p class="muted">No trial finished yet: nothing selected.</p>']
+    parts += importance_part(run, key, out, images)
+    parts += parallel_part(run, key, trials, out, images, objective)
+    return "\n".join(parts) + "</section>"
 
-    parts.append("<h3>Hyperparameter importances</h3>")
-    importances = study_importances(run.path / OPTUNA_DB, key)
-    if importances.values:
-        path = importance_png(importances.values, key, out / f"{key}-importance.png")
-        parts.append(_img(out, path, f"hyperparameter importances of {key}", images))
-        parts.append("<table><tr><th>hyperparameter</th><th>importance</th></tr>" + "".join(
-            f"<tr><td>{_e(n)}</td><td>{v:.3f}</td></tr>" for n, v in importances.values.items())
-            + "</table>")
-        parts.append(f'<p class="muted">fANOVA over {importances.trials} complete trials (Optuna, '
-                     "seeded); with few trials the ranking is rough.</p>")
-    else:
-        parts.append(f'<p class="muted">{_e(importances.reason)}</p>')
 
-    parts.append("<h3>Parallel coordinates</h3>")
+def importance_part(run: Run, key: str, out: Path, images: list[Path]) -> list[str]:
+    """fANOVA importances with their bootstrap spread, or why there are none."""
+    parts = ["<h3>Hyperparameter importances</h3>"]
+    found = study_importances(run.path / OPTUNA_DB, key)
+    if not found.values:
+        return parts + [f'<p class="muted">{_e(found.reason)}</p>']
+    path = importance_png(found.values, key, out / f"{key}-importance.png", found.spread)
+    parts.append(_img(out, path, f"hyperparameter importances of {key}", images))
+    parts.append(_wide("<table><tr><th>hyperparameter</th><th>importance</th><th>± sd</th></tr>"
+                       + "".join(f"<tr><td>{_e(n)}</td><td>{v:.3f}</td>"
+                                 f"<td>{found.spread.get(n, 0.0):.3f}</td></tr>"
+                                 for n, v in found.values.items()) + "</table>"))
+    parts.append(f'<p class="muted">fANOVA (Optuna, seeded) over this study\'s {found.trials} '
+                 f"complete trials (importances are shown from {MIN_COMPLETE} on; pruned and "
+                 "errored trials have no final value). Error bars: ± 1 standard deviation over "
+                 f"{found.resamples} bootstrap resamples of those trials ({RESAMPLE_TREES} trees "
+                 "each); bars whose error bars overlap are not told apart.</p>")
+    return parts
+
+
+def parallel_part(run: Run, key: str, trials: list[TrialRecord], out: Path, images: list[Path],
+                  objective: Objective) -> list[str]:
+    """The parallel-coordinates picture (scrolling sideways when wider than the page)."""
+    parts = ["<h3>Parallel coordinates</h3>"]
     names = param_order([n for t in trials for n in t.params])
     drawable = [t for t in trials if t.params and t.objective_value is not None]
-    if len(drawable) >= 2 and names:
-        path = parallel_png(drawable, names, key, out / f"{key}-parallel.png",
-                            log_params=log_sampled(run.path / OPTUNA_DB, key), objective=objective)
-        parts.append(_img(out, path, f"parallel coordinates of {key}", images))
-    else:
-        parts.append(f'<p class="muted">Fewer than two trials with a {_e(objective.name)}: '
-                     "nothing to compare.</p>")
-    return "\n".join(parts) + "</section>"
+    if len(drawable) < 2 or not names:
+        return parts + [f'<p class="muted">Fewer than two trials with a {_e(objective.name)}: '
+                        "nothing to compare.</p>"]
+    path = parallel_png(drawable, names, key, out / f"{key}-parallel.png",
+                        log_params=log_sampled(run.path / OPTUNA_DB, key), objective=objective)
+    tag = _img(out, path, f"parallel coordinates of {key}", images)
+    parts.append(_wide(tag.removeprefix("<p>").removesuffix("</p>")))
+    parts.append(f'<p class="muted">One line per trial. Axes: the hyperparameters the complete '
+                 f"trials have (levels no complete trial uses are left out) and the "
+                 f"{_e(objective.name)} at the last epoch, each ranged over the complete trials. "
+                 "Pruned trials (faint grey) stopped at an ASHA rung, so their "
+                 f"{_e(objective.name)} is an early value; values outside the complete trials' "
+                 "range sit just past the axis ends.</p>")
+    return parts
 
 
 # ---- the page ----------------------------------------------------------------------------------
 def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[Path],
            finals: list | None = None) -> str:
-    sections = [study_section(run, b, out, top, images) for b in bests]
+    schedule = read_schedule(run.path)
+    sections = [study_section(run, b, out, top, images, schedule) for b in bests]
     warnings = "".join(f"<li>{_e(n)}</li>" for n in run.notes)
     objective = run_objective(bests)
     return "\n".join([
@@ -233,7 +278,9 @@ def render(run: Run, bests: list[StudyBest], out: Path, top: int, images: list[P
         f"<h1>Sweep {_e(run.name)}</h1>", f'<p class="muted">run dir: {_e(run.path)}</p>',
         f'<h2>Warnings</h2><ul class="note">{warnings}</ul>' if warnings else "",
         f"<p>Objective: <b>{_e(objective.name)}</b> (validation {_e(objective.label)}) selects; "
-        f"{_e(objective.test_metric)} is reported beside it.</p>",
+        f"{_e(objective.test_metric)} is reported beside it. The <i>paper default</i> is the "
+        f"setting {_e(PAPER)} publish for the study's method and mode, every study's first "
+        "trial.</p>",
         "<h2>Best config per study</h2>", summary_table(bests), f"<p>{_e(test_note(objective))}</p>",
         f"<p>{_e(verdict_note(objective))}</p>",
         *_classification_section(bests), *_reid_section(bests),
@@ -276,12 +323,14 @@ def _classification_section(bests: list[StudyBest]) -> list[str]:
     chosen = [b for b in bests if b.objective.task != "reid"]
     if not chosen:
         return []
-    return ["<h2>All pairs (layout of the paper's CIFAR-100 table)</h2>", paper_table(chosen)]
+    return [f"<h2>All pairs (layout of the CIFAR-100 table of {_e(PAPER)})</h2>",
+            paper_table(chosen)]
 
 
 def _reid_section(bests: list[StudyBest]) -> list[str]:
     table = reid_table(bests)
-    return ["<h2>Re-ID (layout of the paper's Market-1501 table)</h2>", table] if table else []
+    return ([f"<h2>Re-ID (layout of the Market-1501 table of {_e(PAPER)})</h2>", table] if table
+            else [])
 
 
 def write_report(run_dir: str | Path | Run, out_dir: str | Path, top: int = DEFAULT_TOP,

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from analysis.records import StudyInfo
+from mgkd.catalog.trackers import TRACKER_DIRS, TRACKER_FILES
 from mgkd.config.sweep import split_study_key
 from mgkd.errors import ConfigError, MgkdError
 
@@ -20,10 +21,12 @@ OPTUNA_DB = "optuna.db"
 CONFIRM_DIR = "confirm"
 BOARD_DIR = "board"
 # Entries of a run dir that are not trial dirs: ours, the sweep's and Ray's experiment state.
-KNOWN_DIRS: frozenset[str] = frozenset({"cache", CONFIRM_DIR, BOARD_DIR})
+# The trackers' (the sweep file's callbacks) stores are part of a run dir too.
+KNOWN_DIRS: frozenset[str] = frozenset({"cache", CONFIRM_DIR, BOARD_DIR, *TRACKER_DIRS})
 KNOWN_FILES: tuple[str, ...] = (SWEEP_FILE, f"{OPTUNA_DB}*", "tuner.pkl", "trainable.pkl",
                                 "experiment_state-*.json", "search_gen_state-*.json",
-                                "searcher-state-*.pkl", "basic-variant-state-*.json")
+                                "searcher-state-*.pkl", "basic-variant-state-*.json",
+                                *TRACKER_FILES)
 # <study key>_<trial number>_<Ray trial id>, as search.tune names trial dirs.
 _TRIAL_DIR = re.compile(r"^(?P<study>[^_].*__.+__.+__[^_]+)_(?P<number>\d+)_(?P<ray_id>[A-Za-z0-9]+)$")
 

@@ -15,6 +15,7 @@ from mgkd.config.experiment import ExperimentConfig
 from mgkd.config.sweep import Study, SweepSpec, load_sweep, plan
 from mgkd.config.sweep import fail_sweep as _fail
 from mgkd.errors import ConfigError, DataError
+from search.trackers import check_dashboard, check_trackers
 
 
 # The built-in demo (`mgkd tune` without a file) is the repository's sweeps/demo.yaml: one file,
@@ -127,6 +128,8 @@ def validate_sweep(spec: SweepSpec, *, cluster_resources: dict | None = None,
     if check_data:
         _check_data(first)
     _check_spaces(spec, studies)
+    check_trackers(spec.callbacks)
+    check_dashboard(spec)
     return studies
 
 

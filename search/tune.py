@@ -16,6 +16,7 @@ from ray import tune
 
 from analysis.best import StudyBest, best_trials
 from analysis.formats import fmt_number, fmt_params
+from analysis.optuna_db import dashboard_command
 from analysis.records import COMPLETE, FAIL, PRUNED, RUNNING
 from analysis.rundir import OPTUNA_DB, SWEEP_FILE
 from analysis.verdict import verdict_sentence
@@ -29,6 +30,7 @@ from search.progress import ProgressTable
 from search.resultlog import ProgressCsvLogger, ResultJsonLogger
 from search.sweep import load_run_spec, validate_sweep  # noqa: F401 (load_run_spec: confirm's)
 from search.tblog import OutcomeTBXLogger
+from search.trackers import tracker_callbacks
 from search.warmstart import check_warm_start, started_studies, warm_configs
 from spaces import build_space
 from trainables.distill import distill_trainable, teacher_key
@@ -52,13 +54,18 @@ class SweepResult:
 
 
 # ---- set-up -------------------------------------------------------------------------------------
-def connect(address: str | None) -> None:
-    """Join the Ray cluster at ``address`` or start a local one (unless already connected)."""
+def connect(address: str | None, dashboard: bool = False) -> None:
+    """Join the Ray cluster at ``address`` or start a local one (unless already connected);
+    ``dashboard``: start Ray's dashboard with a local Ray and say where it is."""
     if ray.is_initialized():
         return
     # "local": a fresh Ray of our own, never a cluster some other process left running here.
-    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
+    context = ray.init(address=address or "local", include_dashboard=dashboard,
+                       log_to_driver=False, logging_level=logging.WARNING)
+    url = getattr(context, "dashboard_url", None)
+    if dashboard and url:  # Ray 2.60 guards a local Ray's dashboard with its token
+        log.info("Ray dashboard: http://%s (it asks for Ray's token: `ray get-auth-token`)",
+                 url.removeprefix("http://"))
 
 
 def study_entries(spec: SweepSpec, studies: list[Study]) -> list[StudyEntry]:
@@ -163,7 +170,7 @@ def _new_tuner(spec: SweepSpec, entries: list[StudyEntry], trainable,
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(run_dir.parent), verbose=0,
             callbacks=[progress, OutcomeTBXLogger(), ResultJsonLogger(), ProgressCsvLogger(),
-                       *callbacks],
+                       *tracker_callbacks(spec), *callbacks],
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             # What a trial writes into its trial dir (val_outcomes.json, the per-sample outcomes
@@ -200,7 +207,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, extend: bool = False,
     add_warm_starts(spec, entries)
     objective = sweep_objective(studies)
     quiet_ray()
-    connect(spec.ray_address)
+    connect(spec.ray_address, dashboard=spec.ray_dashboard)
     validate_sweep(spec, cluster_resources=ray.cluster_resources(), check_data=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -255,6 +262,7 @@ def format_summary(result: SweepResult) -> str:
         verdicts.append(f"{b.study.key}: {verdict_sentence(judged, b.objective.label)}")
     lines += ["", *verdicts, "",
               f"run dir:      {result.run_dir}",
-              f"optuna study: optuna-dashboard {storage_url(result.run_dir)}",
+              f"optuna study: {dashboard_command(result.run_dir / OPTUNA_DB)}  (read-only; "
+              "http://127.0.0.1:8080)",
               f"tensorboard:  tensorboard --logdir {result.run_dir}"]
     return "\n".join(lines)

@@ -26,10 +26,11 @@ SPACE = {**TINY_SPACE, "ce_weight": {"type": "categorical", "choices": [0.2, 1.0
 
 def real_sweep(storage: Path):
     """The sweep: 2 studies (kd in mas and plain) x 6 trials, 4 epochs, ASHA from epoch 2; its
-    ce_weight 1e7 makes some trials diverge."""
+    ce_weight 1e7 makes some trials diverge. Ray's MLflow callback records it too (in the run
+    dir's mlflow.db: tests/test_trackers.py reads it back)."""
     return tiny_sweep(storage, name="analysed", space=SPACE, num_samples=6,
                       scheduler={"grace_period": 2, "reduction_factor": 2},
-                      searcher={"seed": 0, "multivariate": True})
+                      searcher={"seed": 0, "multivariate": True}, callbacks=["mlflow"])
 
 
 

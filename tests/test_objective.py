@@ -202,14 +202,17 @@ def test_the_frame_has_the_re_id_columns(reid_run):
 def test_the_report_has_the_market1501_table(reid_run, tmp_path):
     from analysis.report import write_report
     page = write_report(reid_run, tmp_path / "report").index.read_text()
-    table = page.split("Market-1501 table)</h2>", 1)[1].split("</table>", 1)[0]
+    heading = "Market-1501 table of Shao &amp; Chen, 2021)</h2>"
+    table = page.split(heading, 1)[1].split("</table>", 1)[0]
     assert ("<th>Setting</th><th>Data set</th><th>Method</th><th>Backbone</th><th>Rank1</th>"
             "<th>mAP</th>") in table
     assert f'<a href="#{KEY}">this sweep</a></td><td>market1501</td>' in table
     assert (f'<td data-study="{KEY}" data-field="test_rank1">85.00</td>'
             f'<td data-study="{KEY}" data-field="test_map">68.00</td>') in table
     assert "MAS_RKD (teacher resnet32x4)" in table
-    assert "91.09" in table and "88.84" in table  # the seed's ResNet50 rows beside ours
+    assert "91.09" in table and "88.84" in table  # the paper's ResNet50 rows beside ours
+    assert "<td>Shao &amp; Chen, 2021, setting 9</td>" in table
+    assert "Market-1501 rows for the backbones shown (3 of its 10)" in page
     assert "94.50" not in table  # its OSNet rows are another backbone
     assert "validation mAP" in page and "val_map (selects)" not in page
 
@@ -232,8 +235,9 @@ def test_the_re_id_table_names_each_studys_data_set_and_shows_paper_rows_for_mar
     assert "<td>market1501</td>" in rows[1] and "k_market1501" in rows[1]
     papers = [row for row in rows if 'class="muted"' in row]
     assert papers and all("<td>market1501</td>" in row for row in papers)
-    assert "94.50" in table  # the seed's OSNet x0.75 row, beside the Market-1501 study only
+    assert "94.50" in table  # the paper's OSNet x0.75 row, beside the Market-1501 study only
     assert "94.50" not in reid_table([best("dukemtmcreid")])
+    assert "Muted rows" not in reid_table([best("dukemtmcreid")])  # no rows it does not show
 
 
 def test_a_classification_report_has_no_re_id_table():

@@ -28,9 +28,10 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator, with_co
 from mgkd.catalog.methods import METHOD_DEFAULTS, METHOD_NAMES, MODE_NAMES
 from mgkd.catalog.models import MODEL_NAMES
 from mgkd.catalog.objectives import OBJECTIVES, check_objective
+from mgkd.catalog.trackers import TRACKER_NAMES
 from mgkd.config.experiment import TEACHER_KEYS, ExperimentConfig, peer_count_problem, resolve
-from mgkd.config.validation import (EMPTY_MAPPING_IF_NONE, Bool, Float, Int, Name, Options, Schema,
-                                    Str, fail)
+from mgkd.config.validation import (EMPTY_LIST_IF_NONE, EMPTY_MAPPING_IF_NONE, Bool, Float, Int,
+                                    Name, Options, Schema, Str, fail, one_of)
 from mgkd.errors import ConfigError
 from mgkd.io import read_yaml_file
 
@@ -230,6 +231,13 @@ class SweepSpec:
     # earlier run dirs whose best configs every study tries first (after its paper default)
     warm_start: Annotated[WarmStartSpec | None,
                           Field(description="e.g. {from: [runs/cifar-r56], top_k: 3}")] = None
+    # experiment trackers fed by Ray Tune's own logger callbacks (mgkd.catalog.trackers), e.g.
+    # [mlflow]; each needs its Python package on the machine that runs `mgkd tune`
+    callbacks: Annotated[list[Annotated[Name, one_of(TRACKER_NAMES)]], EMPTY_LIST_IF_NONE,
+                         Field(description=f"a list of trackers from {', '.join(TRACKER_NAMES)}, "
+                                           "e.g. [mlflow]")] = field(default_factory=list)
+    # Ray's dashboard (http://127.0.0.1:8265) for a local Ray; off: it costs memory and a port
+    ray_dashboard: Bool = False
 
     @model_validator(mode="after")
     def _check_pairs_and_groups(self) -> "SweepSpec":
@@ -266,6 +274,9 @@ class SweepSpec:
             if first < i:
                 fail(f"pairs[{i}]: {pair.teacher} -> {pair.student} repeats pairs[{first}]; a "
                      "pair's studies are keyed by its architectures, so list it once.")
+        for i, name in enumerate(self.callbacks):
+            if name in self.callbacks[:i]:
+                fail(f"callbacks[{i}]: '{name}' is listed twice; list each tracker once.")
         for key in ("methods", "modes"):
             names = getattr(self, key)
             for i, name in enumerate(names):
