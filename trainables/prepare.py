@@ -1,5 +1,6 @@
 """Ray tasks that prepare each teacher's knowledge once per sweep, before any trial starts:
-train (or load) the teacher and fill the head bank with every head the search space can ask for."""
+train (or load) the teacher, fill the head bank with every head the search space can ask for and
+build the teacher view bank where the sweep's studies can use it."""
 from __future__ import annotations
 
 import logging
@@ -14,23 +15,30 @@ from mgkd.knowledge.prepare import Knowledge, prepare_knowledge
 
 log = logging.getLogger(__name__)
 
+# A teacher's job: a study's resolved base config, the head levels to train, and the configs of
+# the runs it serves with the teacher passes over the training set each stands for.
+TeacherJob = tuple[ExperimentConfig, list[tuple[int, float]], list[tuple[ExperimentConfig, int]]]
 
-def _prepare(config: dict[str, Any], levels: list[tuple[int, float]], data: DataSplits,
-             cpus: float) -> Knowledge:
+
+def _prepare(config: dict[str, Any], levels: list[tuple[int, float]],
+             runs: list[tuple[dict[str, Any], int]], data: DataSplits, cpus: float) -> Knowledge:
     import torch
     torch.set_num_threads(max(1, int(math.floor(cpus))))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    return prepare_knowledge(ExperimentConfig.from_validated(config), data, extra_levels=levels)
+    bank_runs = [(ExperimentConfig.from_validated(run), passes) for run, passes in runs]
+    return prepare_knowledge(ExperimentConfig.from_validated(config), data, extra_levels=levels,
+                             bank_runs=bank_runs)
 
 
-def prepare_teachers(jobs: dict[str, tuple[ExperimentConfig, list[tuple[int, float]]]],
-                     data: DataSplits, *, cpus: float = 1.0, gpus: float = 0.0
-                     ) -> dict[str, Knowledge]:
+def prepare_teachers(jobs: dict[str, TeacherJob], data: DataSplits, *, cpus: float = 1.0,
+                     gpus: float = 0.0) -> dict[str, Knowledge]:
     """Run one Ray task per teacher (in parallel); returns knowledge by teacher key. Each job's
-    config is a study's resolved base config (validated when the sweep was planned)."""
+    configs are studies' resolved base configs (validated when the sweep was planned)."""
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_prepare)
     data_ref = ray.put(data)
-    refs = {key: task.remote(config.to_dict(), levels, data_ref, cpus)
-            for key, (config, levels) in jobs.items()}
-    log.info("preparing %d teacher(s) and their head banks as Ray tasks", len(refs))
+    refs = {key: task.remote(config.to_dict(), levels,
+                             [(run.to_dict(), passes) for run, passes in runs], data_ref, cpus)
+            for key, (config, levels, runs) in jobs.items()}
+    log.info("preparing %d teacher(s), their head banks and teacher view banks as Ray tasks",
+             len(refs))
     return dict(zip(refs, ray.get(list(refs.values()))))

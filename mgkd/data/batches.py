@@ -70,6 +70,8 @@ class _Writer:
         self.memory_format = memory_format
         self._shape = tuple(split.images.shape[1:])
         self._device = split.device
+        # Training batches carry view numbers where the augmentation has a finite view set.
+        self._views = train and self.augmenter.view_count is not None
 
     def _images(self, count: int) -> torch.Tensor:
         return torch.empty((count, *self._shape), dtype=torch.float32, device=self._device,
@@ -83,8 +85,17 @@ class _Writer:
                 or not held.images.is_contiguous(memory_format=self.memory_format)):
             held = into.batch = Batch(self._images(count),
                                       torch.empty(count, dtype=self.labels.dtype, device=self._device),
-                                      torch.empty(count, dtype=torch.int64, device=self._device))
+                                      torch.empty(count, dtype=torch.int64, device=self._device),
+                                      self._view_numbers(None, count))
         return held
+
+    def _view_numbers(self, plan: AugmentPlan | None, count: int) -> torch.Tensor | None:
+        """The batch's view numbers (all 0 for a data set trained without augmentation)."""
+        if not self._views:
+            return None
+        if plan is not None and plan.views is not None:
+            return plan.views
+        return torch.zeros(count, dtype=torch.int64, device=self._device)
 
     def train_batch(self, indices: torch.Tensor, plan: AugmentPlan,
                     into: BatchBuffer | None) -> Batch:
@@ -93,10 +104,13 @@ class _Writer:
             self.augmenter.gather(self.source, indices, plan, out=target.images)
             torch.index_select(self.labels, 0, indices, out=target.labels)
             target.indices.copy_(indices)
+            if target.views is not None and plan.views is not None:
+                target.views.copy_(plan.views)
             return target
         images = self.augmenter.gather(self.source, indices, plan,
                                        out=self._images(indices.shape[0]))
-        return Batch(images, self.labels.index_select(0, indices), indices)
+        return Batch(images, self.labels.index_select(0, indices), indices,
+                     self._view_numbers(plan, indices.shape[0]))
 
     def eval_batch(self, lo: int, hi: int, indices: torch.Tensor) -> Batch:
         images = self.augmenter.normalise(self.source[lo:hi], out=self._images(hi - lo))
