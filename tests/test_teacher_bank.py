@@ -23,6 +23,7 @@ from mgkd.knowledge.views import BankMismatch, read_header
 from mgkd.methods import METHODS
 from mgkd.methods.base import TEACHER_MAPS
 from mgkd.models import create_model
+from mgkd.training.capture import capture_problems
 from mgkd.training.steps import InlineRecorder
 
 # 8x8 synthetic images: padding 1 and flips, 3 x 3 x 2 = 18 views; 48 training images.
@@ -145,6 +146,13 @@ def test_float16_bank_stays_close_and_graphed_steps_gather_rows(tmp_path):
     assert used and recorder.replays > 0
     for got, want in zip(graphed, banked):
         assert got == pytest.approx(want, rel=1e-5)
+    # the bank step (rows gathered by the batch's indices and views) syncs nothing with the host
+    trainer = make_trainer(config, splits, knowledge)
+    learner = trainer.learner
+    batch = next(iter(trainer._training_batches()))
+    assert batch.views is not None
+    step = lambda: learner.loss_components(batch, 0)["loss"].backward()  # noqa: E731
+    assert capture_problems(step, [learner.modules]) == []
 
 
 def test_bank_refuses_stale_and_truncated_files(tmp_path, caplog):
