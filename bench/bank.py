@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -61,9 +61,10 @@ def _variants(teacher: str, student: str, mode: str, splits: DataSplits, batch: 
         if setting != "off":
             model = create_model(teacher, CIFAR100_CLASSES)
             model.load_state_dict(knowledge.teacher_state)
-            bank = prepare_bank([(config, config.epochs)], splits, model.to(device), "0" * 64,
+            fake_hash = teacher.ljust(64, "0")  # an untrained teacher has no file
+            bank = prepare_bank([(config, config.epochs)], splits, model.to(device), fake_hash,
                                 device)
-            knowledge = dataclasses.replace(knowledge, teacher_hash="0" * 64, bank=bank)
+            knowledge = dataclasses.replace(knowledge, teacher_hash=fake_hash, bank=bank)
         learner = build_learner(config, splits, knowledge, device)
         assert (learner.bank is not None) == (setting != "off")
         optimizer = torch.optim.SGD(learner.trainable_parameters(), lr=0.05, momentum=0.9)
@@ -72,8 +73,9 @@ def _variants(teacher: str, student: str, mode: str, splits: DataSplits, batch: 
 
 
 def step_table(time_steps: TimeSteps, *, batch: int, steps: int, rounds: int,
-               device: torch.device) -> list[tuple[str, str, float, float]]:
-    """(pair, mode, online ms/step, bank ms/step): medians of interleaved rounds."""
+               device: torch.device) -> Iterator[tuple[str, str, float, float]]:
+    """(pair, mode, online ms/step, bank ms/step): medians of interleaved rounds, one row at a
+    time."""
     splits = _flip_only(load_splits("synthetic", ".", val_fraction=0.0, options={
         "num_train": batch, "num_test": 8, "num_classes": CIFAR100_CLASSES, "image_size": 32}))
     splits = splits.to(device)
@@ -85,7 +87,6 @@ def step_table(time_steps: TimeSteps, *, batch: int, steps: int, rounds: int,
             yield from batches
 
     stream = endless()
-    rows = []
     with tempfile.TemporaryDirectory(prefix="mgkd-bank-bench-") as cache:
         for teacher, student in PAIRS:
             for mode in BANK_MODES:
@@ -96,10 +97,8 @@ def step_table(time_steps: TimeSteps, *, batch: int, steps: int, rounds: int,
                 for _ in range(rounds):
                     for name, run in runs.items():
                         samples[name].append(time_steps(*run, stream, steps, device))
-                rows.append((f"{teacher}->{student}", mode,
-                             statistics.median(samples["online"]) * 1000,
-                             statistics.median(samples["bank"]) * 1000))
-    return rows
+                yield (f"{teacher}->{student}", mode, statistics.median(samples["online"]) * 1000,
+                       statistics.median(samples["bank"]) * 1000)
 
 
 def build_figures(*, images: int, device: torch.device) -> list[tuple[str, int, float, float, int]]:
@@ -115,7 +114,8 @@ def build_figures(*, images: int, device: torch.device) -> list[tuple[str, int, 
             config = _config(teacher, student, "mas", 64, device.type, Path(cache), "float16")
             model = create_model(teacher, CIFAR100_CLASSES).to(device)
             started = time.perf_counter()
-            prepared = prepare_bank([(config, config.epochs)], splits, model, "1" * 64, device)
+            prepared = prepare_bank([(config, config.epochs)], splits, model,
+                                    teacher.ljust(64, "1"), device)
             seconds = time.perf_counter() - started
             assert prepared.path is not None
             width = int(model.embedding_dim)
@@ -132,7 +132,7 @@ def print_bank(time_steps: TimeSteps, *, batch: int, steps: int, rounds: int, im
     for pair, mode, online, bank in step_table(time_steps, batch=batch, steps=steps,
                                                rounds=rounds, device=device):
         print(f"  {pair:22s} {mode:5s} online {online:8.1f} ms/step   bank {bank:8.1f} ms/step"
-              f"   speed-up {online / bank:.2f}x")
+              f"   speed-up {online / bank:.2f}x", flush=True)
     print(f"bank build, 162 views (pad 4 + flip), float16, logits + embedding; timed on {images} "
           f"synthetic images, scaled to CIFAR-100's {CIFAR100_TRAIN:,}:")
     for teacher, width, seconds, scaled, size in build_figures(images=images, device=device):

@@ -167,6 +167,14 @@ def test_bank_refuses_stale_and_truncated_files(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mgkd.knowledge.bank_use"):
         assert make_trainer(config, splits, other).learner.bank is None
     assert "refused" in caplog.text and "teacher_hash" in caplog.text
+    # another architecture under the same file hash: refused too
+    resnet8 = dataclasses.replace(config, teacher="resnet8")
+    knowledge8 = dataclasses.replace(Knowledge.untrained(resnet8, 4), teacher_hash="t" * 64,
+                                     bank=knowledge.bank)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mgkd.knowledge.bank_use"):
+        assert make_trainer(resnet8, splits, knowledge8).learner.bank is None
+    assert "another teacher" in caplog.text
     # a truncated file is never opened, and preparing again rebuilds it
     with open(path, "r+b") as handle:
         handle.truncate(path.stat().st_size - 10)

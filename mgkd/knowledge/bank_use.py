@@ -42,7 +42,7 @@ def run_choice(config: ExperimentConfig, spec: DatasetSpec, count: int, embed_di
     view_count = train_augmenter(spec).view_count
 
     def size(dtype: str, outputs: tuple[str, ...]) -> int:
-        key = ViewBankKey("", "", "", "", dtype, outputs)
+        key = ViewBankKey("", "", "", "", "", dtype, outputs)
         return layout_of(key, count, view_count or 0, spec.num_classes, embed_dim).nbytes
 
     return bank_choice(config.teacher_bank, config.teacher_bank_budget_gb, method=config.method,
@@ -53,7 +53,7 @@ def run_choice(config: ExperimentConfig, spec: DatasetSpec, count: int, embed_di
 
 def _key(config: ExperimentConfig, teacher_hash: str, splits: DataSplits, dtype: str,
          outputs: tuple[str, ...]) -> ViewBankKey:
-    return bank_key(teacher_hash, data_identity(config), splits.train,
+    return bank_key(teacher_hash, config.teacher, data_identity(config), splits.train,
                     train_augmenter(splits.spec), dtype, outputs)
 
 
@@ -113,8 +113,10 @@ def open_run_bank(config: ExperimentConfig, splits: DataSplits, prepared: Prepar
                  choice.dtype, "+".join(choice.outputs))
         return None
     key = _key(config, teacher_hash, splits, prepared.dtype, prepared.outputs)
+    views = train_augmenter(splits.spec).view_count or 0
+    expected = layout_of(key, len(splits.train), views, splits.spec.num_classes, embed_dim)
     try:
-        bank = open_bank(Path(prepared.path), key)
+        bank = open_bank(Path(prepared.path), key, expected)
     except BankMismatch as err:
         log.warning("teacher view bank: refused, the teacher runs online: %s", err)
         return None

@@ -87,6 +87,7 @@ class ViewBankKey:
     """Everything a bank's rows depend on. Equal keys: interchangeable banks."""
 
     teacher_hash: str  # sha256 of the teacher file's bytes
+    teacher: str  # its architecture
     data: str  # the training split's identity (data set, options, subset, val fraction, seed)
     split: str  # sha256 of the training split's images and labels (split_fingerprint)
     augment: str  # the augmentation's spec as JSON (Augmenter.augment_spec)
@@ -105,11 +106,12 @@ class ViewBankKey:
         return {**asdict(self), "outputs": list(self.outputs)}
 
 
-def bank_key(teacher_hash: str, data: str, split: ImageSplit, augmenter: Augmenter, dtype: str,
-             outputs: tuple[str, ...]) -> ViewBankKey:
+def bank_key(teacher_hash: str, teacher: str, data: str, split: ImageSplit, augmenter: Augmenter,
+             dtype: str, outputs: tuple[str, ...]) -> ViewBankKey:
     if dtype not in BANK_DTYPES:
         raise ValueError(f"bank dtype {dtype!r}; allowed: {', '.join(BANK_DTYPES)}")
-    return ViewBankKey(teacher_hash=teacher_hash, data=data, split=split_fingerprint(split),
+    return ViewBankKey(teacher_hash=teacher_hash, teacher=teacher, data=data,
+                       split=split_fingerprint(split),
                        augment=json.dumps(augmenter.augment_spec(), sort_keys=True), dtype=dtype,
                        outputs=tuple(sorted(set(outputs))))
 
@@ -188,9 +190,10 @@ class ViewBank:
         return ViewBank(self.rows.to(device), self.layout, self.key, self.path)
 
 
-def open_bank(path: Path, key: ViewBankKey) -> ViewBank:
-    """Map a bank read-only after checking its header holds ``key`` and its size its layout;
-    :class:`BankMismatch` (naming what differs) otherwise."""
+def open_bank(path: Path, key: ViewBankKey, expected: BankLayout | None = None) -> ViewBank:
+    """Map a bank read-only after checking its header holds ``key``, its size its layout and
+    (when given) its layout the ``expected`` one; :class:`BankMismatch` (naming what differs)
+    otherwise."""
     header = read_header(path)
     if header.get("format") != BANK_FORMAT:
         raise BankMismatch(f"{path} has bank format {header.get('format')}, this code reads "
@@ -202,6 +205,8 @@ def open_bank(path: Path, key: ViewBankKey) -> ViewBank:
         raise BankMismatch(f"{path} was built for another {', '.join(differs) or 'key'} "
                            "(stale: other teacher, data or augmentation)")
     layout = BankLayout(**header["layout"])
+    if expected is not None and layout != expected:
+        raise BankMismatch(f"{path} holds {layout}, the run needs {expected}")
     array = np.memmap(path, dtype=BANK_DTYPES[layout.dtype][1], mode="r", offset=HEADER_BYTES,
                       shape=(layout.rows, layout.width))
     with warnings.catch_warnings():  # read-only on purpose: nothing writes to a bank
