@@ -198,10 +198,9 @@ def open_bank(path: Path, key: ViewBankKey, expected: BankLayout | None = None) 
     if header.get("format") != BANK_FORMAT:
         raise BankMismatch(f"{path} has bank format {header.get('format')}, this code reads "
                            f"{BANK_FORMAT}")
-    stored = header.get("key", {})
-    expected = key.to_json()
-    if stored != expected:
-        differs = sorted(k for k in expected if stored.get(k) != expected[k])
+    stored, wanted = header.get("key", {}), key.to_json()
+    if stored != wanted:
+        differs = sorted(k for k in wanted if stored.get(k) != wanted[k])
         raise BankMismatch(f"{path} was built for another {', '.join(differs) or 'key'} "
                            "(stale: other teacher, data or augmentation)")
     layout = BankLayout(**header["layout"])
