@@ -126,13 +126,24 @@ def build_figures(*, images: int, device: torch.device) -> list[tuple[str, int, 
 
 
 def print_bank(time_steps: TimeSteps, *, batch: int, steps: int, rounds: int, images: int,
-               device: torch.device) -> None:
+               device: torch.device, build_only: bool = False) -> None:
+    if not build_only:
+        _print_steps(time_steps, batch=batch, steps=steps, rounds=rounds, device=device)
+    if images:
+        _print_build(images, device)
+
+
+def _print_steps(time_steps: TimeSteps, *, batch: int, steps: int, rounds: int,
+                 device: torch.device) -> None:
     print(f"teacher view bank vs online teacher, kd, batch {batch}, {device}; median of {rounds} "
           f"rounds x {steps} steps (bank float16; flip-only views, see bench/bank.py)")
     for pair, mode, online, bank in step_table(time_steps, batch=batch, steps=steps,
                                                rounds=rounds, device=device):
         print(f"  {pair:22s} {mode:5s} online {online:8.1f} ms/step   bank {bank:8.1f} ms/step"
               f"   speed-up {online / bank:.2f}x", flush=True)
+
+
+def _print_build(images: int, device: torch.device) -> None:
     print(f"bank build, 162 views (pad 4 + flip), float16, logits + embedding; timed on {images} "
           f"synthetic images, scaled to CIFAR-100's {CIFAR100_TRAIN:,}:")
     for teacher, width, seconds, scaled, size in build_figures(images=images, device=device):

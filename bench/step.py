@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-loaders", action="store_true")
     parser.add_argument("--bank", action="store_true",
                         help="only the teacher view bank vs the online teacher (bench/bank.py)")
-    parser.add_argument("--bank-images", type=int, default=2,
-                        help="images whose 162 views the bank build is timed on")
+    parser.add_argument("--bank-images", type=int, default=8,
+                        help="images whose 162 views the bank build is timed on (0: none)")
+    parser.add_argument("--bank-build-only", action="store_true",
+                        help="with --bank: only the build figures")
     parser.add_argument("--bank-exactness", type=int, metavar="EPOCHS", default=0,
                         help="only: how far runs reading a float32 / float16 bank are from the "
                              "online teacher's, over EPOCHS epochs of a tiny run")
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.bank:
         print_bank(time_steps, batch=args.batch, steps=args.steps, rounds=args.rounds,
-                   images=args.bank_images, device=device)
+                   images=args.bank_images, device=device, build_only=args.bank_build_only)
         return
 
     splits = load_splits("synthetic", ".", val_fraction=0.0, options={

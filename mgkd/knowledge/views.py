@@ -225,14 +225,21 @@ def _fill(array: np.ndarray, layout: BankLayout, teacher: nn.Module, split: Imag
     started = last = time.monotonic()
     for lo in range(0, layout.count, BUILD_BATCH):
         hi = min(lo + BUILD_BATCH, layout.count)
+        count = hi - lo
         indices = torch.arange(lo, hi, device=device)
-        block = torch.empty((hi - lo, views, layout.width), dtype=torch.float32, device=device)
-        for view in range(views):
-            plan = augmenter.view_plan(torch.full((hi - lo,), view, dtype=torch.int64))
-            features, logits = teacher(augmenter.gather(source, indices, plan), features=True)
-            block[:, view, :classes] = logits.float()
+        block = torch.empty((count, views, layout.width), dtype=torch.float32, device=device)
+        per_forward = max(1, BUILD_BATCH // count)  # views per forward: batches of ~BUILD_BATCH
+        for first in range(0, views, per_forward):
+            last = min(first + per_forward, views)
+            numbers = torch.arange(first, last).repeat_interleave(count)
+            images = augmenter.gather(source, indices.repeat(last - first),
+                                      augmenter.view_plan(numbers))
+            features, logits = teacher(images, features=True)
+            block[:, first:last, :classes] = logits.float().view(last - first, count, -1
+                                                                 ).transpose(0, 1)
             if layout.embed_dim:
-                block[:, view, classes:] = features[-1].flatten(1).float()
+                block[:, first:last, classes:] = features[-1].flatten(1).float().view(
+                    last - first, count, -1).transpose(0, 1)
         array[lo * views:hi * views] = block.view(-1, layout.width).cpu().numpy()
         now = time.monotonic()
         if now - last >= PROGRESS_SECONDS or hi == layout.count:
