@@ -80,7 +80,8 @@ def step_table(time_steps: TimeSteps, *, batch: int, steps: int, rounds: int,
         "num_train": batch, "num_test": 8, "num_classes": CIFAR100_CLASSES, "image_size": 32}))
     splits = splits.to(device)
     generator = torch.Generator(device=device).manual_seed(0)
-    batches = DeviceBatches(splits.train, splits.spec, batch, train=True, generator=generator)
+    batches = DeviceBatches(splits.train, splits.spec, batch, train=True, generator=generator,
+                            views=True)
 
     def endless():
         while True:

@@ -60,7 +60,9 @@ def test_view_numbers_name_the_views_drawn():
     augmenter = Augmenter(CIFAR_SPEC, torch.device("cpu"), train=True)
     assert augmenter.view_count == 162
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
-    plan = augmenter.draw(40, torch.Generator().manual_seed(3))
+    plan = augmenter.draw(40, torch.Generator().manual_seed(3), views=True)
+    plain = augmenter.draw(40, torch.Generator().manual_seed(3))
+    assert plain.views is None and torch.equal(plain.starts, plan.starts)  # the same draws
     assert plan.views is not None and int(plan.views.min()) >= 0 and int(plan.views.max()) < 162
     rebuilt = augmenter.view_plan(plan.views)
     index = torch.arange(40)
@@ -69,7 +71,7 @@ def test_view_numbers_name_the_views_drawn():
     erasing = Augmenter(dataclasses.replace(CIFAR_SPEC, random_erasing=0.5), torch.device("cpu"),
                         train=True)
     assert erasing.view_count is None
-    assert erasing.draw(8, torch.Generator().manual_seed(0)).views is None
+    assert erasing.draw(8, torch.Generator().manual_seed(0), views=True).views is None
 
 
 def test_methods_declare_what_they_read_from_the_teacher():

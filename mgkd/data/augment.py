@@ -122,8 +122,10 @@ class Augmenter:
                 "flip": self._flip, "erase": self._erase,
                 "scale": self._scale.flatten().tolist(), "shift": self._shift.flatten().tolist()}
 
-    def draw(self, count: int, generator: torch.Generator | None) -> AugmentPlan:
-        """One draw per sample for ``count`` samples (crop offsets, then flips, then erase boxes)."""
+    def draw(self, count: int, generator: torch.Generator | None, *,
+             views: bool = False) -> AugmentPlan:
+        """One draw per sample for ``count`` samples (crop offsets, then flips, then erase boxes);
+        the plan numbers each sample's view when ``views`` asks (same draws either way)."""
         if not self.active:
             return AugmentPlan()
         assert generator is not None, "training augmentation needs the run's data generator"
@@ -135,26 +137,29 @@ class Augmenter:
             flips = torch.randint(0, 2, (count,), generator=generator, device=device, dtype=torch.bool)
         if self._erase > 0:
             boxes = draw_erase_boxes(count, self._height, self._width, self._erase, generator, device)
-        return self._plan(offsets, flips, boxes)
+        return self._plan(offsets, flips, boxes, views)
 
     def _plan(self, offsets: torch.Tensor | None, flips: torch.Tensor | None,
-              boxes: torch.Tensor | None) -> AugmentPlan:
-        """The plan of given draws: where crops start, the column steps and the view numbers."""
-        starts = steps = views = None
+              boxes: torch.Tensor | None, views: bool) -> AugmentPlan:
+        """The plan of given draws: where crops start, the column steps and (when ``views``
+        asks and there is a finite view set) the view numbers."""
+        starts = steps = None
         if offsets is not None or flips is not None:
             count = (offsets if offsets is not None else flips).shape[0]
             starts = torch.zeros(count, dtype=torch.int64, device=self._device)
-            views = torch.zeros(count, dtype=torch.int64, device=self._device)
             if offsets is not None:
                 starts += offsets[:, 0] * self._padded_width + offsets[:, 1]
-                views += offsets[:, 0] * (2 * self._pad + 1) + offsets[:, 1]
             if flips is not None:
                 starts += flips * (self._width - 1)
                 steps = 1 - 2 * flips.long()
-                views = views * 2 + flips
-        if boxes is not None:
-            views = None
-        return AugmentPlan(offsets, flips, boxes, starts, steps, views)
+        numbers = None
+        if views and boxes is None and starts is not None:
+            numbers = torch.zeros_like(starts)
+            if offsets is not None:
+                numbers += offsets[:, 0] * (2 * self._pad + 1) + offsets[:, 1]
+            if flips is not None:
+                numbers = numbers * 2 + flips
+        return AugmentPlan(offsets, flips, boxes, starts, steps, numbers)
 
     def view_plan(self, views: torch.Tensor) -> AugmentPlan:
         """The plan that shows each sample its given view number (the inverse of the ``views``
@@ -172,7 +177,7 @@ class Augmenter:
         if self._pad:
             side = 2 * self._pad + 1
             offsets = torch.stack([views // side, views % side], dim=1)
-        return self._plan(offsets, flips, None)
+        return self._plan(offsets, flips, None, True)
 
     def source(self, images: torch.Tensor) -> torch.Tensor:
         """A split's uint8 images as :meth:`gather` reads them: zero-padded once for cropping

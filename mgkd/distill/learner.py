@@ -39,6 +39,7 @@ class DistillationLearner(Learner):
         self.task = task
         self.teacher = teacher
         self.bank = bank  # where the teacher's outputs come from instead of its forward
+        self.reads_views = bank is not None
         self.student = student
         self.granularity = granularity
         self.method = method

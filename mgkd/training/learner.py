@@ -31,6 +31,8 @@ class Learner:
     ``eval_logits`` (and ``embed`` when it is evaluated on a re-ID split)."""
 
     modules: nn.ModuleDict  # everything whose state is checkpointed (trained or not)
+    # whether training batches must carry their view numbers (the teacher view bank reads them)
+    reads_views: bool = False
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.modules.parameters() if p.requires_grad]
