@@ -3,6 +3,7 @@ torchvision DataLoader — measured side by side in one run, printed as ratios.
 
     .venv/bin/python bench/step.py                      # resnet56 -> resnet20, batch 64, CPU
     .venv/bin/python bench/step.py --teacher resnet32x4 --student resnet8x4 --device cuda
+    .venv/bin/python bench/step.py --bank               # teacher view bank vs online teacher
 
 The machines are noisy: modes are interleaved round by round and the median per-step time of each
 is compared, so drift hits every mode alike.
@@ -19,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bank import print_bank, print_differences  # noqa: E402
 from bench.loaders import compare_loaders  # noqa: E402
 from mgkd.config import ExperimentConfig, resolve
 from mgkd.data import DeviceBatches, load_splits  # noqa: E402
@@ -71,8 +73,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-loaders", action="store_true")
+    parser.add_argument("--bank", action="store_true",
+                        help="only the teacher view bank vs the online teacher (bench/bank.py)")
+    parser.add_argument("--bank-images", type=int, default=8,
+                        help="images whose 162 views the bank build is timed on (0: none)")
+    parser.add_argument("--bank-build-only", action="store_true",
+                        help="with --bank: only the build figures")
+    parser.add_argument("--bank-exactness", type=int, metavar="EPOCHS", default=0,
+                        help="only: how far runs reading a float32 / float16 bank are from the "
+                             "online teacher's, over EPOCHS epochs of a tiny run")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.bank_exactness:
+        print_differences(args.bank_exactness)
+        return
+    if args.bank:
+        print_bank(time_steps, batch=args.batch, steps=args.steps, rounds=args.rounds,
+                   images=args.bank_images, device=device, build_only=args.bank_build_only)
+        return
 
     splits = load_splits("synthetic", ".", val_fraction=0.0, options={
         "num_train": args.batch * 8, "num_test": 8, "num_classes": 100, "image_size": 32})

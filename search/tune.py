@@ -7,7 +7,6 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 import ray
@@ -34,7 +33,7 @@ from search.trackers import tracker_callbacks
 from search.warmstart import check_warm_start, started_studies, warm_configs
 from spaces import build_space
 from trainables.distill import distill_trainable, teacher_key
-from trainables.prepare import prepare_teachers
+from trainables.prepare import TeacherJob, prepare_teachers
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +89,17 @@ def add_warm_starts(spec: SweepSpec, entries: list[StudyEntry]) -> None:
 
 
 def teacher_jobs(studies: list[Study], entries: list[StudyEntry]):
-    """One preparation job per teacher, with every head level any of its studies can ask for."""
-    jobs: dict[str, tuple[Any, list[tuple[int, float]]]] = {}
+    """One preparation job per teacher: a base config, every head level any of its studies can
+    ask for, and each study's base config with the teacher passes over the training set its
+    trials stand for (trials x epochs), which decide whether the teacher view bank pays."""
+    jobs: dict[str, TeacherJob] = {}
     for study, entry in zip(studies, entries):
         if study.base.peers is not None:  # a peer group has no teacher
             continue
         key = teacher_key(study.base.teacher, study.base.teacher_checkpoint)
-        config, levels = jobs.get(key, (study.base, []))
-        jobs[key] = (config, list(dict.fromkeys(levels + entry.space.head_levels())))
+        config, levels, runs = jobs.get(key, (study.base, [], []))
+        jobs[key] = (config, list(dict.fromkeys(levels + entry.space.head_levels())),
+                     runs + [(study.base, entry.num_samples * entry.epochs)])
     return jobs
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field, model_validator, with_config
 
+from mgkd.catalog.bank import DEFAULT_BANK_BUDGET_GB, TEACHER_BANK_SETTINGS
 from mgkd.catalog.datasets import DATASET_NAMES, dataset_task, validate_data_options
 from mgkd.catalog.methods import (MAX_PEERS, METHOD_NAMES, MIN_PEERS, MODE_NAMES,
                                   method_defaults, mode_has_levels, paper_logit_weight)
@@ -129,6 +130,10 @@ class ExperimentConfig:
     # let cuDNN time its algorithms for the run's fixed shapes (CUDA only); auto: on for CUDA
     cudnn_benchmark: AutoBool = False
     cache_dir: Str = "~/.cache/mgkd"
+    # the teacher view bank (mgkd.catalog.bank): the teacher's outputs for every training image
+    # and view, computed once; auto = float16 where it applies, pays and fits the budget
+    teacher_bank: Annotated[Str, one_of(TEACHER_BANK_SETTINGS)] = "auto"
+    teacher_bank_budget_gb: Annotated[Float, Field(ge=0.0, le=1e6)] = DEFAULT_BANK_BUDGET_GB
     # the task: null = the data set's (classification; reid for market1501, dukemtmcreid, msmt17)
     task: Annotated[Str, one_of(TASK_NAMES)] | None = None
     # what selects the best epoch / trial (mgkd.catalog.objectives): null = the task's

@@ -33,18 +33,26 @@ class AugmentPlan:
 
     ``starts`` and ``steps`` are what the crop and flip come to, worked out once per epoch: where
     each sample's first output pixel lies in its padded image (its top-right when flipped), and
-    the column step (+1, or -1 when flipped)."""
+    the column step (+1, or -1 when flipped).
+
+    ``views`` numbers each sample's (crop offset, flip) as one of the augmenter's
+    :attr:`Augmenter.view_count` views, ``(top * S + left) * F + flip`` with S = 2 * padding + 1
+    and F = 2 with flips (1 without); None where the views are not a finite set (random erasing)
+    or there is no augmentation. The teacher view bank (:mod:`mgkd.knowledge.views`) is indexed
+    by it."""
 
     offsets: torch.Tensor | None = None
     flips: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
     starts: torch.Tensor | None = None
     steps: torch.Tensor | None = None
+    views: torch.Tensor | None = None
 
     def slice(self, lo: int, hi: int) -> AugmentPlan:
         """The draws of samples ``lo:hi``."""
         return AugmentPlan(*(None if t is None else t[lo:hi] for t in
-                             (self.offsets, self.flips, self.boxes, self.starts, self.steps)))
+                             (self.offsets, self.flips, self.boxes, self.starts, self.steps,
+                              self.views)))
 
 
 def draw_erase_boxes(count: int, height: int, width: int, probability: float,
@@ -98,27 +106,78 @@ class Augmenter:
         """Whether training draws anything at all."""
         return self._pad > 0 or self._flip or self._erase > 0
 
-    def draw(self, count: int, generator: torch.Generator | None) -> AugmentPlan:
-        """One draw per sample for ``count`` samples (crop offsets, then flips, then erase boxes)."""
+    @property
+    def view_count(self) -> int | None:
+        """How many distinct training views of an image there are: (2 * padding + 1)^2 crop
+        offsets times 2 with flips (162 for CIFAR's padding 4 and flips; 1 without
+        augmentation); None where random erasing makes them no finite set."""
+        if self._erase > 0:
+            return None
+        side = 2 * self._pad + 1
+        return side * side * (2 if self._flip else 1)
+
+    def augment_spec(self) -> dict[str, object]:
+        """What an augmented view depends on besides the image (the teacher view bank's key)."""
+        return {"height": self._height, "width": self._width, "padding": self._pad,
+                "flip": self._flip, "erase": self._erase,
+                "scale": self._scale.flatten().tolist(), "shift": self._shift.flatten().tolist()}
+
+    def draw(self, count: int, generator: torch.Generator | None, *,
+             views: bool = False) -> AugmentPlan:
+        """One draw per sample for ``count`` samples (crop offsets, then flips, then erase boxes);
+        the plan numbers each sample's view when ``views`` asks (same draws either way)."""
         if not self.active:
             return AugmentPlan()
         assert generator is not None, "training augmentation needs the run's data generator"
         device, pad = self._device, self._pad
-        offsets = flips = boxes = starts = steps = None
+        offsets = flips = boxes = None
         if pad:
             offsets = torch.randint(0, 2 * pad + 1, (2, count), generator=generator, device=device).t()
         if self._flip:
             flips = torch.randint(0, 2, (count,), generator=generator, device=device, dtype=torch.bool)
         if self._erase > 0:
             boxes = draw_erase_boxes(count, self._height, self._width, self._erase, generator, device)
+        return self._plan(offsets, flips, boxes, views)
+
+    def _plan(self, offsets: torch.Tensor | None, flips: torch.Tensor | None,
+              boxes: torch.Tensor | None, views: bool) -> AugmentPlan:
+        """The plan of given draws: where crops start, the column steps and (when ``views``
+        asks and there is a finite view set) the view numbers."""
+        starts = steps = None
         if offsets is not None or flips is not None:
-            starts = torch.zeros(count, dtype=torch.int64, device=device)
+            count = (offsets if offsets is not None else flips).shape[0]
+            starts = torch.zeros(count, dtype=torch.int64, device=self._device)
             if offsets is not None:
                 starts += offsets[:, 0] * self._padded_width + offsets[:, 1]
             if flips is not None:
                 starts += flips * (self._width - 1)
                 steps = 1 - 2 * flips.long()
-        return AugmentPlan(offsets, flips, boxes, starts, steps)
+        numbers = None
+        if views and boxes is None and starts is not None:
+            numbers = torch.zeros_like(starts)
+            if offsets is not None:
+                numbers += offsets[:, 0] * (2 * self._pad + 1) + offsets[:, 1]
+            if flips is not None:
+                numbers = numbers * 2 + flips
+        return AugmentPlan(offsets, flips, boxes, starts, steps, numbers)
+
+    def view_plan(self, views: torch.Tensor) -> AugmentPlan:
+        """The plan that shows each sample its given view number (the inverse of the ``views``
+        a drawn plan carries): what the teacher view bank computes each row from."""
+        count = self.view_count
+        if count is None:
+            raise ValueError("random erasing draws no finite set of views")
+        views = views.to(device=self._device, dtype=torch.int64)
+        if count == 1:
+            return AugmentPlan()
+        flips = None
+        if self._flip:
+            flips, views = (views % 2).bool(), views // 2
+        offsets = None
+        if self._pad:
+            side = 2 * self._pad + 1
+            offsets = torch.stack([views // side, views % side], dim=1)
+        return self._plan(offsets, flips, None, True)
 
     def source(self, images: torch.Tensor) -> torch.Tensor:
         """A split's uint8 images as :meth:`gather` reads them: zero-padded once for cropping

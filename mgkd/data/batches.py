@@ -62,7 +62,7 @@ class _Writer:
     format asked for; full batches into a :class:`BatchBuffer` when one is given."""
 
     def __init__(self, split: ImageSplit, spec: DatasetSpec, batch_size: int, *, train: bool,
-                 memory_format: torch.memory_format) -> None:
+                 memory_format: torch.memory_format, views: bool = False) -> None:
         self.augmenter = Augmenter(spec, split.device, train=train)
         self.source = self.augmenter.source(split.images) if train else split.images
         self.labels = split.labels
@@ -70,6 +70,9 @@ class _Writer:
         self.memory_format = memory_format
         self._shape = tuple(split.images.shape[1:])
         self._device = split.device
+        # Training batches carry view numbers when asked and the augmentation has a finite view
+        # set (otherwise nothing is copied for them: steps outside a CUDA graph stay minimal).
+        self.views = views and train and self.augmenter.view_count is not None
 
     def _images(self, count: int) -> torch.Tensor:
         return torch.empty((count, *self._shape), dtype=torch.float32, device=self._device,
@@ -83,8 +86,17 @@ class _Writer:
                 or not held.images.is_contiguous(memory_format=self.memory_format)):
             held = into.batch = Batch(self._images(count),
                                       torch.empty(count, dtype=self.labels.dtype, device=self._device),
-                                      torch.empty(count, dtype=torch.int64, device=self._device))
+                                      torch.empty(count, dtype=torch.int64, device=self._device),
+                                      self._view_numbers(None, count))
         return held
+
+    def _view_numbers(self, plan: AugmentPlan | None, count: int) -> torch.Tensor | None:
+        """The batch's view numbers (all 0 for a data set trained without augmentation)."""
+        if not self.views:
+            return None
+        if plan is not None and plan.views is not None:
+            return plan.views
+        return torch.zeros(count, dtype=torch.int64, device=self._device)
 
     def train_batch(self, indices: torch.Tensor, plan: AugmentPlan,
                     into: BatchBuffer | None) -> Batch:
@@ -93,10 +105,13 @@ class _Writer:
             self.augmenter.gather(self.source, indices, plan, out=target.images)
             torch.index_select(self.labels, 0, indices, out=target.labels)
             target.indices.copy_(indices)
+            if target.views is not None and plan.views is not None:
+                target.views.copy_(plan.views)
             return target
         images = self.augmenter.gather(self.source, indices, plan,
                                        out=self._images(indices.shape[0]))
-        return Batch(images, self.labels.index_select(0, indices), indices)
+        return Batch(images, self.labels.index_select(0, indices), indices,
+                     self._view_numbers(plan, indices.shape[0]))
 
     def eval_batch(self, lo: int, hi: int, indices: torch.Tensor) -> Batch:
         images = self.augmenter.normalise(self.source[lo:hi], out=self._images(hi - lo))
@@ -121,6 +136,7 @@ class DeviceBatches:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         memory_format: torch.memory_format = torch.contiguous_format,
+        views: bool = False,
     ) -> None:
         _check_common(split, spec, batch_size, train, generator)
         self._batch_size = batch_size
@@ -128,7 +144,8 @@ class DeviceBatches:
         self._generator = generator
         self._drop_last = drop_last
         self._num = len(split)
-        self._writer = _Writer(split, spec, batch_size, train=train, memory_format=memory_format)
+        self._writer = _Writer(split, spec, batch_size, train=train, memory_format=memory_format,
+                               views=views)
         self._all_indices = torch.arange(self._num, device=split.device)
 
     def __len__(self) -> int:
@@ -145,7 +162,8 @@ class DeviceBatches:
 
     def _train_batches(self, into: BatchBuffer | None) -> Iterator[Batch]:
         order = torch.randperm(self._num, generator=self._generator, device=self._all_indices.device)
-        plan = self._writer.augmenter.draw(self._num, self._generator)
+        plan = self._writer.augmenter.draw(self._num, self._generator,
+                                           views=self._writer.views)
         for b in range(len(self)):
             lo, hi = self._bounds(b)
             yield self._writer.train_batch(order[lo:hi], plan.slice(lo, hi), into)
@@ -171,7 +189,8 @@ class IdentityBatches:
 
     def __init__(self, split: ImageSplit, spec: DatasetSpec, batch_size: int, *,
                  generator: torch.Generator | None,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 views: bool = False) -> None:
         _check_common(split, spec, batch_size, True, generator)
         instances = spec.instances
         if not is_int(instances) or instances < MIN_INSTANCES:
@@ -205,7 +224,8 @@ class IdentityBatches:
         self._starts = torch.cumsum(self._counts, 0) - self._counts
         self._width = max(int(self._counts.max()), instances)
         self._columns = torch.arange(self._width, device=device)
-        self._writer = _Writer(split, spec, batch_size, train=True, memory_format=memory_format)
+        self._writer = _Writer(split, spec, batch_size, train=True, memory_format=memory_format,
+                               views=views)
 
     def __len__(self) -> int:
         return self._num_batches
@@ -235,7 +255,8 @@ class IdentityBatches:
     def epoch(self, into: BatchBuffer | None = None) -> Iterator[Batch]:
         """One epoch of batches (all full), written into ``into`` when given."""
         indices = self._epoch_indices()
-        plan = self._writer.augmenter.draw(len(indices), self._generator)
+        plan = self._writer.augmenter.draw(len(indices), self._generator,
+                                           views=self._writer.views)
         for b in range(self._num_batches):
             lo, hi = b * self._batch_size, (b + 1) * self._batch_size
             yield self._writer.train_batch(indices[lo:hi], plan.slice(lo, hi), into)
@@ -254,11 +275,13 @@ _TRAIN_BATCHES: Mapping[str, _Factory] = MappingProxyType({
 
 def make_batches(split: ImageSplit, spec: DatasetSpec, batch_size: int, *, train: bool,
                  generator: torch.Generator | None = None,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> EpochBatches:
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 views: bool = False) -> EpochBatches:
     """The batches the engine iterates: training batches by the spec's task (identity-balanced for
     re-ID, shuffled otherwise); evaluation batches in order, unaugmented, for every task. Images
-    come in ``memory_format`` (channels-last for a channels-last model)."""
+    come in ``memory_format`` (channels-last for a channels-last model); training batches carry
+    their view numbers when ``views`` asks (where the augmentation has a finite view set)."""
     if not train:
         return DeviceBatches(split, spec, batch_size, train=False, memory_format=memory_format)
     return _TRAIN_BATCHES[spec.task](split, spec, batch_size, generator=generator,
-                                     memory_format=memory_format)
+                                     memory_format=memory_format, views=views)

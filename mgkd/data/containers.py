@@ -163,16 +163,19 @@ class DataSplits:
 
 @dataclass
 class Batch:
-    """One batch: normalised float32 images, labels, and the samples' positions within the split."""
+    """One batch: normalised float32 images, labels, the samples' positions within the split and,
+    for training batches of a finite view set, each sample's view number
+    (:attr:`mgkd.data.augment.AugmentPlan.views`; None otherwise)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
+    views: torch.Tensor | None = None
 
 
 @dataclass
 class BatchBuffer:
-    """Where full training batches are written when the consumer asks for it: the same three
+    """Where full training batches are written when the consumer asks for it: the same
     tensors for every batch, so a recorded CUDA graph finds each batch at the addresses it was
     recorded with (and no copy into them is needed). Filled by the first full batch; a batch
     yielded into it is valid until the next one is drawn."""

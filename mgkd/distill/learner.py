@@ -18,8 +18,10 @@ from mgkd.config.execution import Execution, ExecutionSettings
 from mgkd.data import Batch, DataSplits
 from mgkd.distill.loss import COMPONENTS, LossWeights, compose_loss
 from mgkd.distill.mutual import build_mutual_learner, peer_metric
+from mgkd.knowledge.bank_use import open_run_bank
 from mgkd.knowledge.heads import FrozenTeacher, StudentGranularity, TeacherHead
 from mgkd.knowledge.prepare import Knowledge, head_levels
+from mgkd.knowledge.views import ViewBank
 from mgkd.methods import DistillMethod, MethodContext, MethodInputs, build_method
 from mgkd.models import create_model, probe_feature_shapes
 from mgkd.models.backbone_init import init_backbone
@@ -33,9 +35,12 @@ class DistillationLearner(Learner):
     """One distillation step: frozen teacher (+ heads) and student (+ encoders, method modules)."""
 
     def __init__(self, config: ExperimentConfig, teacher: FrozenTeacher, student: nn.Module,
-                 granularity: StudentGranularity, method: DistillMethod, task: Task):
+                 granularity: StudentGranularity, method: DistillMethod, task: Task,
+                 bank: ViewBank | None = None):
         self.task = task
         self.teacher = teacher
+        self.bank = bank  # where the teacher's outputs come from instead of its forward
+        self.reads_views = bank is not None
         self.student = student
         self.granularity = granularity
         self.method = method
@@ -49,7 +54,10 @@ class DistillationLearner(Learner):
 
     def _forward(self, batch: Batch, epoch: int):
         images = batch.images
-        t = self.teacher(images)
+        if self.bank is not None:
+            t = self.teacher.from_bank(*self.bank.gather(batch.indices, batch.views))
+        else:
+            t = self.teacher(images)
         s_features, s_logits = self.student(images, features=True)
         inputs = MethodInputs(student_features=s_features, teacher_features=t.features,
                               student_logits=s_logits, teacher_logits=t.logits,
@@ -123,7 +131,9 @@ def build_learner(config: ExperimentConfig, splits: DataSplits, knowledge: Knowl
             module.to(memory_format=torch.channels_last)
     if amp:
         teacher.store_matmul_weights_in(torch.bfloat16)
-    return DistillationLearner(config, teacher, student, granularity, method, task_of(config))
+    bank = open_run_bank(config, splits, knowledge.bank, knowledge.teacher_hash,
+                         teacher_model.embedding_dim, device)
+    return DistillationLearner(config, teacher, student, granularity, method, task_of(config), bank)
 
 
 def schedule_of(config: ExperimentConfig) -> Schedule:

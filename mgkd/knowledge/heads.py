@@ -100,6 +100,15 @@ class FrozenTeacher(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> TeacherOutput:
         features, logits = self.model(images, features=True)
+        return self._with_heads(features, logits)
+
+    @torch.no_grad()
+    def from_bank(self, logits: torch.Tensor, embedding: torch.Tensor | None) -> TeacherOutput:
+        """The output for rows of the teacher view bank: its logits and pooled embedding (the
+        only feature then; methods using the bank read no earlier one), heads run on it."""
+        return self._with_heads([] if embedding is None else [embedding], logits)
+
+    def _with_heads(self, features: list[torch.Tensor], logits: torch.Tensor) -> TeacherOutput:
         codes, decoded = [], []
         for head in self.heads:
             code, dec = head(features[-1])

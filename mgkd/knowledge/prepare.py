@@ -1,6 +1,7 @@
-"""The teacher's knowledge a distillation run needs, prepared once: the frozen teacher's weights
-and its trained granularity heads (trained and cached the first time, loaded ever after), as CPU
-tensors handed to every run — through Ray's object store in a sweep."""
+"""The teacher's knowledge a distillation run needs, prepared once: the frozen teacher's weights,
+its trained granularity heads (trained and cached the first time, loaded ever after), as CPU
+tensors handed to every run — through Ray's object store in a sweep — and, where the runs can use
+it, the teacher view bank's file (built once; every run maps it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from mgkd.config import ExperimentConfig
 from mgkd.config.execution import ExecutionSettings
 from mgkd.data import DataSplits
 from mgkd.io import file_sha256
+from mgkd.knowledge.bank_use import PreparedBank, prepare_bank
 from mgkd.knowledge.heads import HeadBank, HeadKey, TeacherHead
 from mgkd.knowledge.teacher import data_identity, ensure_teacher, load_teacher
 from mgkd.models import create_model
@@ -49,6 +51,7 @@ class Knowledge:
     teacher_hash: str
     teacher_state: dict[str, torch.Tensor]
     heads: dict[Level, dict[str, torch.Tensor]] = field(default_factory=dict)
+    bank: PreparedBank = field(default_factory=PreparedBank)  # the teacher view bank, if built
 
     @classmethod
     def untrained(cls, config: ExperimentConfig, num_classes: int, seed: int = 0) -> "Knowledge":
@@ -74,10 +77,13 @@ class Knowledge:
 def prepare_knowledge(config: ExperimentConfig, splits: DataSplits, *,
                       extra_levels: list[Level] | None = None,
                       teacher_callbacks: list[EpochCallback] | None = None,
-                      progress: Callable[[str], None] | None = None) -> Knowledge:
+                      progress: Callable[[str], None] | None = None,
+                      bank_runs: list[tuple[ExperimentConfig, int]] | None = None) -> Knowledge:
     """Ensure the teacher and every head the resolved ``config`` (plus ``extra_levels``) needs
-    exist — training the missing ones once — and load them. Teacher and head training print a
-    line per epoch with elapsed time and ETA through ``progress`` (default: logging);
+    exist — training the missing ones once — and load them; build the teacher view bank the
+    runs can use (``bank_runs``: resolved configs with the teacher passes each stands for;
+    default: this one run, its epochs). Teacher and head training and the bank's build print
+    progress lines (elapsed, ETA) through ``progress`` (default: logging);
     ``teacher_callbacks`` replace the teacher's."""
     if teacher_callbacks is None:
         teacher_callbacks = [ProgressLog(f"teacher {config.teacher}", config.teacher_epochs,
@@ -98,5 +104,7 @@ def prepare_knowledge(config: ExperimentConfig, splits: DataSplits, *,
     width = teacher.embedding_dim
     heads = {(k.dim, k.temperature): bank.load(k, width, splits.spec.num_classes).state_dict()
              for k in keys}
+    runs = bank_runs if bank_runs is not None else [(config, config.epochs)]
+    bank = prepare_bank(runs, splits, teacher, teacher_hash, device, progress=progress)
     state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-    return Knowledge(config.teacher, str(path), teacher_hash, state, heads)
+    return Knowledge(config.teacher, str(path), teacher_hash, state, heads, bank)

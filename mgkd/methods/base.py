@@ -18,6 +18,10 @@ from mgkd.errors import ConfigError
 
 Shape = tuple[int, ...]
 
+# What a method reads from the teacher (``DistillMethod.teacher_outputs``): its logits, its pooled
+# embedding (the last feature), or its feature maps (any earlier feature: stage or stem maps).
+TEACHER_LOGITS, TEACHER_EMBEDDING, TEACHER_MAPS = "logits", "embedding", "maps"
+
 
 @dataclass(frozen=True)
 class MethodContext:
@@ -56,12 +60,17 @@ class DistillMethod(nn.Module):
       has_init_stage: True for ab, ft, fsp (RepDistiller trains them first for a few epochs).
       init_trains_student: whether the init stage also updates the student (ab, fsp) or only the
         method's own modules (ft's paraphraser).
+      teacher_outputs: what the method reads from the teacher (TEACHER_LOGITS, TEACHER_EMBEDDING,
+        TEACHER_MAPS). Without TEACHER_MAPS a run can take the teacher's outputs from the teacher
+        view bank (mgkd.knowledge.views) instead of running it; the default assumes maps.
     """
 
     name: ClassVar[str] = ""
     defaults: ClassVar[MethodDefaults]
     has_init_stage: ClassVar[bool] = False
     init_trains_student: ClassVar[bool] = False
+    teacher_outputs: ClassVar[frozenset[str]] = frozenset({TEACHER_LOGITS, TEACHER_EMBEDDING,
+                                                           TEACHER_MAPS})
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__()

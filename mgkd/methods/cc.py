@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, check_form, register
+from mgkd.methods.base import (TEACHER_EMBEDDING, TEACHER_LOGITS, DistillMethod,
+                               MethodContext, MethodInputs, check_form, register)
 
 KERNELS = ("gaussian", "bilinear")
 
@@ -40,6 +41,8 @@ class CC(DistillMethod):
     """
 
     name = "cc"
+    # reads the teacher's pooled embedding (teacher_features[-1]) only, never its maps
+    teacher_outputs = frozenset({TEACHER_LOGITS, TEACHER_EMBEDDING})
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, register
+from mgkd.methods.base import (TEACHER_EMBEDDING, TEACHER_LOGITS, DistillMethod,
+                               MethodContext, MethodInputs, register)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class CRDMethod(DistillMethod):
     """
 
     name = "crd"
+    # reads the teacher's pooled embedding (teacher_features[-1]) only, never its maps
+    teacher_outputs = frozenset({TEACHER_LOGITS, TEACHER_EMBEDDING})
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

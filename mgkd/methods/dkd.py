@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, register
+from mgkd.methods.base import TEACHER_LOGITS, DistillMethod, MethodContext, MethodInputs, register
 
 def _binary_and_rest_log_probs(logits: torch.Tensor, target_mask: torch.Tensor
                                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +64,8 @@ class DKD(DistillMethod):
     """
 
     name: ClassVar[str] = "dkd"
+    # reads the teacher's logits only
+    teacher_outputs: ClassVar[frozenset[str]] = frozenset({TEACHER_LOGITS})
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mgkd.methods.base import DistillMethod, MethodInputs, register
+from mgkd.methods.base import TEACHER_LOGITS, DistillMethod, MethodInputs, register
 
 
 @register
@@ -16,6 +16,8 @@ class KD(DistillMethod):
     """Logits only: the feature term is always zero."""
 
     name = "kd"
+    # reads the teacher's logits only
+    teacher_outputs = frozenset({TEACHER_LOGITS})
 
     def forward(self, inputs: MethodInputs) -> torch.Tensor:
         return inputs.student_logits.new_zeros(())

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, register
+from mgkd.methods.base import (TEACHER_EMBEDDING, TEACHER_LOGITS, DistillMethod,
+                               MethodContext, MethodInputs, register)
 
 
 def _conditional_probabilities(embedding: torch.Tensor, eps: float) -> torch.Tensor:
@@ -28,6 +29,8 @@ class PKT(DistillMethod):
     the logarithm."""
 
     name = "pkt"
+    # reads the teacher's pooled embedding (teacher_features[-1]) only, never its maps
+    teacher_outputs = frozenset({TEACHER_LOGITS, TEACHER_EMBEDDING})
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from mgkd.errors import ConfigError
-from mgkd.methods.base import DistillMethod, MethodContext, MethodInputs, register
+from mgkd.methods.base import (TEACHER_EMBEDDING, TEACHER_LOGITS, DistillMethod,
+                               MethodContext, MethodInputs, register)
 
 
 def _distances(embedding: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -38,6 +39,8 @@ class RKD(DistillMethod):
     on the pooled embeddings (no projection: each network's relations are B×B or B×B×B)."""
 
     name = "rkd"
+    # reads the teacher's pooled embedding (teacher_features[-1]) only, never its maps
+    teacher_outputs = frozenset({TEACHER_LOGITS, TEACHER_EMBEDDING})
 
     def __init__(self, context: MethodContext, options: dict[str, Any]):
         super().__init__(context, options)

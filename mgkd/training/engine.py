@@ -181,7 +181,8 @@ class Trainer:
             self._train_batches = make_batches(self.splits.train, self.splits.spec,
                                                self.batch_size, train=True,
                                                generator=self.data_rng,
-                                               memory_format=self._memory_format)
+                                               memory_format=self._memory_format,
+                                               views=self.learner.reads_views)
         return self._train_batches
 
     def steps_per_epoch(self) -> int:

@@ -34,6 +34,8 @@ class Learner:
     modules: nn.ModuleDict  # everything whose state is checkpointed (trained or not)
     # Each classifier of ``eval_logits`` is scored on its own (a peer group), not their mean.
     separate_classifiers: ClassVar[bool] = False
+    # whether training batches must carry their view numbers (the teacher view bank reads them)
+    reads_views: bool = False
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.modules.parameters() if p.requires_grad]

@@ -200,7 +200,8 @@ class InlineRecorder:
 
 
 def _static_copy(batch: Batch) -> Batch:
-    return Batch(batch.images.clone(), batch.labels.clone(), batch.indices.clone())
+    return Batch(batch.images.clone(), batch.labels.clone(), batch.indices.clone(),
+                 None if batch.views is None else batch.views.clone())
 
 
 class GraphedSteps:
@@ -242,9 +243,10 @@ class GraphedSteps:
             self._static = batch if batch is self.buffer.batch else _static_copy(batch)
         elif batch is not self._static:
             for static, value in zip((self._static.images, self._static.labels,
-                                      self._static.indices),
-                                     (batch.images, batch.labels, batch.indices)):
-                static.copy_(value)
+                                      self._static.indices, self._static.views),
+                                     (batch.images, batch.labels, batch.indices, batch.views)):
+                if static is not None and value is not None:
+                    static.copy_(value)
         if self._graph is None or key != self._key:
             self._record(key, compute)
         self.recorder.replay(self._graph)
