@@ -47,7 +47,21 @@ def _config(teacher: str, student: str, mode: str, batch: int, device: str, cach
         "device": device, "cache_dir": str(cache), "teacher_bank": bank}))
 
 
-def _flip_only(splits: DataSplits) -> DataSplits:
+def with_bank(knowledge: Knowledge, config: ExperimentConfig, splits: DataSplits,
+              device: torch.device) -> Knowledge:
+    """``knowledge`` (of an untrained teacher, which has no file: its hash is made up from its
+    name) with the bank of ``config``'s teacher built on ``splits``' training images."""
+    model = create_model(config.teacher, splits.spec.num_classes)
+    model.load_state_dict(knowledge.teacher_state)
+    fake_hash = config.teacher.ljust(64, "0")
+    bank = prepare_bank([(config, config.epochs)], splits, model.to(device), fake_hash, device)
+    if bank.path is None:
+        raise RuntimeError(f"no teacher view bank was built: {bank.note}")
+    return dataclasses.replace(knowledge, teacher_hash=fake_hash, bank=bank)
+
+
+def flip_only(splits: DataSplits) -> DataSplits:
+    """``splits`` augmented by flips alone (2 views): a bank of it builds in seconds."""
     return dataclasses.replace(splits, spec=dataclasses.replace(splits.spec, crop_padding=0))
 
 
@@ -59,12 +73,7 @@ def _variants(teacher: str, student: str, mode: str, splits: DataSplits, batch: 
         config = _config(teacher, student, mode, batch, device.type, cache, setting)
         knowledge = Knowledge.untrained(config, CIFAR100_CLASSES)
         if setting != "off":
-            model = create_model(teacher, CIFAR100_CLASSES)
-            model.load_state_dict(knowledge.teacher_state)
-            fake_hash = teacher.ljust(64, "0")  # an untrained teacher has no file
-            bank = prepare_bank([(config, config.epochs)], splits, model.to(device), fake_hash,
-                                device)
-            knowledge = dataclasses.replace(knowledge, teacher_hash=fake_hash, bank=bank)
+            knowledge = with_bank(knowledge, config, splits, device)
         learner = build_learner(config, splits, knowledge, device)
         assert (learner.bank is not None) == (setting != "off")
         optimizer = torch.optim.SGD(learner.trainable_parameters(), lr=0.05, momentum=0.9)
@@ -76,7 +85,7 @@ def step_table(time_steps: TimeSteps, *, batch: int, steps: int, rounds: int,
                device: torch.device) -> Iterator[tuple[str, str, float, float]]:
     """(pair, mode, online ms/step, bank ms/step): medians of interleaved rounds, one row at a
     time."""
-    splits = _flip_only(load_splits("synthetic", ".", val_fraction=0.0, options={
+    splits = flip_only(load_splits("synthetic", ".", val_fraction=0.0, options={
         "num_train": batch, "num_test": 8, "num_classes": CIFAR100_CLASSES, "image_size": 32}))
     splits = splits.to(device)
     generator = torch.Generator(device=device).manual_seed(0)

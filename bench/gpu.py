@@ -21,6 +21,8 @@ epoch through the real Trainer, concurrent trials on one GPU and each trial's pe
    together; summed images/s and its ratio to one trial (--concurrency-eager: eager ones too).
 4. memory: one trial alone per pair (Trainer.fit, one epoch): peak allocated / reserved and what
    the GPU holds for it, so how many trials fit on one GPU.
+6. bank: graphed steps reading the teacher view bank vs running the teacher, kd plain and mas,
+   per pair (bf16 + channels-last; flip-only step data, so the bank builds in seconds).
 
 Needs only torch and mgkd (and pydantic, PyYAML, numpy, which mgkd imports); never Ray. Without a
 CUDA GPU it says so and exits 0. With OUT set, every figure also goes to $OUT/gpu_bench.json.
@@ -201,6 +203,63 @@ def phase_steps(bench: Bench) -> dict[str, Any]:
                "in phase epoch)")
     return {"rows": figures, "failed": failed,
             **({"inline_replays": replays} if replays else {})}
+
+
+# ---- phase 6: the teacher view bank in the graphed step ---------------------------------------
+BANK_MODES = ("plain", "mas")
+
+
+def phase_bank(bench: Bench) -> dict[str, Any]:
+    """Graphed steps (GPU defaults: bf16 + channels-last) reading the teacher view bank against
+    the same steps running the teacher, kd in plain and mas. The step data is augmented by
+    flips alone (2 views, see bench/bank.py): its bank builds in seconds, and a step gathers its
+    rows exactly as from CIFAR's 162-view bank."""
+    from bench.bank import flip_only, with_bank
+    from bench.gpu_work import RunSpec, StepClock, build_trainer, interleaved_medians
+    from bench.gpu_work import untrained_knowledge
+
+    s = bench.settings
+    data = bench.step_data()
+    splits = flip_only(data.load(bench.device))
+    rows, figures, failed = [], [], {}
+    with tempfile.TemporaryDirectory(prefix="mgkd-gpu-bank-") as cache:
+        for pair in s.pairs:
+            for mode in BANK_MODES:
+                specs = {name: RunSpec.variant(pair[0], pair[1], mode, "bf16+cl", True, s.batch)
+                         for name in ("online", "bank")}
+                specs["bank"] = dataclasses.replace(specs["bank"], teacher_bank="float16")
+                knowledge = untrained_knowledge(specs["online"], data)
+                config = specs["bank"].config(data, bench.device.type)
+                given = {"online": knowledge, "bank": with_bank(
+                    knowledge, dataclasses.replace(config, cache_dir=cache), splits,
+                    bench.device)}
+                clocks = {name: StepClock(build_trainer(spec, data, splits, given[name],
+                                                        bench.device))
+                          for name, spec in specs.items()}
+                if clocks["bank"].trainer.learner.bank is None:
+                    raise RuntimeError("the bank variant runs its teacher online")
+                try:
+                    medians, errors = interleaved_medians(clocks, s.rounds, progress=lambda m: (
+                        bench.progress(f"bank: {pair_name(pair)} {mode} {m}")))
+                finally:
+                    for clock in clocks.values():
+                        clock.close()
+                failed.update({f"{pair_name(pair)}/{mode}/{k}": v for k, v in errors.items()})
+                online, bank = medians.get("online"), medians.get("bank")
+                figures.append({"teacher": pair[0], "student": pair[1], "mode": mode,
+                                "online_ms": to_ms(online), "bank_ms": to_ms(bank),
+                                "ratio": ratio(online, bank)})
+                rows.append([pair_name(pair), mode, fmt_ms(online), fmt_ms(bank),
+                             fmt_ratio(ratio(online, bank))])
+                if bench.device.type == "cuda":
+                    torch.cuda.empty_cache()
+    bench.show(f"\ngraphed training step (bf16 + channels-last where the device has them), kd, "
+               f"batch {s.batch}: teacher online vs teacher view bank (float16); median of "
+               f"{s.rounds} interleaved rounds x {s.steps} steps (ms/step)")
+    bench.show(format_table(["pair", "mode", "online", "bank", "online/bank"], rows))
+    for name, error in failed.items():
+        bench.show(f"  FAILED {name}: {error}")
+    return {"rows": figures, "failed": failed}
 
 
 # ---- phase 2: full epochs through Trainer.fit --------------------------------------------------
@@ -421,7 +480,7 @@ def phase_reid(bench: Bench) -> dict[str, Any]:
 
 PHASES: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "steps": phase_steps, "epoch": phase_epoch, "concurrency": phase_concurrency,
-    "memory": phase_memory, "reid": phase_reid}
+    "memory": phase_memory, "reid": phase_reid, "bank": phase_bank}
 
 
 # ---- entry points --------------------------------------------------------------------------------

@@ -140,6 +140,7 @@ class RunSpec:
     amp: Setting = False
     channels_last: Setting = False
     cudnn_benchmark: Setting = False
+    teacher_bank: str = "off"  # the benchmark's knowledge carries a bank only where it asks
 
     @classmethod
     def variant(cls, teacher: str, student: str, mode: str, precision: str, graphed: bool,
@@ -156,7 +157,7 @@ class RunSpec:
             "lr_milestones": [1.0],  # no lr change inside a short run: no re-recording timed
             "device": device, "cuda_graphs": False if on_cpu else self.cuda_graphs,
             "amp": self.amp, "channels_last": self.channels_last, "eval_batch_size": "auto",
-            "cudnn_benchmark": self.cudnn_benchmark}))
+            "cudnn_benchmark": self.cudnn_benchmark, "teacher_bank": self.teacher_bank}))
 
 
 def sync(device: torch.device) -> None:

@@ -100,9 +100,17 @@ def test_cpu_self_check_runs_every_phase_end_to_end(tmp_path):
     assert worker["replays"] >= worker["steps"]  # every timed step replayed the recorded one
     assert figures["concurrency"]["graphed"]["scaling"][0]["ratio_to_one"] == 1.0
 
+    bank = figures["bank"]
+    assert bank["failed"] == {}
+    assert [r["mode"] for r in bank["rows"]] == ["plain", "mas"]
+    for row in bank["rows"]:
+        assert row["online_ms"] > 0 and row["bank_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["online_ms"] / row["bank_ms"])
+
     (memory,) = figures["memory"]["pairs"]
     assert memory["steps"] == 5  # one epoch: 36 images in batches of 8
-    for header in ("eager/graphed", "240 epochs", "ratio to 1", "max reserved", "evaluation s"):
+    for header in ("eager/graphed", "240 epochs", "ratio to 1", "max reserved", "evaluation s",
+                   "online/bank"):
         assert header in result.stdout
 
 

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top; a module may import from its own layer and the layers below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("mgkd.errors", "mgkd.io", "mgkd.numpy_pickle", "mgkd.paths"),  # helpers (and the package itself, just a docstring)
+    ("mgkd.errors", "mgkd.io", "mgkd.numpy_pickle", "mgkd.paths", "mgkd.timing"),  # helpers (and the package itself, just a docstring)
     ("mgkd.catalog",),  # what exists and its defaults, torch-free
     ("mgkd.config",),  # the experiment config and the sweep file, torch-free
     ("mgkd.data", "mgkd.models", "mgkd.reid", "mgkd.methods"),  # torch building blocks
