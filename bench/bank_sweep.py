@@ -19,6 +19,7 @@ trial) passes the training set thousands of times; this one is sized to finish i
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
@@ -32,10 +33,10 @@ import torch  # noqa: E402
 from mgkd.config.sweep import SweepSpec, plan  # noqa: E402
 from mgkd.data import load_config_splits  # noqa: E402
 from mgkd.data.augment import Augmenter  # noqa: E402
+from mgkd.io import file_sha256  # noqa: E402
 from mgkd.knowledge.bank_use import prepare_bank  # noqa: E402
 from mgkd.knowledge.prepare import prepare_knowledge  # noqa: E402
 from mgkd.knowledge.teacher import ensure_teacher, load_teacher  # noqa: E402
-from mgkd.io import file_sha256  # noqa: E402
 from search.tune import run_sweep  # noqa: E402
 from spaces import build_space  # noqa: E402
 
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=256,
                         help="training images (as many again are held out for validation)")
     args = parser.parse_args(argv)
+    # the sweeps' progress tables and the bank's build lines, as `mgkd tune` shows them
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     storage = Path(tempfile.mkdtemp(prefix="mgkd-bank-sweep-"))
     online_spec = sweep_spec(storage, "online", "off", args)
     bank_spec = sweep_spec(storage, "bank", "float16", args)

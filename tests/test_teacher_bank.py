@@ -83,11 +83,17 @@ def test_methods_declare_what_they_read_from_the_teacher():
 def test_bank_choice_rule():
     def choose(setting="auto", budget=8.0, outputs=frozenset({"logits"}), levels=False, views=162,
                size=10**9, passes=None):
+        # size: the float16 bank's bytes; float32 takes twice as many
         return bank_choice(setting, budget, method="m", method_outputs=outputs, has_levels=levels,
-                           view_count=views, dataset="d", size_bytes=lambda d, o: size,
+                           view_count=views, dataset="d",
+                           size_bytes=lambda d, o: size * (2 if d == "float32" else 1),
                            passes=passes)
 
-    assert choose().use and choose().outputs == ("logits",) and choose().dtype == "float16"
+    assert choose().use and choose().outputs == ("logits",)
+    # auto: float32 (exact) where it fits the budget, else float16 where that fits
+    assert choose().dtype == "float32"
+    assert choose(size=5 * 10**9).use and choose(size=5 * 10**9).dtype == "float16"
+    assert "in float16" in choose(size=9 * 10**9).reason
     assert choose(levels=True).outputs == ("embedding", "logits")
     assert not choose(setting="off").use
     assert "random erasing" in choose(views=None).reason
@@ -193,6 +199,11 @@ def test_auto_runs_online_where_the_bank_does_not_pay_or_apply(tmp_path, caplog)
         knowledge = _knowledge(config, splits)
         assert knowledge.bank.path is None and "would save 2" in knowledge.bank.note
         assert make_trainer(config, splits, knowledge).learner.bank is None
+    # runs worth 20 passes (>= 18 views) build it; float32, as it fits the budget
+    built = _knowledge(config, splits, runs=[(config, 20)])
+    assert built.bank.dtype == "float32" and read_header(Path(built.bank.path))["layout"][
+        "dtype"] == "float32"
+    assert make_trainer(config, splits, built).learner.bank is not None
     fitnet = _config(tmp_path, method="fitnet", teacher_bank="float32")
     with caplog.at_level(logging.INFO, logger="mgkd.knowledge.bank_use"):
         assert _knowledge(fitnet, splits).bank.path is None

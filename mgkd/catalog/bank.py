@@ -4,9 +4,11 @@ Torch-free: config validation and sweep planning read it.
 
 * ``off``: the teacher always runs online.
 * ``float16`` / ``float32``: the bank (in that storage dtype) wherever it applies.
-* ``auto`` (default): a float16 bank where it applies, where it fits ``teacher_bank_budget_gb``
-  and where it pays, i.e. the runs it serves pass the teacher over the training set at least as
-  many times as there are views per image (building costs one teacher forward per view).
+* ``auto`` (default): a bank where it applies, where it fits ``teacher_bank_budget_gb`` and where
+  it pays, i.e. the runs it serves pass the teacher over the training set at least as many times as
+  there are views per image (building costs one teacher forward per view). float32 where that fits
+  the budget, else float16: float16's rounding perturbs a run like another CPU's kernels do, and a
+  short fragile run (the digits demo) then lands elsewhere; float32 reproduces the online run.
 
 It applies where the training augmentation is a finite set of views (no random erasing) and the
 method reads no teacher feature maps (its ``teacher_outputs``). Granularity heads read the
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 TEACHER_BANK_SETTINGS: tuple[str, ...] = ("auto", "off", "float16", "float32")
+AUTO_DTYPES: tuple[str, ...] = ("float32", "float16")  # auto's preference, the first that fits
 DEFAULT_BANK_BUDGET_GB = 8.0
 LOGITS, EMBEDDING, MAPS = "logits", "embedding", "maps"
 
@@ -59,14 +62,18 @@ def bank_choice(setting: str, budget_gb: float, *, method: str,
         return BankChoice(False, f"method {method} reads the teacher's feature maps, which the "
                                  "bank does not hold, so the teacher runs online")
     outputs = bank_outputs(method_outputs, has_levels)
-    dtype = "float16" if setting == "auto" else setting
+    if setting == "auto":
+        fitting = [d for d in AUTO_DTYPES if size_bytes(d, outputs) <= budget_gb * 1e9]
+        dtype = fitting[0] if fitting else AUTO_DTYPES[-1]
+    else:
+        dtype = setting
     size = size_bytes(dtype, outputs)
     if setting == "auto":
         if size > budget_gb * 1e9:
-            return BankChoice(False, f"the teacher view bank would take {size / 1e9:.2f} GB, over "
-                                     f"teacher_bank_budget_gb {budget_gb:g}; the teacher runs "
-                                     "online (raise the budget or set teacher_bank: float16)",
-                              dtype, outputs)
+            return BankChoice(False, f"the teacher view bank would take {size / 1e9:.2f} GB in "
+                                     f"{dtype}, over teacher_bank_budget_gb {budget_gb:g}; the "
+                                     "teacher runs online (raise the budget or set teacher_bank: "
+                                     "float16)", dtype, outputs)
         if passes is not None and passes < view_count:
             return BankChoice(False, f"the teacher view bank costs {view_count} teacher passes "
                                      f"(one per view) and would save {passes}; the teacher runs "
