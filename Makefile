@@ -19,12 +19,12 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $(DEV_STAMP)
 
-# Every test (what CI runs): about 5 1/2 minutes of pytest on 2 idle cores.
+# Every test (what CI runs): about 7 minutes of pytest on 2 idle cores (the install before it: about 2 more).
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The inner loop: no Ray, no second process, no single slow test (the tiers are set in
-# tests/conftest.py); about 1 1/2 minutes on 2 cores.
+# tests/conftest.py); about 2 minutes on 2 idle cores.
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not ray and not cli and not slow" $(PYTEST_ARGS)
 

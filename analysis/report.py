@@ -25,7 +25,7 @@ from analysis.formats import fmt_number, fmt_value, run_objective, test_note, ve
 from analysis.importance import MIN_COMPLETE, RESAMPLE_TREES, study_importances
 from analysis.optuna_db import log_sampled
 from analysis.plots import curves_png, importance_png, param_order, parallel_png
-from analysis.records import COMPLETE, Run, StudyInfo, TrialRecord
+from analysis.records import COMPLETE, PRUNED, Run, StudyInfo, TrialRecord
 from analysis.reid_table import PAPER, reid_table
 from analysis.rungs import Schedule, asha_check, check_sentence, read_schedule
 from analysis.run import read_run
@@ -248,10 +248,12 @@ def parallel_part(run: Run, key: str, trials: list[TrialRecord], out: Path, imag
     """The parallel-coordinates picture (scrolling sideways when wider than the page)."""
     parts = ["<h3>Parallel coordinates</h3>"]
     names = param_order([n for t in trials for n in t.params])
-    drawable = [t for t in trials if t.params and t.objective_value is not None]
+    # what the figure draws: ended trials (complete or pruned) with a value
+    drawable = [t for t in trials if t.params and t.objective_value is not None
+                and t.state in (COMPLETE, PRUNED)]
     if len(drawable) < 2 or not names:
-        return parts + [f'<p class="muted">Fewer than two trials with a {_e(objective.name)}: '
-                        "nothing to compare.</p>"]
+        return parts + [f'<p class="muted">Fewer than two ended trials with a '
+                        f"{_e(objective.name)}: nothing to compare.</p>"]
     path = parallel_png(drawable, names, key, out / f"{key}-parallel.png",
                         log_params=log_sampled(run.path / OPTUNA_DB, key), objective=objective)
     tag = _img(out, path, f"parallel coordinates of {key}", images)
