@@ -77,7 +77,8 @@ def bank_choice(setting: str, budget_gb: float, *, method: str,
         if passes is not None and passes < view_count:
             return BankChoice(False, f"the teacher view bank costs {view_count} teacher passes "
                                      f"(one per view) and would save {passes}; the teacher runs "
-                                     "online (set teacher_bank: float16 to build it anyway)",
+                                     "online (set teacher_bank: float32 or float16 to build it "
+                                     "anyway)",
                               dtype, outputs)
     return BankChoice(True, f"teacher outputs come from the {dtype} teacher view bank "
                             f"({size / 1e9:.2f} GB, {view_count} views per image)", dtype, outputs)

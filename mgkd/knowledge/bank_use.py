@@ -78,17 +78,16 @@ def prepare_bank(runs: list[tuple[ExperimentConfig, int]], splits: DataSplits, t
         note = choices[0][2].reason if choices else "no run asked for the teacher view bank"
         log.info("teacher view bank: not built: %s", note)
         return PreparedBank(note=note)
-    config, _, first = using[0]
+    # the rule (mgkd.catalog.bank) once more, for the passes of all the runs the bank serves
+    passes = sum(p for _, p, _ in using)
+    config = using[0][0]
+    first = run_choice(config, splits.spec, count, width, passes=passes)
+    if not first.use:
+        log.info("teacher view bank: not built: %s", first.reason)
+        return PreparedBank(note=first.reason)
     dtype = first.dtype
     outputs = tuple(sorted({o for _, _, choice in using for o in choice.outputs}))
-    passes = sum(p for _, p, _ in using)
     views = train_augmenter(splits.spec).view_count or 0
-    if config.teacher_bank == "auto" and passes < views:
-        note = (f"the teacher view bank costs {views} teacher passes (one per view) and would "
-                f"save {passes}; the teacher runs online (set teacher_bank: float16 to build it "
-                "anyway)")
-        log.info("teacher view bank: not built: %s", note)
-        return PreparedBank(note=note)
     key = _key(config, teacher_hash, splits, dtype, outputs)
     layout = layout_of(key, count, views, splits.spec.num_classes, width)
     emit = progress or (lambda line: log.info("%s", line))
